@@ -1,0 +1,42 @@
+"""Task-weighting strategies: math over per-task losses and gradients, independent of Keras models.
+
+>>> import numpy as np
+>>> from mtlcli.weighting import aggregate
+>>> J = np.array([[-4.0, 1.0, 1.0], [6.0, 1.0, 1.0]])
+>>> aggregate("mean", J)
+array([1., 1., 1.])
+"""
+
+from __future__ import annotations
+
+# Importing the strategy modules registers them. They import TensorFlow lazily (inside methods).
+from mtlcli.weighting import (  # noqa: F401
+    aligned,
+    cagrad,
+    graddrop,
+    gradnorm,
+    imtl,
+    loss,
+    mgda,
+    nash_mtl,
+    pcgrad,
+    upgrad,
+)
+from mtlcli.weighting.api import aggregate
+from mtlcli.weighting.base import Context, Result, Strategy, combine_rows
+from mtlcli.weighting.registry import REGISTRY, SpecProblem, available, check, get, register, spec_name
+
+__all__ = [
+    "REGISTRY",
+    "Context",
+    "Result",
+    "SpecProblem",
+    "Strategy",
+    "aggregate",
+    "available",
+    "check",
+    "combine_rows",
+    "get",
+    "register",
+    "spec_name",
+]

@@ -1,0 +1,151 @@
+"""Safe YAML loading that remembers where every value came from (file and line).
+
+Only ``yaml.SafeLoader`` is used: a recipe can never construct Python objects. Duplicate keys are an
+error (YAML's "last one wins" silently hides typos).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mtlcli.errors import Problem, RecipeError
+
+Path_ = tuple  # a recipe path: tuple of str keys and int indices
+
+
+class Located:
+    """A loaded YAML document plus the line of every path in it."""
+
+    def __init__(self, data: Any, lines: dict[tuple, int], file: str):
+        self.data = data
+        self.lines = lines
+        self.file = file
+
+    def line(self, path: tuple) -> int | None:
+        """The line of ``path``, or of its closest ancestor that has one."""
+        path = tuple(path)
+        while path:
+            if path in self.lines:
+                return self.lines[path]
+            path = path[:-1]
+        return self.lines.get((), None)
+
+
+def dotted(path: tuple) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+MAX_NODES = 200_000  # aliases can make a small file expand exponentially ("billion laughs")
+_STANDARD = {yaml.MappingNode: "tag:yaml.org,2002:map", yaml.SequenceNode: "tag:yaml.org,2002:seq"}
+
+
+class _Budget:
+    def __init__(self) -> None:
+        self.left = MAX_NODES
+
+
+def _build(
+    node: yaml.Node,
+    path: tuple,
+    lines: dict,
+    ctor: yaml.SafeLoader,
+    problems: list,
+    file: str,
+    budget: _Budget | None = None,
+) -> Any:
+    budget = budget or _Budget()
+    budget.left -= 1
+    if budget.left < 0:
+        raise yaml.YAMLError(f"the document expands to more than {MAX_NODES:,} values (aliases?)")
+    lines[path] = node.start_mark.line + 1
+    if type(node) in _STANDARD and node.tag != _STANDARD[type(node)]:
+        raise yaml.constructor.ConstructorError(
+            None, None, f"could not determine a constructor for the tag {node.tag!r}", node.start_mark
+        )
+    if isinstance(node, yaml.MappingNode):
+        ctor.flatten_mapping(node)  # resolves merge keys (<<) safely
+        out: dict = {}
+        for key_node, value_node in node.value:
+            key = ctor.construct_object(key_node, deep=True)
+            if isinstance(key, bool) and isinstance(key_node, yaml.ScalarNode):
+                # YAML 1.1 reads on/off/yes/no as booleans; as keys (`on: representation`) they are names.
+                key = key_node.value
+            if not isinstance(key, (str, int, float, bool)) or key is None:
+                problems.append(
+                    Problem(
+                        f"mapping keys must be plain text, received {key!r}",
+                        dotted(path),
+                        file,
+                        key_node.start_mark.line + 1,
+                    )
+                )
+                continue
+            key = str(key) if not isinstance(key, str) else key
+            if key in out:
+                problems.append(
+                    Problem(
+                        f"duplicate key {key!r} (first defined on line {lines[(*path, key)]})",
+                        dotted((*path, key)),
+                        file,
+                        key_node.start_mark.line + 1,
+                    )
+                )
+                continue
+            lines[(*path, key)] = key_node.start_mark.line + 1
+            out[key] = _build(value_node, (*path, key), lines, ctor, problems, file, budget)
+            lines[(*path, key)] = key_node.start_mark.line + 1
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [
+            _build(item, (*path, i), lines, ctor, problems, file, budget) for i, item in enumerate(node.value)
+        ]
+    return ctor.construct_object(node, deep=True)
+
+
+def load_text(text: str, file: str) -> Located:
+    """Parse YAML text into plain Python data with line numbers; raise RecipeError on any problem."""
+    try:
+        loader = yaml.SafeLoader(text)
+        try:
+            node = loader.get_single_node()
+            problems: list[Problem] = []
+            lines: dict[tuple, int] = {}
+            data = None if node is None else _build(node, (), lines, loader, problems, file)
+        finally:
+            loader.dispose()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        detail = " ".join(str(x) for x in (exc.context, exc.problem) if x)
+        raise RecipeError(problems=[Problem(f"invalid YAML: {detail}", "", file, line)]) from None
+    except yaml.YAMLError as exc:
+        raise RecipeError(problems=[Problem(f"invalid YAML: {exc}", "", file)]) from None
+    except RecursionError:
+        raise RecipeError(
+            problems=[Problem("invalid YAML: the document is nested too deeply", "", file)]
+        ) from None
+    if problems:
+        raise RecipeError(problems=problems)
+    return Located(data, lines, file)
+
+
+def load_file(path: str | Path) -> Located:
+    path = Path(path)
+    if not path.exists():
+        raise RecipeError(problems=[Problem("file not found", "", str(path))])
+    if path.is_dir():
+        raise RecipeError(problems=[Problem("is a directory, expected a YAML recipe file", "", str(path))])
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RecipeError(
+            problems=[Problem(f"not UTF-8 text (invalid byte at offset {exc.start})", "", str(path))]
+        ) from None
+    return load_text(text, str(path))

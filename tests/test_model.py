@@ -1,0 +1,143 @@
+"""The model builder, the multi-task train step and model.keras round trips."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+
+import numpy as np
+import pytest
+
+from mtlcli import data
+from mtlcli import recipe as R
+from mtlcli.errors import CheckpointError
+
+tf = pytest.importorskip("tensorflow")
+keras = pytest.importorskip("keras")
+
+from mtlcli import runner  # noqa: E402
+
+
+@pytest.fixture
+def built(tiny_project):
+    loaded = R.load(tiny_project)
+    prepared = data.prepare(loaded)
+    model = runner.build_model(loaded, prepared, seed=3)
+    return loaded, prepared, model
+
+
+def test_outputs_are_a_dict_named_after_tasks_with_the_right_shapes(built):
+    _, prepared, model = built
+    out = model(prepared.splits["train"].x)
+    assert set(out) == {"kind", "flag", "value"}
+    assert out["kind"].shape == (90, 3) and out["flag"].shape == (90, 1) and out["value"].shape == (90, 1)
+
+
+def test_shared_and_head_variables_partition_the_model(built):
+    _, _, model = built
+    shared = {id(v) for v in model.shared_variables}
+    heads = {id(v) for v in model.head_variables}
+    assert shared and heads and not shared & heads
+    assert shared | heads == {id(v) for v in model.trainable_variables}
+
+
+def test_masked_task_loss_is_the_mean_over_labelled_rows(built):
+    _, _, model = built
+    y = {
+        "kind": tf.constant([0, 1, 2, 0]),
+        "flag": tf.constant([[1.0], [0.0], [1.0], [0.0]]),
+        "value": tf.constant([[1.0], [2.0], [3.0], [100.0]]),
+    }
+    preds = {"kind": tf.zeros((4, 3)), "flag": tf.zeros((4, 1)), "value": tf.zeros((4, 1))}
+    mask = {"kind": tf.ones(4), "flag": tf.ones(4), "value": tf.constant([1.0, 1.0, 1.0, 0.0])}
+    losses, counts = model.task_losses(y, preds, mask)
+    # uniform logits: CE = log 3 and BCE = log 2; MSE over the 3 labelled rows = (1 + 4 + 9) / 3
+    np.testing.assert_allclose(losses.numpy(), [np.log(3), np.log(2), 14 / 3], rtol=1e-5)
+    np.testing.assert_allclose(counts.numpy(), [4, 4, 3])
+
+
+def test_static_step_matches_a_hand_written_weighted_sum(tiny_project):
+    """One train step of mtl equals Adam on sum_i w_i L_i with weights normalised to sum 1."""
+    loaded = R.load(tiny_project)
+    loaded = R.loads(
+        tiny_project.read_text().replace(
+            "value: {type: regression, metrics: [mae]}",
+            "value: {type: regression, metrics: [mae], weight: 2}",
+        ),
+        file="r.yaml",
+        base_dir=tiny_project.parent,
+    )
+    prepared = data.prepare(loaded)
+    a = runner.build_model(loaded, prepared, seed=3)
+    b = runner.build_model(loaded, prepared, seed=3)
+    b.set_weights(a.get_weights())
+    arr = prepared.splits["train"]
+    batch = (
+        {k: v[:32] for k, v in arr.x.items()},
+        {k: v[:32] for k, v in arr.y.items()},
+        {k: v[:32] for k, v in arr.mask.items()},
+    )
+    a.train_step(batch)
+    x, y, m = batch
+    with tf.GradientTape() as tape:
+        losses, _ = b.task_losses(y, b(x, training=True), m)
+        total = tf.reduce_sum(tf.constant([0.25, 0.25, 0.5]) * losses)
+    grads = tape.gradient(total, b.trainable_variables)
+    b.optimizer.apply(grads, b.trainable_variables)
+    for va, vb in zip(a.trainable_variables, b.trainable_variables, strict=True):
+        np.testing.assert_allclose(va.numpy(), vb.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_keras_round_trip_safe_mode(built, tmp_path):
+    _, prepared, model = built
+    x = prepared.splits["validation"].x
+    before = model.predict(x, verbose=0)
+    runner.save_model_atomic(model, tmp_path / "model.keras")
+    loaded = runner.load_model(tmp_path / "model.keras")
+    after = loaded.predict(x, verbose=0)
+    for task in before:
+        np.testing.assert_array_equal(before[task], after[task])
+    assert loaded.spec == json.loads(json.dumps(model.spec))
+
+
+def test_lambda_layer_in_a_model_file_is_refused(built, tmp_path):
+    _, _, model = built
+    path = tmp_path / "model.keras"
+    runner.save_model_atomic(model, path)
+    with zipfile.ZipFile(path) as zf:
+        files = {n: zf.read(n) for n in zf.namelist()}
+    config = json.loads(files["config.json"])
+    config["config"]["spec"]["shared"] = [{"lambda": {}}]
+    files["config.json"] = json.dumps(config).encode()
+    bad = tmp_path / "bad.keras"
+    with zipfile.ZipFile(bad, "w") as zf:
+        for name, content in files.items():
+            zf.writestr(name, content)
+    with pytest.raises(CheckpointError, match="cannot load the model safely"):
+        runner.load_model(bad)
+
+
+def test_truncated_model_file(built, tmp_path):
+    _, _, model = built
+    path = tmp_path / "model.keras"
+    runner.save_model_atomic(model, path)
+    path.write_bytes(path.read_bytes()[:500])
+    with pytest.raises(CheckpointError, match="cannot load the model safely"):
+        runner.load_model(path)
+
+
+@pytest.mark.parametrize("weighting", ["uncertainty", "pcgrad", "{mgda: {on: representation}}"])
+def test_strategies_train_a_step_without_nan(tiny_project, weighting):
+    loaded = R.loads(
+        tiny_project.read_text().replace("weighting: static", f"weighting: {weighting}"),
+        file="r.yaml",
+        base_dir=tiny_project.parent,
+    )
+    prepared = data.prepare(loaded)
+    model = runner.build_model(loaded, prepared, seed=3)
+    arr = prepared.splits["train"]
+    before = [v.numpy().copy() for v in model.trainable_variables]
+    logs = model.train_step((arr.x, arr.y, arr.mask))
+    assert all(np.isfinite(float(v)) for v in logs.values())
+    moved = [not np.allclose(b, v.numpy()) for b, v in zip(before, model.trainable_variables, strict=True)]
+    assert all(moved[: len(model.shared_variables)])
