@@ -25,7 +25,10 @@ method (Nocedal & Wright, Algorithm 16.3) in a ``tf.while_loop`` bounded by ``4m
 stays feasible, changes one bound per iteration, solves the current face's KKT system exactly (a linear
 system for the QP, a closed form for CAGrad) and stops on the KKT conditions (to ``1e3·eps`` relative),
 so it is exact to round-off as well on non-degenerate problems; if the budget runs out it returns its
-(feasible, improved) iterate.
+(feasible, improved) iterate.  Known limit of the CAGrad active set: when ``c >= 1`` and the convex hull
+of the task gradients contains 0, the optimum is the non-smooth point ``g_w = 0`` and the method can stop
+near it (``||g_w||`` ~ 1e-3 in normalised units) instead of on it, so CAGrad's zero fallback may not
+trigger for more than ``ENUM_MAX_TASKS`` tasks in that case (the enumeration handles it exactly).
 """
 
 from __future__ import annotations

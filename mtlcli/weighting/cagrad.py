@@ -39,7 +39,9 @@ class CAGrad(Strategy):
             ``1 + c²`` (LibMTL's default). ``2``: divide by ``1 + c``.
 
     Convention: TorchJD 0.18 ``CAGrad(c)`` with ``rescale=0`` (no ``1/(1+c²)``, zero fallback), solved
-    exactly instead of with CLARABEL.
+    exactly instead of with CLARABEL (whose default tolerances leave TorchJD's ``d`` up to ~1e-4
+    relative off the optimum).  Exact for up to ``_qp.ENUM_MAX_TASKS`` (10) tasks; beyond that an
+    active-set method, exact except when ``c >= 1`` and 0 is in the tasks' convex hull (see ``_qp``).
     """
 
     name = "cagrad"

@@ -98,6 +98,11 @@ class NashMTL(Strategy):
         update_weights_every: ``1``. Recompute ``alpha`` every this many steps.
         optim_niter: ``20``. Solver budget (TorchJD: CCP rounds; here ``10·optim_niter`` Newton steps).
 
+    Deliberate deviations from TorchJD, where its CCP does not reach the bargaining solution: more tasks
+    than the rank of ``J`` (the first convexified problem is unbounded; TorchJD keeps ones), gradient
+    norms spread over orders of magnitude (20 CCP rounds do not converge), tiny scales (ECOS fails near
+    ``||J|| ~ 1e-8``; here the clipped direction is scale-free), and a zero ``J`` (TorchJD raises).
+
     Convention: TorchJD 0.18 ``NashMTL(n_tasks)``: weights applied to the shared gradient only, norm
     clipping by scaling the weights. LibMTL applies ``alpha`` to the losses (heads weighted too) and
     clips the shared gradient norm with ``clip_grad_norm_`` instead.

@@ -1,0 +1,253 @@
+"""Cost of every task-weighting strategy, as a ratio to ``static``, measured in one process.
+
+    python benchmarks/strategies.py            # 2, 4 and 10 tasks, all strategies (~15 min on 2 cores)
+    python benchmarks/strategies.py --quick    # 2 and 4 tasks, fewer steps and rounds (~2 min)
+    python benchmarks/strategies.py --accuracy # also: per-task test accuracy of every strategy on
+                                               # recipes/multifashion.yaml (needs its data)
+
+Workload (as in the design notes' measurements): 28x28x1 synthetic images, batch 256, a shared CNN
+Conv32-Pool-Conv64-Pool-Dense128 and one 10-class head per task; the mtl train step with Adam.
+Timing: every strategy's model is built and traced first; then, in each round, one epoch per
+strategy in a rotated order. Reported: the median epoch time and the median over rounds of the ratio
+to ``static`` in the same round (robust to the machine's noise). Output: one JSON line per
+measurement, then a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+TARGETS = {2: 1.6, 4: 3.2, 10: 6.2}  # gradient-based ceilings from the issue (loop figures + 10%)
+LOSS_TARGET = 1.05
+REPR_TARGET = 1.1
+
+RECIPE = """\
+name: bench
+seed: 0
+data:
+  train: data.npz
+  validation: null
+  inputs: {{image: {{kind: image, shape: [28, 28, 1]}}}}
+model:
+  shared:
+    - conv2d: {{filters: 32, kernel_size: 3, activation: relu}}
+    - max_pooling2d: {{pool_size: 2}}
+    - conv2d: {{filters: 64, kernel_size: 3, activation: relu}}
+    - max_pooling2d: {{pool_size: 2}}
+    - flatten
+    - dense: {{units: 128, activation: relu}}
+  tasks:
+{tasks}
+train:
+  batch_size: 256
+  weighting: {weighting}
+"""
+
+
+def build(workdir: Path, tasks: int, weighting: str, samples: int):
+    from mtlcli import data, runner
+    from mtlcli import recipe as R
+
+    npz = workdir / "data.npz"
+    if not npz.exists():
+        rng = np.random.default_rng(0)
+        arrays = {"image": rng.integers(0, 256, (samples, 28, 28, 1), dtype=np.uint8)}
+        for t in range(10):
+            arrays[f"t{t}"] = rng.integers(0, 10, samples)
+        np.savez(npz, **arrays)
+    task_lines = "\n".join(f"    t{t}: {{type: classification}}" for t in range(tasks))
+    loaded = R.loads(
+        RECIPE.format(tasks=task_lines, weighting=weighting), file="bench.yaml", base_dir=workdir
+    )
+    prepared = data.prepare(loaded)
+    import tensorflow as tf
+
+    model = runner.build_model(loaded, prepared, seed=0)
+    ds = runner._datasets(tf, prepared.splits["train"], 256, 0, shuffle=False).cache()
+    return model, ds
+
+
+def strategy_specs(quick: bool) -> list[str]:
+    from mtlcli import weighting
+
+    names = [n for n in weighting.available() if n != "static"]
+    specs = ["static", *names]
+    specs.insert(specs.index("mgda") + 1, "{mgda: {on: representation}}")
+    if quick:
+        specs = [
+            "static",
+            "uncertainty",
+            "dwa",
+            "famo",
+            "pcgrad",
+            "mgda",
+            "{mgda: {on: representation}}",
+            "upgrad",
+            "cagrad",
+            "nash_mtl",
+        ]
+    return specs
+
+
+def time_strategies(tasks: int, specs: list[str], rounds: int, samples: int, workdir: Path) -> list[dict]:
+    models = {}
+    for spec in specs:
+        model, ds = build(workdir, tasks, spec, samples)
+        model.fit(ds, epochs=1, verbose=0)  # trace + warm up
+        models[spec] = (model, ds)
+    times: dict[str, list[float]] = {s: [] for s in specs}
+    ratios: dict[str, list[float]] = {s: [] for s in specs}
+    for r in range(rounds):
+        order = specs[r % len(specs) :] + specs[: r % len(specs)]
+        this_round = {}
+        for spec in order:
+            model, ds = models[spec]
+            start = time.perf_counter()
+            model.fit(ds, epochs=1, verbose=0)
+            this_round[spec] = time.perf_counter() - start
+        for spec in specs:
+            times[spec].append(this_round[spec])
+            ratios[spec].append(this_round[spec] / this_round["static"])
+    from mtlcli import weighting
+
+    rows = []
+    for spec in specs:
+        name = weighting.spec_name(spec.strip("{}").split(":")[0] if spec.startswith("{") else spec)
+        needs = weighting.REGISTRY[name].needs
+        if "representation" in spec:
+            target, kind = REPR_TARGET, "representation"
+        elif needs == "losses":
+            target, kind = LOSS_TARGET, "losses"
+        else:
+            target, kind = TARGETS.get(tasks), "gradients"
+        ratio = statistics.median(ratios[spec])
+        rows.append(
+            {
+                "bench": "strategy_step",
+                "tasks": tasks,
+                "strategy": spec,
+                "needs": kind,
+                "epoch_s": round(statistics.median(times[spec]), 4),
+                "ratio": round(ratio, 3),
+                "target": target,
+                "ok": None if target is None else ratio <= target,
+            }
+        )
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def accuracy_table(epochs: int) -> list[dict]:
+    """Train every strategy on recipes/multifashion.yaml and report per-task test accuracy."""
+    from mtlcli import data, errors, runner
+    from mtlcli import recipe as R
+
+    path = ROOT / "recipes" / "multifashion.yaml"
+    if not path.exists():
+        print(json.dumps({"bench": "strategy_accuracy", "skipped": f"{path} not found"}))
+        return []
+    try:
+        data.prepare(R.load(path))
+    except errors.MtlError as exc:
+        print(json.dumps({"bench": "strategy_accuracy", "skipped": exc.lines()[-1].strip()}))
+        return []
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for spec in strategy_specs(quick=False):
+            text = path.read_text()
+            loaded = R.loads(text, file=str(path), base_dir=path.parent)
+            loaded = R.loads(_with_weighting(text, spec), file=str(path), base_dir=path.parent)
+            start = time.perf_counter()
+            result = runner.train(
+                loaded, output=Path(tmp) / spec.replace(" ", "").replace(":", "_"), epochs=epochs
+            )
+            split = result.results["splits"].get("test") or result.results["splits"]["validation"]
+            row = {
+                "bench": "strategy_accuracy",
+                "strategy": spec,
+                "seconds": round(time.perf_counter() - start, 1),
+            }
+            for task, res in split["tasks"].items():
+                row[task] = round(res.get("accuracy", float("nan")), 4)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    return rows
+
+
+def _with_weighting(text: str, spec: str) -> str:
+    import re
+
+    return re.sub(r"(?m)^  weighting: .*$", f"  weighting: {spec}", text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="2 and 4 tasks, fewer strategies, rounds and steps"
+    )
+    parser.add_argument("--tasks", default=None, help="comma-separated task counts (default 2,4,10)")
+    parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--steps", type=int, default=None, help="steps per epoch (batch 256)")
+    parser.add_argument("--accuracy", action="store_true", help="also train every strategy on multifashion")
+    parser.add_argument("--accuracy-epochs", type=int, default=3)
+    args = parser.parse_args()
+
+    from mtlcli.tfutil import import_tf
+
+    import_tf()
+    counts = [int(t) for t in (args.tasks or ("2,4" if args.quick else "2,4,10")).split(",")]
+    rounds = args.rounds or (2 if args.quick else 4)
+    steps = args.steps or (6 if args.quick else 15)
+    specs = strategy_specs(args.quick)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for tasks in counts:
+            rows += time_strategies(tasks, specs, rounds, 256 * steps, Path(tmp))
+    print()
+    header = f"{'strategy':34} {'needs':15} " + " ".join(f"{f'T={t}':>14}" for t in counts)
+    print(header)
+    print("-" * len(header))
+    for spec in specs:
+        cells = []
+        for t in counts:
+            row = next(r for r in rows if r["strategy"] == spec and r["tasks"] == t)
+            mark = "" if row["ok"] is None else (" ok" if row["ok"] else " !!")
+            cells.append(f"{row['ratio']:>8.2f}x{mark:3}")
+        needs = next(r["needs"] for r in rows if r["strategy"] == spec)
+        print(f"{spec:34} {needs:15} " + " ".join(f"{c:>14}" for c in cells))
+    print(
+        "\nstatic epoch time: "
+        + ", ".join(
+            f"T={t}: {next(r['epoch_s'] for r in rows if r['strategy'] == 'static' and r['tasks'] == t):.2f}s"
+            for t in counts
+        )
+        + f" ({steps} steps of 256)"
+    )
+    if args.accuracy:
+        acc = accuracy_table(args.accuracy_epochs)
+        if acc:
+            tasks = [k for k in acc[0] if k not in ("bench", "strategy", "seconds")]
+            print(f"\n{'strategy':34} " + " ".join(f"{t:>10}" for t in tasks) + f" {'seconds':>8}")
+            for row in acc:
+                print(
+                    f"{row['strategy']:34} "
+                    + " ".join(f"{row[t]:>10.4f}" for t in tasks)
+                    + f" {row['seconds']:>8}"
+                )
+
+
+if __name__ == "__main__":
+    main()
