@@ -1,4 +1,11 @@
-"""Keras callbacks used by the runner (imports Keras)."""
+"""Keras callbacks used by the runner (imports Keras).
+
+:class:`RunCallback` does the bookkeeping of one training run: events for the CLI, ``history.csv``, the
+per-step non-finite check on the raw per-task losses, the selection metric (``best`` checkpoint and
+early stopping), the ``last`` checkpoints (each epoch, every ``checkpoint_every`` steps, and when a
+SIGINT/SIGTERM arrives) and the stop on a signal. The runner may call ``fit`` more than once for one
+run (a resumed partial epoch, then the remaining epochs); nothing here is reset by ``on_train_begin``.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +13,15 @@ import csv
 import io
 import math
 import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
 
-from mtlcli.events import BatchEnd, EpochEnd
+from mtlcli import checkpoint
+from mtlcli.events import BatchEnd, EpochEnd, Notice
 
 
 def _scalar(v) -> float:
@@ -20,50 +31,204 @@ def _scalar(v) -> float:
         return float("nan")
 
 
-class EventCallback(keras.callbacks.Callback):
-    """Turns Keras callbacks into events, writes history.csv each epoch, stops on a non-finite loss."""
+class NonFinite(Exception):
+    """Raised inside ``fit`` when a task's loss is not finite (``train.on_nan: stop``)."""
 
-    def __init__(self, on_event, epochs, steps, history, run_dir, model):
+
+@dataclass
+class Selection:
+    """The selection metric: which epoch is ``best``, and early stopping on the same value (Keras's
+    EarlyStopping rules: an improvement beats ``best`` by more than ``min_delta``; ``wait`` counts the
+    epochs since; stop once ``wait >= patience``)."""
+
+    monitor: str
+    mode: str = "min"
+    min_delta: float = 0.0
+    patience: int | None = None  # None: no early stopping
+    restore_best: bool = False
+    best: float | None = None
+    best_epoch: int | None = None  # 1-based
+    wait: int = 0
+    stopped: bool = False
+
+    def improved(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return False
+        if self.best is None:
+            return True
+        if self.mode == "max":
+            return value - self.min_delta > self.best
+        return value + self.min_delta < self.best
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("monitor", "mode", "best", "best_epoch", "wait", "stopped")}
+
+    def load(self, saved: dict[str, Any]) -> None:
+        if saved.get("monitor") == self.monitor and saved.get("mode") == self.mode:
+            self.best, self.best_epoch = saved.get("best"), saved.get("best_epoch")
+            self.wait, self.stopped = int(saved.get("wait", 0)), bool(saved.get("stopped", False))
+
+
+@dataclass
+class RunState:
+    """What the callback needs from the runner, and what it reports back."""
+
+    run_dir: Path
+    epochs: int
+    steps: int  # per epoch
+    history: list[dict[str, float]]
+    selection: Selection
+    base_state: dict[str, Any]  # seed, batch size, ... copied into every checkpoint's state.json
+    resume_command: str
+    checkpoint_every: int | None = None
+    guard: Any = None  # checkpoint.SignalGuard
+    first_epoch: int = 0  # where this session starts (0-based epoch, step within it)
+    first_step: int = 0
+    metrics_from: Path | None = None  # checkpoint whose metric accumulators continue the first epoch
+    skip_nonfinite: bool = False
+    skipped: int = 0
+    skipped_in_epoch: int = 0
+    failure: str | None = None
+    best_weights: list | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class RunCallback(keras.callbacks.Callback):
+    def __init__(self, on_event, run: RunState, model):
         super().__init__()
-        self.on_event, self.epochs, self.steps = on_event, epochs, steps
-        self.history, self.run_dir, self.mtl_model = history, run_dir, model
-        self.failure: str | None = None
+        self.on_event, self.run, self.mtl_model = on_event, run, model
+        self.epoch = run.first_epoch
+        self.offset = 0
         self.t0 = time.time()
-        self.epoch = 0
 
+    # -- position --------------------------------------------------------------------------------
     def on_epoch_begin(self, epoch, logs=None):
+        run = self.run
         self.epoch = epoch
         self.t0 = time.time()
         self.mtl_model.epoch_var.assign(epoch)
+        run.skipped_in_epoch = 0
+        self.offset = run.first_step if epoch == run.first_epoch else 0
+        if epoch == run.first_epoch and run.metrics_from is not None:
+            # A mid-epoch resume: Keras reset the metrics just before this; continue the epoch's means.
+            checkpoint.restore_metrics(self.mtl_model, run.metrics_from)
+            run.metrics_from = None
 
+    def state_at(self, epoch_done: int, step: int) -> dict[str, Any]:
+        run = self.run
+        return {
+            **run.base_state,
+            "epoch": epoch_done,
+            "step_in_epoch": step,
+            "steps_per_epoch": run.steps,
+            "global_step": int(self.mtl_model.optimizer.iterations.numpy()),
+            "epochs": run.epochs,
+            "selection": run.selection.to_dict(),
+            "skipped_batches": run.skipped,
+            "history": run.history,
+            "saved": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+
+    # -- steps -----------------------------------------------------------------------------------
     def on_train_batch_end(self, batch, logs=None):
-        logs = {k: _scalar(v) for k, v in (logs or {}).items()}
-        bad = [t for t in self.mtl_model.task_names if not math.isfinite(logs.get(f"{t}_loss", 0.0))]
-        if bad:
-            self.failure = (
-                f"task {bad[0]!r} produced a non-finite loss at epoch {self.epoch + 1}, step "
-                f"{batch + 1}; lower train.optimizer.adam.learning_rate or check the data"
+        run = self.run
+        step = self.offset + batch + 1
+        losses = self.mtl_model.batch_losses.numpy()
+        names = self.mtl_model.task_names
+        bad = [(t, float(v)) for t, v in zip(names, losses, strict=True) if not math.isfinite(v)]
+        if run.skip_nonfinite:
+            if not bool(self.mtl_model.batch_applied.numpy()):
+                run.skipped += 1
+                run.skipped_in_epoch += 1
+                what = (
+                    f"task {bad[0][0]!r} loss {bad[0][1]}" if bad else "a non-finite gradient (losses finite)"
+                )
+                if run.skipped <= 5:
+                    self.on_event(
+                        Notice(
+                            f"skipped batch at epoch {self.epoch + 1}, step {step}: {what} (train.on_nan: skip_batch)"
+                        )
+                    )
+        elif bad:
+            task, value = bad[0]
+            run.failure = (
+                f"task {task!r} produced a non-finite loss ({value}) at epoch {self.epoch + 1}, step "
+                f"{step}/{run.steps} (global step {int(self.mtl_model.optimizer.iterations.numpy())}); "
+                f"lower train.optimizer.adam.learning_rate or check the data"
             )
-            self.model.stop_training = True
-            return
-        self.on_event(BatchEnd(self.epoch + 1, batch + 1, self.steps, logs))
-
-    def on_epoch_end(self, epoch, logs=None):
+            raise NonFinite(run.failure)
         logs = {k: _scalar(v) for k, v in (logs or {}).items()}
+        if not run.skip_nonfinite and not math.isfinite(logs.get("loss", 0.0)):
+            run.failure = (
+                f"the weighted total loss became non-finite at epoch {self.epoch + 1}, step {step}/{run.steps} "
+                f"(every task's loss was finite: the weighting strategy diverged); lower the learning rate"
+            )
+            raise NonFinite(run.failure)
+        self.on_event(BatchEnd(self.epoch + 1, step, run.steps, logs))
+        if step >= run.steps:
+            return  # the end of the epoch: on_epoch_end checkpoints (after validation)
+        interrupted = run.guard is not None and run.guard.received is not None
+        periodic = bool(run.checkpoint_every) and step % run.checkpoint_every == 0
+        if interrupted or periodic:
+            checkpoint.save(
+                self.mtl_model, run.run_dir, "last", self.state_at(self.epoch, step), with_metrics=True
+            )
+        if interrupted:
+            raise checkpoint.Interrupted(
+                run.guard.received, run.run_dir, self.epoch, step, run.steps, run.resume_command
+            )
+
+    # -- epochs ----------------------------------------------------------------------------------
+    def on_epoch_end(self, epoch, logs=None):
+        run = self.run
+        logs = {k: _scalar(v) for k, v in (logs or {}).items()}
+        if run.skip_nonfinite and run.skipped_in_epoch >= run.steps - (
+            run.first_step if epoch == run.first_epoch else 0
+        ):
+            run.failure = (
+                f"every batch of epoch {epoch + 1} had a non-finite loss or gradient and was skipped "
+                f"(train.on_nan: skip_batch); lower train.optimizer.adam.learning_rate or check the data"
+            )
+            raise NonFinite(run.failure)
         row = {"epoch": epoch + 1, **logs}
-        self.history.append(row)
-        self._write_history()
-        self.on_event(EpochEnd(epoch + 1, self.epochs, logs, time.time() - self.t0))
+        if run.skip_nonfinite:
+            row["skipped_batches"] = run.skipped_in_epoch
+        run.history.append(row)
+        write_history(run.run_dir, run.history)
+        sel = run.selection
+        value = logs.get(sel.monitor)
+        if value is not None:
+            sel.wait += 1
+            if sel.improved(value):
+                sel.best, sel.best_epoch, sel.wait = value, epoch + 1, 0
+                if sel.restore_best:
+                    run.best_weights = self.mtl_model.get_weights()
+                checkpoint.save(self.mtl_model, run.run_dir, "best", self.state_at(epoch + 1, 0))
+            elif sel.patience is not None and sel.wait >= sel.patience and epoch > 0:
+                sel.stopped = True
+                self.model.stop_training = True
+        checkpoint.save(self.mtl_model, run.run_dir, "last", self.state_at(epoch + 1, 0))
+        self.on_event(EpochEnd(epoch + 1, run.epochs, logs, time.time() - self.t0))
+        if (
+            run.guard is not None
+            and run.guard.received is not None
+            and not sel.stopped
+            and epoch + 1 < run.epochs
+        ):
+            raise checkpoint.Interrupted(
+                run.guard.received, run.run_dir, epoch + 1, 0, run.steps, run.resume_command
+            )
 
-    def _write_history(self):
-        keys: list[str] = []
-        for row in self.history:
-            keys.extend(k for k in row if k not in keys)
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=keys, restval="")
-        writer.writeheader()
-        for row in self.history:
-            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-        from mtlcli.runner import atomic_write
 
-        atomic_write(self.run_dir / "history.csv", buf.getvalue())
+def write_history(run_dir: Path, history: list[dict[str, Any]]) -> None:
+    keys: list[str] = []
+    for row in history:
+        keys.extend(k for k in row if k not in keys)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=keys, restval="")
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    from mtlcli.runner import atomic_write
+
+    atomic_write(run_dir / "history.csv", buf.getvalue())

@@ -129,23 +129,52 @@ def _weighting_label(spec: Any) -> str:
 
 @app.command()
 def train(
-    recipe: Annotated[Path, typer.Argument(help="The recipe YAML file.")],
+    recipe: Annotated[
+        Path | None,
+        typer.Argument(help="The recipe YAML file (optional with --resume: the run's own recipe is used)."),
+    ] = None,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write the run here instead of runs/<name>/<N>.")
     ] = None,
-    force: Annotated[bool, typer.Option("--force", help="Allow a non-empty --output directory.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Allow a non-empty --output (or --fork) directory.")
+    ] = False,
     seed: Annotated[int | None, typer.Option("--seed", help="Override the recipe's seed.")] = None,
     epochs: Annotated[int | None, typer.Option("--epochs", min=1, help="Override train.epochs.")] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            "--resume",
+            help="Continue RUN_DIR from its last checkpoint (with --fork: a run or checkpoint to start from).",
+            metavar="RUN_DIR",
+        ),
+    ] = None,
+    fork: Annotated[
+        Path | None,
+        typer.Option(
+            "--fork",
+            help="With --resume: start a new run in NEW_DIR from the checkpoint; the train section may change.",
+            metavar="NEW_DIR",
+        ),
+    ] = None,
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Show TensorFlow's own log lines.")
     ] = False,
 ) -> None:
-    """Train the multi-task model described by RECIPE and save a run directory."""
+    """Train the multi-task model described by RECIPE and save a run directory.
+
+    Ctrl-C (SIGINT) or SIGTERM finishes the current step, writes a checkpoint, prints the command that
+    resumes the run and exits with 130 (143 for SIGTERM).
+    """
     from mtlcli import recipe as recipe_mod
+    from mtlcli.checkpoint import Interrupted
 
     out = _console()
+    stopped: Interrupted | None = None
     with _user_errors():
-        loaded = recipe_mod.load(recipe)
+        if recipe is None and resume is None:
+            raise UsageError("missing RECIPE: give a recipe file (or --resume RUN_DIR)")
+        loaded = recipe_mod.load(recipe) if recipe is not None else None
         from mtlcli import runner
 
         view = TrainView(out)
@@ -158,9 +187,26 @@ def train(
                 epochs=epochs,
                 on_event=view.handle,
                 verbose=verbose,
+                resume=resume,
+                fork=fork,
             )
+        except Interrupted as exc:
+            stopped = exc
+        except KeyboardInterrupt:  # a second Ctrl-C: stop at once (the last checkpoint is intact)
+            view.close()
+            _console(stderr=True).print(
+                "interrupted; the last checkpoint written is intact: mtl train --resume RUN_DIR",
+                soft_wrap=True,
+                markup=False,
+            )
+            raise typer.Exit(130) from None
         finally:
             view.close()
+    if stopped is not None:
+        err = _console(stderr=True)
+        for line in str(stopped).splitlines():
+            err.print(line, soft_wrap=True, highlight=False, markup=False)
+        raise typer.Exit(stopped.exit_code)
     view.summary(result)
     out.print(str(result.run_dir), soft_wrap=True, highlight=False)
 
@@ -205,6 +251,10 @@ class TrainView:
                 epoch=event.epoch,
                 loss=f"loss {event.logs.get('loss', math.nan):.4f}",
             )
+        elif isinstance(event, events.Resumed):
+            self._print_resumed(event)
+        elif isinstance(event, events.Notice):
+            self.console.print(event.message, soft_wrap=True, markup=False, highlight=False)
         elif isinstance(event, events.EpochEnd):
             self.last = event.logs
             if self.live is not None:
@@ -243,6 +293,17 @@ class TrainView:
             f"parameters: shared {shared:,}; heads {heads}", soft_wrap=True, markup=False, highlight=False
         )
 
+    def _print_resumed(self, ev) -> None:
+        where = f"epoch {ev.epoch + 1}, step {ev.step}/{ev.steps}" if ev.step else f"epoch {ev.epoch + 1}"
+        verb = "forked from" if ev.fork else "resuming from"
+        lines = [f"{verb} {ev.source} at {where} of {ev.epochs}"]
+        lines += [f"  changed: {c}" for c in ev.applied]
+        lines += [f"  note: {n}" for n in ev.notes]
+        for line in lines:
+            self.console.print(line, soft_wrap=True, markup=False, highlight=False)
+        if self.progress is not None:
+            self.progress.update(self.bar, epoch=min(ev.epoch + 1, ev.epochs), completed=ev.step)
+
     def _task_rows(self, logs: dict[str, float]) -> list[list[str]]:
         tasks = self.started.tasks
         contrib = {t: logs.get(f"{t}_weight", math.nan) * logs.get(f"{t}_loss", math.nan) for t in tasks}
@@ -262,11 +323,20 @@ class TrainView:
                     f"{100 * contrib[t] / total:.0f}%" if total > 0 and math.isfinite(contrib[t]) else "-",
                 ]
             )
+            if self._gradient_diagnostics(logs):
+                rows[-1].append(_fmt(_min_cosine(logs, t, list(tasks))))
         return rows
+
+    @staticmethod
+    def _gradient_diagnostics(logs: dict[str, float]) -> bool:
+        return any(k.startswith("cos_") for k in logs)
 
     def _render(self):
         table = Table(title=None, expand=False, show_edge=False, header_style="bold")
-        for col in ("task", "loss", "val loss", "metric", "train", "val", "weight", "share"):
+        columns = ["task", "loss", "val loss", "metric", "train", "val", "weight", "share"]
+        if self.last and self._gradient_diagnostics(self.last):
+            columns.append("min cos")  # most conflicting gradient pair involving the task (< 0: conflict)
+        for col in columns:
             table.add_column(col, justify="left" if col in ("task", "metric") else "right")
         if self.last:
             for row in self._task_rows(self.last):
@@ -289,6 +359,8 @@ class TrainView:
             if f"val_{main}" in logs:
                 bits.append(f"val_{name}={_fmt(logs.get(f'val_{main}'))}")
             bits.append(f"w={_fmt(logs.get(f'{t}_weight'))}")
+            if self._gradient_diagnostics(logs):
+                bits.append(f"min_cos={_fmt(_min_cosine(logs, t, list(self.started.tasks)))}")
             parts.append(f"| {t}: " + " ".join(bits))
         return " ".join(parts)
 
@@ -296,6 +368,13 @@ class TrainView:
         splits = result.results.get("splits", {})
         for split, res in splits.items():
             self.console.print(_results_table(res, f"{split} ({res['n']} rows)", self.live_mode))
+
+
+def _min_cosine(logs: dict[str, float], task: str, tasks: list[str]) -> float | None:
+    """The smallest cosine between ``task``'s shared-layer gradient and another task's."""
+    values = [logs.get(f"cos_{a}_{b}") for a in tasks for b in tasks if task in (a, b) and a != b]
+    values = [v for v in values if v is not None]
+    return min(values) if values else None
 
 
 def _fmt(v: Any) -> str:
@@ -400,6 +479,66 @@ def init(
         out.print(f"  created {path}", soft_wrap=True, highlight=False, markup=False)
     cd = f"cd {directory} && " if str(directory) not in (".", "") else ""
     out.print(f"next: {cd}mtl train recipe.yaml", soft_wrap=True, highlight=False, markup=False)
+
+
+# ------------------------------------------------------------------------------------------------
+# plan
+
+
+@app.command()
+def plan(
+    recipe: Annotated[Path, typer.Argument(help="The recipe YAML file.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+    seed: Annotated[int | None, typer.Option("--seed", help="Override the recipe's seed.")] = None,
+) -> None:
+    """Show what RECIPE builds, without training: the model graph, the parameters shared and per task,
+    and the objective with its resolved weights."""
+    from mtlcli import plan as plan_mod
+    from mtlcli import recipe as recipe_mod
+
+    with _user_errors():
+        loaded = recipe_mod.load(recipe)
+        p = plan_mod.plan(loaded, seed=seed)
+    if as_json:
+        sys.stdout.write(json.dumps(p.to_dict(), indent=2, default=str) + "\n")
+        return
+    out = _console()
+
+    def line(text: str) -> None:
+        out.print(text, soft_wrap=True, markup=False, highlight=False)
+
+    a = p.architecture
+    extra = ", ".join(f"{k} {v}" for k, v in a.items() if k not in ("name", "experts"))
+    if "experts" in a:
+        extra = ", ".join(x for x in (f"{a['experts']['count']} shared experts per level", extra) if x)
+    line(
+        f"{p.name}: architecture {a['name']}{f' ({extra})' if extra else ''}; {len(p.tasks)} task(s); "
+        f"weighting {_weighting_label(loaded.recipe.train.weighting)}"
+    )
+    joined = f" -> {sum(p.inputs.values())} features" if len(p.inputs) > 1 else ""
+    line("inputs: " + ", ".join(f"{k} {v}" for k, v in p.inputs.items()) + joined)
+    line("rows: " + ", ".join(f"{k} {v}" for k, v in p.rows.items()))
+    table = Table(header_style="bold", show_edge=False, box=box.SIMPLE_HEAD)
+    for col in ("part", "layer", "what", "params"):
+        table.add_column(col, justify="right" if col == "params" else "left", overflow="fold")
+    for b in p.blocks:
+        table.add_row(b.part, b.name, b.what, f"{b.params:,}")
+    out.print(table)
+    line(f"shared representation z: {p.representation:,} features per example")
+    for t, info in p.tasks.items():
+        if info["inputs_from"]:
+            line(f"{t} also reads the output of {', '.join(info['inputs_from'])}")
+    line("parameters: " + "; ".join(f"{k} {v:,}" for k, v in p.params.items()))
+    line(f"objective: {p.objective}")
+    line(f"validation loss: {p.eval_objective}")
+    line(
+        f"initial loss on the first batch ({p.batch} rows): "
+        + ", ".join(f"{t} {v:.4g}" for t, v in p.initial_losses.items())
+    )
+    for note in p.notes:
+        line(f"note: {note}")
+    for warning in p.warnings:
+        out.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True, highlight=False)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -2,141 +2,31 @@
 
 Preprocessing is fitted on the training split only (means, standard deviations, vocabularies) and
 kept as plain JSON-able data (:class:`Preprocessing`) that is saved inside the model, so a saved run
-can evaluate new raw data without the recipe.
+can evaluate new raw data without the recipe. Reading lives in :mod:`mtlcli.sources`; image files are
+only checked here (existence and header bytes) and decoded by the tf.data pipeline at training time.
 """
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from mtlcli import sources
 from mtlcli.errors import DataError, Problem
 from mtlcli.recipe import LoadedRecipe, Recipe
+from mtlcli.recipe_data import target_columns, when_conditions
+from mtlcli.sources import SUPPORTED, Table, file_digest, read_table  # noqa: F401 - re-exported
 
-SUPPORTED = (".csv", ".csv.gz", ".npz")
 OOV = "[OOV]"
+_missing = sources.missing
 
 
-# ------------------------------------------------------------------------------------------------
-# Reading
-
-
-@dataclass
-class Table:
-    """Columns of one data file. ``first_row`` is the file line of row 0 (2 for a CSV with a header)."""
-
-    columns: dict[str, np.ndarray]
-    n_rows: int
-    file: str
-    first_row: int = 2
-    is_npz: bool = False
-    row_ids: np.ndarray | None = None  # original row numbers after a split (None: 0..n-1)
-
-    def where(self, row: int | None = None) -> tuple[str, int | None]:
-        if row is None or self.is_npz:
-            return self.file, None
-        original = int(self.row_ids[row]) if self.row_ids is not None else int(row)
-        return self.file, original + self.first_row
-
-    def take(self, index: np.ndarray) -> Table:
-        ids = self.row_ids[index] if self.row_ids is not None else np.asarray(index)
-        return Table(
-            {k: v[index] for k, v in self.columns.items()},
-            len(index),
-            self.file,
-            self.first_row,
-            self.is_npz,
-            ids,
-        )
-
-
-def _suffix(path: Path) -> str:
-    name = path.name.lower()
-    return ".csv.gz" if name.endswith(".csv.gz") else path.suffix.lower()
-
-
-def read_table(path: Path, label: str = "") -> Table:
-    """Read a CSV (optionally gzip-compressed) or NPZ file."""
-    shown = str(path)
-    if not path.exists():
-        raise DataError(problems=[Problem(f"file not found{label}", "", shown)])
-    if path.is_dir():
-        raise DataError(
-            problems=[Problem(f"is a directory, expected a {' or '.join(SUPPORTED)} file", "", shown)]
-        )
-    suffix = _suffix(path)
-    if suffix not in SUPPORTED:
-        raise DataError(
-            problems=[
-                Problem(f"unsupported file type {suffix!r}; expected {', '.join(SUPPORTED)}", "", shown)
-            ]
-        )
-    if suffix == ".npz":
-        return _read_npz(path)
-    import pandas as pd
-
-    try:
-        frame = pd.read_csv(
-            path,
-            keep_default_na=True,
-            na_values=["", "NA", "NaN", "nan", "null", "None"],
-            skipinitialspace=True,
-        )
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError, ValueError) as exc:
-        raise DataError(
-            problems=[Problem(f"cannot read as CSV: {str(exc).strip().splitlines()[0]}", "", shown)]
-        ) from None
-    columns = {}
-    for name in frame.columns:
-        values = frame[name].to_numpy()
-        if values.dtype.kind in "OUST" or str(frame[name].dtype) in ("string", "str"):
-            values = np.array([None if _missing(v) else str(v) for v in values], dtype=object)
-        columns[str(name)] = values
-    return Table(columns, len(frame), shown)
-
-
-def _read_npz(path: Path) -> Table:
-    shown = str(path)
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            columns = {k: npz[k] for k in npz.files}
-    except (ValueError, OSError, EOFError) as exc:
-        raise DataError(problems=[Problem(f"cannot read as NPZ: {exc}", "", shown)]) from None
-    if not columns:
-        raise DataError(problems=[Problem("the NPZ file holds no arrays", "", shown)])
-    lengths = {k: len(v) if v.ndim else 0 for k, v in columns.items()}
-    if len(set(lengths.values())) != 1:
-        detail = ", ".join(f"{k}: {n}" for k, n in lengths.items())
-        raise DataError(
-            problems=[
-                Problem(
-                    f"arrays have different lengths ({detail}); expected one row per sample in every array",
-                    "",
-                    shown,
-                )
-            ]
-        )
-    return Table(columns, next(iter(lengths.values())), shown, is_npz=True)
-
-
-def _missing(value: Any) -> bool:
-    if value is None:
-        return True
-    if isinstance(value, float) and np.isnan(value):
-        return True
-    return isinstance(value, str) and value.strip() == ""
-
-
-def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+def weight_key(task: str) -> str:
+    """The key of a task's per-row loss weights in the mask dict fed to the model."""
+    return f"{task}.weight"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -152,26 +42,40 @@ class InputStats:
     vocabulary: list[str] = field(default_factory=list)
     shape: list[int] | None = None
     scale: float = 1.0
+    missing: str = "mean"  # numeric: mean | zero | error
+    flag: bool = False  # numeric: an extra 0/1 "was missing" feature
+    files: bool = False  # image: the column holds file paths (decoded by tf.data)
 
     @property
     def width(self) -> int:
         if self.kind == "categorical":
             return len(self.vocabulary) + 1
-        return 1
+        if self.kind == "numeric":
+            return 2 if self.flag else 1
+        return int(np.prod(self.shape or [1]))
 
 
 @dataclass
 class TargetStats:
     type: str
-    column: str
+    column: str | list[str]
     classes: list[Any] = field(default_factory=list)
-    mean: float = 0.0
-    std: float = 1.0
+    mean: float | list[float] = 0.0
+    std: float | list[float] = 1.0
+    separator: str | None = None  # multilabel: labels joined in one column
+    when: list[dict] | None = None  # rows where the task counts
+    class_weights: list[float] | None = None  # per class, training loss only
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.column) if isinstance(self.column, list) else [self.column]
 
     @property
     def units(self) -> int:
-        if self.type == "classification":
+        if self.type in ("classification", "multilabel"):
             return len(self.classes)
+        if self.type == "regression":
+            return len(self.columns)
         return 1
 
 
@@ -196,7 +100,9 @@ class Preprocessing:
         )
 
     def input_shapes(self) -> dict[str, tuple[int, ...]]:
-        return {k: tuple(s.shape) if s.kind == "image" else (s.width,) for k, s in self.inputs.items()}
+        return {
+            k: tuple(s.shape) if s.kind in ("image", "array") else (s.width,) for k, s in self.inputs.items()
+        }
 
 
 def _as_float(values: np.ndarray, table: Table, column: str, problems: list[Problem]) -> np.ndarray:
@@ -237,7 +143,75 @@ def _label_key(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
-def fit(recipe: Recipe, train: Table) -> Preprocessing:
+def _norm(value: Any) -> Any:
+    """A value as compared by ``when:`` and ``split:`` (1, 1.0, '1' and true are equal)."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    if isinstance(value, (bool, np.bool_, int, float, np.integer, np.floating)):
+        return float(value)
+    if isinstance(value, str):
+        s = value.strip()
+        if s.lower() in ("true", "false"):
+            return 1.0 if s.lower() == "true" else 0.0
+        try:
+            return float(s)
+        except ValueError:
+            return s
+    return value
+
+
+def _normed(values: np.ndarray) -> list[Any]:
+    if values.dtype.kind in "biuf":
+        return [None if np.isnan(v) else float(v) for v in values.astype(np.float64)]
+    return [None if _missing(v) else _norm(v) for v in values]
+
+
+def when_mask(conditions: list[dict] | None, table: Table, task: str, problems: list[Problem]) -> np.ndarray:
+    """Rows where every ``when:`` condition of a task holds (a missing value fails a condition)."""
+    keep = np.ones(table.n_rows, bool)
+    for cond in conditions or []:
+        column = cond["column"]
+        if column not in table.columns:
+            problems.append(
+                Problem(
+                    f"column {column!r} of model.tasks.{task}.when not found"
+                    f"{did_you_mean(column, table.columns)}",
+                    "",
+                    table.file,
+                )
+            )
+            continue
+        values = _normed(table.columns[column])
+        op = next(k for k in cond if k != "column")
+        arg = cond[op]
+        if op == "present":
+            hit = [(v is not None) == bool(arg) for v in values]
+        elif op in ("greater_than", "less_than"):
+            bad = next((i for i, v in enumerate(values) if v is not None and not isinstance(v, float)), None)
+            if bad is not None:
+                file, line = table.where(bad)
+                problems.append(
+                    Problem(
+                        f"model.tasks.{task}.when compares with {op}, but the column holds "
+                        f"{table.columns[column][bad]!r}; expected numbers",
+                        f"column {column!r}",
+                        file,
+                        line,
+                    )
+                )
+                continue
+            hit = [v is not None and (v > arg if op == "greater_than" else v < arg) for v in values]
+        elif op in ("in", "not_in"):
+            wanted = {_norm(a) for a in arg}
+            hit = [v is not None and ((v in wanted) == (op == "in")) for v in values]
+        else:
+            target = _norm(arg)
+            hit = [v is not None and ((v == target) == (op == "equals")) for v in values]
+        keep &= np.asarray(hit, bool)
+    return keep
+
+
+def fit(recipe: Recipe, train: Table, loaded: LoadedRecipe | None = None) -> Preprocessing:
     """Fit input statistics and target encodings on the training split."""
     problems: list[Problem] = []
     inputs: dict[str, InputStats] = {}
@@ -256,146 +230,264 @@ def fit(recipe: Recipe, train: Table) -> Preprocessing:
                 continue
             x = _as_float(values, train, column, problems)
             finite = x[np.isfinite(x)]
-            if np.isinf(x).any():
-                row = int(np.flatnonzero(np.isinf(x))[0])
-                file, line = train.where(row)
-                problems.append(Problem("infinite value", f"column {column!r}", file, line))
             mean = float(finite.mean()) if len(finite) else 0.0
             std = float(finite.std()) if len(finite) > 1 else 1.0
-            inputs[name] = InputStats("numeric", column, mean=mean, std=std if std > 1e-12 else 1.0)
+            inputs[name] = InputStats(
+                "numeric",
+                column,
+                mean=mean,
+                std=std if std > 1e-12 else 1.0,
+                missing=spec.missing or "mean",
+                flag=bool(spec.flag),
+            )
         elif spec.kind == "categorical":
             present, raw = _labels(values)
             vocab = sorted({str(_label_key(v)) for v, p in zip(raw, present, strict=True) if p})
             inputs[name] = InputStats("categorical", column, vocabulary=vocab)
-        else:
+        elif spec.kind == "image" and values.dtype == object:  # a column of image file paths
             shape = list(spec.shape or [])
+            if len(shape) != 3:
+                problems.append(
+                    Problem(
+                        f"image files need shape [height, width, channels], received {shape}",
+                        f"column {column!r}",
+                        train.file,
+                    )
+                )
+                continue
+            inputs[name] = InputStats("image", column, shape=shape, scale=1.0 / 255.0, files=True)
+        else:
+            if values.dtype == object or values.dtype.kind not in "biuf":
+                problems.append(
+                    Problem(
+                        f"an {spec.kind} input needs numeric arrays, received {values.dtype} values",
+                        f"column {column!r}",
+                        train.file,
+                    )
+                )
+                continue
+            shape = list(spec.shape) if spec.shape else list(values.shape[1:]) or [1]
             if list(values.shape[1:]) != shape and values[0].size != int(np.prod(shape)):
                 problems.append(
                     Problem(
-                        f"expected images of shape {shape}, received {list(values.shape[1:])}",
+                        f"expected {'images' if spec.kind == 'image' else 'arrays'} of shape {shape}, "
+                        f"received {list(values.shape[1:])}",
                         f"array {column!r}",
                         train.file,
                     )
                 )
                 continue
-            vmax = float(np.max(values)) if values.size else 1.0
-            scale = 1.0 / 255.0 if values.dtype == np.uint8 or vmax > 1.0 else 1.0
-            inputs[name] = InputStats("image", column, shape=shape, scale=scale)
+            scale = 1.0
+            if spec.kind == "image":
+                vmax = float(np.max(values, where=np.isfinite(values), initial=0.0)) if values.size else 1.0
+                scale = 1.0 / 255.0 if values.dtype == np.uint8 or vmax > 1.0 else 1.0
+            inputs[name] = InputStats(spec.kind, column, shape=shape, scale=scale)
     targets: dict[str, TargetStats] = {}
     for task, spec in recipe.model.tasks.items():
-        column = recipe.target(task)
-        values = train.columns[column]
-        present, raw = _labels(values)
-        if not present.any():
-            problems.append(
-                Problem(
-                    f"task {task!r} has no labels in the training split", f"column {column!r}", train.file
-                )
-            )
-            continue
-        if spec.type == "regression":
-            y = _as_float(values, train, column, problems)
-            finite = y[np.isfinite(y)]
-            if np.isinf(y).any():
-                row = int(np.flatnonzero(np.isinf(y))[0])
-                file, line = train.where(row)
-                problems.append(
-                    Problem("infinite value in a regression target", f"column {column!r}", file, line)
-                )
-            std = float(finite.std()) if len(finite) > 1 else 1.0
-            targets[task] = TargetStats(
-                "regression",
-                column,
-                mean=float(finite.mean()) if len(finite) else 0.0,
-                std=std if std > 1e-12 else 1.0,
-            )
-            out_units = _output_units(spec)
-            if out_units is not None and out_units != 1:
-                problems.append(
-                    Problem(
-                        f"the output layer of task {task!r} has {out_units} units but the target is "
-                        f"one column; set units: 1 or drop model.tasks.{task}.output",
-                        f"column {column!r}",
-                        train.file,
-                    )
-                )
-            continue
-        classes = sorted(
-            {_label_key(v) for v, p in zip(raw, present, strict=True) if p}, key=lambda c: (str(type(c)), c)
-        )
-        if spec.classes is not None and all(isinstance(c, int) for c in classes):
-            bad = [c for c in classes if not 0 <= c < spec.classes]
-            if bad:
-                row = int(np.flatnonzero([_label_key(v) == bad[0] for v in raw])[0])
-                file, line = train.where(row)
-                problems.append(
-                    Problem(
-                        f"label {bad[0]!r} is outside the {spec.classes} classes declared by "
-                        f"model.tasks.{task}.classes (expected 0..{spec.classes - 1})",
-                        f"column {column!r}",
-                        file,
-                        line,
-                    )
-                )
-                continue
-            classes = list(range(spec.classes))
-        elif spec.classes is not None and len(classes) > spec.classes:
-            problems.append(
-                Problem(
-                    f"found {len(classes)} distinct labels but model.tasks.{task}.classes is "
-                    f"{spec.classes} (labels: {_preview(classes)})",
-                    f"column {column!r}",
-                    train.file,
-                )
-            )
-            continue
-        if spec.type == "binary":
-            if len(classes) > 2:
-                problems.append(
-                    Problem(
-                        f"a binary task needs 2 distinct labels, found {len(classes)}: "
-                        f"{_preview(classes)}; use type: classification",
-                        f"column {column!r}",
-                        train.file,
-                    )
-                )
-                continue
-            if set(classes) <= {0, 1}:  # 0/1 (or False/True) labels keep their meaning
-                classes = [0, 1]
-            elif len(classes) == 1:
-                problems.append(
-                    Problem(
-                        f"a binary task needs 2 distinct labels, found only {classes[0]!r}",
-                        f"column {column!r}",
-                        train.file,
-                    )
-                )
-                continue
-        elif len(classes) < 2:
-            problems.append(
-                Problem(
-                    f"a classification task needs at least 2 classes, found {_preview(classes)}",
-                    f"column {column!r}",
-                    train.file,
-                )
-            )
-            continue
-        targets[task] = TargetStats(spec.type, column, classes=classes)
-        out_units = _output_units(spec)
-        expected = len(classes) if spec.type == "classification" else 1
-        if out_units is not None and out_units != expected:
-            problems.append(
-                Problem(
-                    f"the output layer of task {task!r} has {out_units} units but the data has "
-                    f"{len(classes)} classes ({_preview(classes)}); set units: {expected} or drop "
-                    f"model.tasks.{task}.output",
-                    f"column {column!r}",
-                    train.file,
-                )
-            )
+        st = _fit_target(recipe, task, spec, train, problems, loaded)
+        if st is not None:
+            targets[task] = st
     if problems:
         raise DataError(problems=problems)
     return Preprocessing(inputs, targets)
+
+
+def _fit_target(recipe, task, spec, train: Table, problems, loaded) -> TargetStats | None:
+    cols = target_columns(spec, task)
+    column: str | list[str] = cols if isinstance(spec.target, list) else cols[0]
+    where = f"column {cols[0]!r}" if len(cols) == 1 else f"columns {', '.join(map(repr, cols))}"
+    when = when_conditions(spec.when) or None
+    n_before = len(problems)
+    active = when_mask(when, train, task, problems)
+    if len(problems) > n_before:
+        return None
+    if spec.type == "regression":
+        y = np.stack([_as_float(train.columns[c], train, c, problems) for c in cols], axis=1)
+        if len(problems) > n_before:
+            return None
+        for j, c in enumerate(cols):
+            if np.isinf(y[:, j]).any():
+                row = int(np.flatnonzero(np.isinf(y[:, j]))[0])
+                file, line = train.where(row)
+                problems.append(Problem("infinite value in a regression target", f"column {c!r}", file, line))
+        rows = active & np.isfinite(y).all(axis=1)
+        if not rows.any():
+            problems.append(Problem(f"task {task!r} has no labels in the training split", where, train.file))
+            return None
+        means = [float(y[rows, j].mean()) for j in range(len(cols))]
+        stds = [float(y[rows, j].std()) if rows.sum() > 1 else 1.0 for j in range(len(cols))]
+        stds = [s if s > 1e-12 else 1.0 for s in stds]
+        _check_units(spec, task, len(cols), f"{len(cols)} target column(s)", where, train, problems)
+        if isinstance(column, list):
+            return TargetStats("regression", column, mean=means, std=stds, when=when)
+        return TargetStats("regression", column, mean=means[0], std=stds[0], when=when)
+    if spec.type == "multilabel":
+        if spec.separator is not None:
+            present, raw = _labels(train.columns[cols[0]])
+            rows = present & active
+            tokens = sorted(
+                {t.strip() for v, r in zip(raw, rows, strict=True) if r for t in str(v).split(spec.separator)}
+                - {""}
+            )
+            if not tokens:
+                problems.append(
+                    Problem(f"task {task!r} has no labels in the training split", where, train.file)
+                )
+                return None
+            classes: list[Any] = tokens
+        else:
+            classes = list(cols)
+            for c in cols:
+                if not _binary_column(train, c, problems):
+                    return None
+            present = np.ones(train.n_rows, bool)
+            for c in cols:
+                present &= _labels(train.columns[c])[0]
+            if not (present & active).any():
+                problems.append(
+                    Problem(f"task {task!r} has no labels in the training split", where, train.file)
+                )
+                return None
+        _check_units(spec, task, len(classes), f"{len(classes)} labels", where, train, problems)
+        return TargetStats("multilabel", column, classes=classes, separator=spec.separator, when=when)
+
+    values = train.columns[cols[0]]
+    present, raw = _labels(values)
+    present = present & active
+    if not present.any():
+        problems.append(Problem(f"task {task!r} has no labels in the training split", where, train.file))
+        return None
+    classes = sorted(
+        {_label_key(v) for v, p in zip(raw, present, strict=True) if p}, key=lambda c: (str(type(c)), c)
+    )
+    if spec.classes is not None and all(isinstance(c, int) for c in classes):
+        bad = [c for c in classes if not 0 <= c < spec.classes]
+        if bad:
+            row = int(
+                np.flatnonzero([p and _label_key(v) == bad[0] for v, p in zip(raw, present, strict=True)])[0]
+            )
+            file, line = train.where(row)
+            problems.append(
+                Problem(
+                    f"label {bad[0]!r} is outside the {spec.classes} classes declared by "
+                    f"model.tasks.{task}.classes (expected 0..{spec.classes - 1})",
+                    where,
+                    file,
+                    line,
+                )
+            )
+            return None
+        classes = list(range(spec.classes))
+    elif spec.classes is not None and len(classes) != spec.classes:
+        problems.append(
+            Problem(
+                f"found {len(classes)} distinct labels but model.tasks.{task}.classes is "
+                f"{spec.classes} (labels: {_preview(classes)}); with labels that are not the integers "
+                f"0..{spec.classes - 1}, leave classes out",
+                where,
+                train.file,
+            )
+        )
+        return None
+    if spec.type == "binary":
+        if len(classes) > 2:
+            problems.append(
+                Problem(
+                    f"a binary task needs 2 distinct labels, found {len(classes)}: "
+                    f"{_preview(classes)}; use type: classification",
+                    where,
+                    train.file,
+                )
+            )
+            return None
+        if set(classes) <= {0, 1}:  # 0/1 (or False/True) labels keep their meaning
+            classes = [0, 1]
+        elif len(classes) == 1:
+            problems.append(
+                Problem(
+                    f"a binary task needs 2 distinct labels, found only {classes[0]!r}", where, train.file
+                )
+            )
+            return None
+    elif len(classes) < 2:
+        problems.append(
+            Problem(
+                f"a classification task needs at least 2 classes, found {_preview(classes)}",
+                where,
+                train.file,
+            )
+        )
+        return None
+    expected = len(classes) if spec.type == "classification" else 1
+    _check_units(
+        spec, task, expected, f"{len(classes)} classes ({_preview(classes)})", where, train, problems
+    )
+    weights = _class_weights(spec, task, classes, raw, present, loaded, problems)
+    return TargetStats(spec.type, column, classes=classes, when=when, class_weights=weights)
+
+
+def _binary_column(table: Table, column: str, problems: list[Problem]) -> bool:
+    """A multilabel column must hold 0/1 (or true/false) values."""
+    for i, v in enumerate(_normed(table.columns[column])):
+        if v is not None and v not in (0.0, 1.0):
+            file, line = table.where(i)
+            problems.append(
+                Problem(
+                    f"a multilabel target column holds 0/1 values, received {_label_key(table.columns[column][i])!r}",
+                    f"column {column!r}",
+                    file,
+                    line,
+                )
+            )
+            return False
+    return True
+
+
+def _check_units(spec, task, expected, what, where, train, problems) -> None:
+    out_units = _output_units(spec)
+    if out_units is not None and out_units != expected:
+        problems.append(
+            Problem(
+                f"the output layer of task {task!r} has {out_units} units but the data has "
+                f"{what}; set units: {expected} or drop model.tasks.{task}.output",
+                where,
+                train.file,
+            )
+        )
+
+
+def _class_weights(spec, task, classes, raw, present, loaded, problems) -> list[float] | None:
+    cw = spec.class_weight
+    if cw is None:
+        return None
+    if cw == "balanced":
+        index = {c: i for i, c in enumerate(classes)}
+        counts = np.zeros(len(classes))
+        for v, p in zip(raw, present, strict=True):
+            if p and _label_key(v) in index:
+                counts[index[_label_key(v)]] += 1
+        total = counts.sum()
+        return [float(total / (len(classes) * n)) if n else 1.0 for n in counts]
+    by_name = {str(c): i for i, c in enumerate(classes)}
+    out = [1.0] * len(classes)
+    for label, weight in cw.items():
+        key = str(_label_key(label))
+        if isinstance(label, bool) and set(classes) == {0, 1}:
+            key = str(int(label))
+        if key not in by_name:
+            path = ("model", "tasks", task, "class_weight", label)
+            message = (
+                f"class_weight names label {label!r}, which is not one of the task's classes "
+                f"({_preview(classes)}){did_you_mean(key, by_name)}"
+            )
+            problems.append(
+                loaded.problem(message, path)
+                if loaded is not None
+                else Problem(message, ".".join(map(str, path)))
+            )
+            continue
+        out[by_name[key]] = float(weight)
+    return out
 
 
 def _output_units(spec) -> int | None:
@@ -417,17 +509,23 @@ class Arrays:
 
     x: dict[str, np.ndarray]
     y: dict[str, np.ndarray]
-    mask: dict[str, np.ndarray]  # 1.0 where the task's label is present
+    mask: dict[str, np.ndarray]  # 1.0 where the task's label is present (and its when: holds)
     n: int
+    weight: dict[str, np.ndarray] = field(default_factory=dict)  # per-row loss weights (class_weight)
+    images: dict[str, dict] = field(default_factory=dict)  # inputs holding image file paths: shape, scale
 
     def support(self) -> dict[str, int]:
         return {t: int(m.sum()) for t, m in self.mask.items()}
 
 
-def transform(prep: Preprocessing, table: Table, tasks: list[str] | None = None) -> Arrays:
-    """Apply fitted preprocessing to a table. Labels unseen in training are errors."""
+def transform(
+    prep: Preprocessing, table: Table, tasks: list[str] | None = None, weights: bool = False
+) -> Arrays:
+    """Apply fitted preprocessing to a table. Labels unseen in training are errors. ``weights`` adds
+    the class weights of tasks that have them (the training split)."""
     problems: list[Problem] = []
     x: dict[str, np.ndarray] = {}
+    images: dict[str, dict] = {}
     for name, st in prep.inputs.items():
         if st.column not in table.columns:
             problems.append(
@@ -440,42 +538,83 @@ def transform(prep: Preprocessing, table: Table, tasks: list[str] | None = None)
             continue
         values = table.columns[st.column]
         if st.kind == "numeric":
-            v = _as_float(values, table, st.column, problems)
-            v = np.where(np.isfinite(v), (v - st.mean) / st.std, 0.0)  # missing -> the training mean
-            x[name] = v.astype(np.float32)[:, None]
+            x[name] = _numeric(st, values, table, problems)
         elif st.kind == "categorical":
             index = {w: i + 1 for i, w in enumerate(st.vocabulary)}
             present, raw = _labels(values)
             ids = np.array(
-                [index.get(str(_label_key(v)), 0) if p else 0 for v, p in zip(raw, present, strict=True)]
+                [index.get(str(_label_key(v)), 0) if p else 0 for v, p in zip(raw, present, strict=True)],
+                dtype=np.int64,
             )
             x[name] = np.eye(len(st.vocabulary) + 1, dtype=np.float32)[ids]
+        elif st.files:
+            x[name] = _image_files(values, table, st.column, problems)
+            images[name] = {"shape": list(st.shape), "scale": st.scale}
         else:
+            if values.dtype == object or values.dtype.kind not in "biuf":
+                problems.append(
+                    Problem(
+                        f"expected numeric arrays, received {values.dtype} values",
+                        f"array {st.column!r}",
+                        table.file,
+                    )
+                )
+                continue
             arr = np.asarray(values, dtype=np.float32).reshape((len(values), *st.shape))
+            bad = ~np.isfinite(arr.reshape(len(arr), -1)).all(axis=1)
+            if bad.any():
+                row = int(np.flatnonzero(bad)[0])
+                problems.append(
+                    Problem(
+                        f"NaN or infinite value in sample {row} (of {int(bad.sum())} such samples); "
+                        f"{st.kind} inputs allow none",
+                        f"array {st.column!r}",
+                        *table.where(row),
+                    )
+                )
+                continue
             x[name] = arr * np.float32(st.scale)
     y: dict[str, np.ndarray] = {}
     mask: dict[str, np.ndarray] = {}
+    sample_weight: dict[str, np.ndarray] = {}
     for task, st in prep.targets.items():
         if tasks is not None and task not in tasks:
             continue
-        if st.column not in table.columns:
+        lacking = [c for c in st.columns if c not in table.columns]
+        if lacking:
             problems.append(
                 Problem(
-                    f"target column {st.column!r} of task {task!r} not found"
-                    f"{did_you_mean(st.column, table.columns)}",
+                    f"target column {lacking[0]!r} of task {task!r} not found"
+                    f"{did_you_mean(lacking[0], table.columns)}",
                     "",
                     table.file,
                 )
             )
             continue
-        values = table.columns[st.column]
-        present, raw = _labels(values)
-        if st.type == "regression":
-            v = _as_float(values, table, st.column, problems)
-            ok = np.isfinite(v)
-            y[task] = np.where(ok, (v - st.mean) / st.std, 0.0).astype(np.float32)[:, None]
-            mask[task] = ok.astype(np.float32)
+        n_before = len(problems)
+        active = when_mask(st.when, table, task, problems)
+        if len(problems) > n_before:
             continue
+        if st.type == "regression":
+            v = np.stack([_as_float(table.columns[c], table, c, problems) for c in st.columns], axis=1)
+            means, stds = np.atleast_1d(st.mean), np.atleast_1d(st.std)
+            for j, c in enumerate(st.columns):
+                if np.isinf(v[:, j]).any():
+                    row = int(np.flatnonzero(np.isinf(v[:, j]))[0])
+                    problems.append(
+                        Problem("infinite value in a regression target", f"column {c!r}", *table.where(row))
+                    )
+            ok = np.isfinite(v).all(axis=1)
+            y[task] = np.where(np.isfinite(v), (v - means) / stds, 0.0).astype(np.float32)
+            mask[task] = (ok & active).astype(np.float32)
+            continue
+        if st.type == "multilabel":
+            y[task], present = _multilabel(st, table, task, problems)
+            mask[task] = (present & active).astype(np.float32)
+            continue
+        values = table.columns[st.columns[0]]
+        present, raw = _labels(values)
+        present = present & active
         index = {c: i for i, c in enumerate(st.classes)}
         ids = np.zeros(len(raw), np.int32)
         for i, (v, p) in enumerate(zip(raw, present, strict=True)):
@@ -487,7 +626,7 @@ def transform(prep: Preprocessing, table: Table, tasks: list[str] | None = None)
                 problems.append(
                     Problem(
                         f"label {key!r} is not one of the task's classes ({_preview(st.classes)})",
-                        f"column {st.column!r}",
+                        f"column {st.columns[0]!r}",
                         file,
                         line,
                     )
@@ -496,9 +635,93 @@ def transform(prep: Preprocessing, table: Table, tasks: list[str] | None = None)
             ids[i] = index[key]
         y[task] = ids if st.type == "classification" else ids.astype(np.float32)[:, None]
         mask[task] = present.astype(np.float32)
+        if weights and st.class_weights is not None:
+            sample_weight[task] = (np.asarray(st.class_weights, np.float32)[ids] * mask[task]).astype(
+                np.float32
+            )
     if problems:
         raise DataError(problems=problems)
-    return Arrays(x, y, mask, table.n_rows)
+    return Arrays(x, y, mask, table.n_rows, sample_weight, images)
+
+
+def _numeric(st: InputStats, values: np.ndarray, table: Table, problems: list[Problem]) -> np.ndarray:
+    v = _as_float(values, table, st.column, problems)
+    if np.isinf(v).any():
+        row = int(np.flatnonzero(np.isinf(v))[0])
+        problems.append(Problem("infinite value", f"column {st.column!r}", *table.where(row)))
+    absent = np.isnan(v)
+    if st.missing == "error" and absent.any():
+        row = int(np.flatnonzero(absent)[0])
+        problems.append(
+            Problem(
+                f"missing value ({int(absent.sum())} in all); the input has missing: error "
+                f"(use missing: mean or zero to impute)",
+                f"column {st.column!r}",
+                *table.where(row),
+            )
+        )
+    fill = 0.0 if st.missing != "zero" else (0.0 - st.mean) / st.std
+    out = np.where(np.isfinite(v), (v - st.mean) / st.std, fill).astype(np.float32)[:, None]
+    if st.flag:
+        out = np.concatenate([out, absent.astype(np.float32)[:, None]], axis=1)
+    return out
+
+
+def _image_files(values: np.ndarray, table: Table, column: str, problems: list[Problem]) -> np.ndarray:
+    """Absolute paths of a column of image files (relative paths are relative to the data file);
+    each must exist and start like a PNG, JPEG, GIF or BMP file."""
+    out = []
+    base_cache: dict[str, Path] = {}
+    for i, v in enumerate(values):
+        if _missing(v):
+            problems.append(Problem("missing image path", f"column {column!r}", *table.where(i)))
+            return np.array([], dtype=str)
+        p = Path(str(v)).expanduser()
+        if not p.is_absolute():
+            src = table.file_of(i)
+            base = base_cache.setdefault(src, Path(src).parent if not Path(src).is_dir() else Path(src))
+            p = base / p
+        if sources.image_format(p) is None:
+            reason = "image file not found" if not p.exists() else "not a PNG, JPEG, GIF or BMP image"
+            problems.append(Problem(f"{reason}: {p}", f"column {column!r}", *table.where(i)))
+            return np.array([], dtype=str)
+        out.append(str(p))
+    return np.array(out, dtype=str)
+
+
+def _multilabel(st: TargetStats, table: Table, task: str, problems: list[Problem]):
+    n = table.n_rows
+    if st.separator is None:
+        y = np.zeros((n, len(st.classes)), np.float32)
+        present = np.ones(n, bool)
+        for j, c in enumerate(st.columns):
+            if not _binary_column(table, c, problems):
+                return y, np.zeros(n, bool)
+            vals = _normed(table.columns[c])
+            present &= np.array([v is not None for v in vals], bool)
+            y[:, j] = [v or 0.0 for v in vals]
+        return y, present
+    index = {c: j for j, c in enumerate(st.classes)}
+    y = np.zeros((n, len(st.classes)), np.float32)
+    present, raw = _labels(table.columns[st.columns[0]])
+    for i, (v, p) in enumerate(zip(raw, present, strict=True)):
+        if not p:
+            continue
+        for token in str(v).split(st.separator):
+            token = token.strip()
+            if not token:
+                continue
+            if token not in index:
+                problems.append(
+                    Problem(
+                        f"label {token!r} is not one of the task's labels ({_preview(st.classes)})",
+                        f"column {st.columns[0]!r}",
+                        *table.where(i),
+                    )
+                )
+                return y, present
+            y[i, index[token]] = 1.0
+    return y, present
 
 
 def did_you_mean(word: str, choices) -> str:
@@ -518,53 +741,197 @@ class Prepared:
     info: dict[str, Any]  # what data.json records: files, digests, sizes, split indices, coverage
 
 
-def _check_columns(loaded: LoadedRecipe, table: Table, need_targets: bool = True) -> list[Problem]:
+def _needed_columns(
+    loaded: LoadedRecipe, need_targets: bool, split_too: bool
+) -> list[tuple[str, str, tuple]]:
+    """(column, what, recipe path) for every column the recipe reads."""
     recipe = loaded.recipe
-    problems = []
-    for name, spec in recipe.data.inputs.items():
-        column = spec.column or name
-        if column not in table.columns:
-            kind = "array" if table.is_npz else "column"
-            problems.append(
-                Problem(
-                    f"{kind} {column!r} not found in {table.file}"
-                    f"{did_you_mean(column, table.columns)} ({kind}s: "
-                    f"{_preview(list(table.columns), 12)})",
-                    f"data.inputs.{name}",
-                    loaded.source.file,
-                    loaded.source.line(("data", "inputs", name)),
-                )
-            )
+    out = [(spec.column or name, "", ("data", "inputs", name)) for name, spec in recipe.data.inputs.items()]
     if need_targets:
-        for task in recipe.model.tasks:
-            column = recipe.target(task)
-            if column not in table.columns:
-                kind = "array" if table.is_npz else "column"
-                problems.append(
-                    Problem(
-                        f"target {kind} {column!r} not found in {table.file}"
-                        f"{did_you_mean(column, table.columns)} ({kind}s: "
-                        f"{_preview(list(table.columns), 12)})",
-                        f"model.tasks.{task}.target",
-                        loaded.source.file,
-                        loaded.source.line(("model", "tasks", task, "target"))
-                        or loaded.source.line(("model", "tasks", task)),
-                    )
-                )
+        for task, spec in recipe.model.tasks.items():
+            for c in target_columns(spec, task):
+                out.append((c, "target ", ("model", "tasks", task, "target")))
+            for i, cond in enumerate(when_conditions(spec.when)):
+                path = ("model", "tasks", task, "when") + ((i,) if isinstance(spec.when, list) else ())
+                out.append((cond["column"], "when ", path))
+    if recipe.data.group_by:
+        out.append((recipe.data.group_by, "group_by ", ("data", "group_by")))
+    if split_too and recipe.data.split:
+        out.append((recipe.data.split["column"], "split ", ("data", "split", "column")))
+    return out
+
+
+def _check_columns(loaded: LoadedRecipe, table: Table, need_targets: bool = True, split_too: bool = False):
+    problems = []
+    seen = set()
+    for column, what, path in _needed_columns(loaded, need_targets, split_too):
+        if column in table.columns or (column, path) in seen:
+            continue
+        seen.add((column, path))
+        kind = "array" if table.is_npz else "column"
+        problems.append(
+            Problem(
+                f"{what}{kind} {column!r} not found in {table.file}"
+                f"{did_you_mean(column, table.columns)} ({kind}s: "
+                f"{_preview(list(table.columns), 12)})",
+                ".".join(map(str, path)),
+                loaded.source.file,
+                loaded.source.line(path) or loaded.source.line(path[:-1]) or loaded.source.line(path[:3]),
+            )
+        )
     return problems
 
 
 def _read(loaded: LoadedRecipe, key: str) -> Table:
     value = getattr(loaded.recipe.data, key)
-    path = loaded.resolve_path(value)
     try:
-        return read_table(path)
+        return sources.read_source(value, loaded.base_dir)
     except DataError as exc:
+        shown = (
+            value if isinstance(value, str) else "{" + ", ".join(f"{k}: {v}" for k, v in value.items()) + "}"
+        )
         raise DataError(
             problems=[
-                Problem(p.message + f" (data.{key}: {value!r})", p.path, p.file, p.line) for p in exc.problems
+                Problem(p.message + f" (data.{key}: {shown!r})", p.path, p.file, p.line) for p in exc.problems
             ]
         ) from None
+
+
+def _is_fraction(value: Any) -> bool:
+    return isinstance(value, float | int) and not isinstance(value, bool)
+
+
+def _split_by_column(loaded: LoadedRecipe, table: Table) -> dict[str, np.ndarray]:
+    spec = loaded.recipe.data.split
+    column = spec["column"]
+    values = _normed(table.columns[column])
+    owner: dict[Any, str] = {}
+    for key in ("train", "validation", "test"):
+        for v in spec.get(key) or []:
+            owner[_norm(v)] = key
+    assigned = {key: [] for key in ("train", "validation", "test")}
+    for i, v in enumerate(values):
+        key = owner.get(v)
+        if key is None:
+            listed = ", ".join(repr(v) for v in spec["train"])
+            raise DataError(
+                problems=[
+                    Problem(
+                        f"value {_label_key(table.columns[column][i])!r} is in none of data.split.train/validation/test "
+                        f"(train: [{listed}], ...); list it in one of them",
+                        f"column {column!r}",
+                        *table.where(i),
+                    )
+                ]
+            )
+        assigned[key].append(i)
+    out = {}
+    for key, rows in assigned.items():
+        if spec.get(key) is None:
+            continue
+        if not rows:
+            raise DataError(
+                problems=[
+                    Problem(
+                        f"the {key} split is empty: no row has a value in data.split.{key} {spec[key]!r}",
+                        f"column {column!r}",
+                        table.file,
+                    )
+                ]
+            )
+        out[key] = np.array(rows, dtype=np.int64)
+    return out
+
+
+def _group_keys(table: Table, column: str) -> list[Any]:
+    keys = _normed(table.columns[column])
+    for i, k in enumerate(keys):
+        if k is None:
+            raise DataError(
+                problems=[
+                    Problem(
+                        "missing group key; every row needs a value in the data.group_by column",
+                        f"column {column!r}",
+                        *table.where(i),
+                    )
+                ]
+            )
+    return keys
+
+
+def _split_by_fraction(loaded: LoadedRecipe, table: Table, seed: int) -> dict[str, np.ndarray]:
+    recipe = loaded.recipe
+    rng = np.random.default_rng(seed)
+    n = table.n_rows
+    wanted = [
+        (key, getattr(recipe.data, key))
+        for key in ("test", "validation")
+        if _is_fraction(getattr(recipe.data, key))
+    ]
+    indices: dict[str, np.ndarray] = {}
+    if recipe.data.group_by:
+        keys = _group_keys(table, recipe.data.group_by)
+        groups: dict[Any, list[int]] = {}
+        for i, k in enumerate(keys):
+            groups.setdefault(k, []).append(i)
+        names = list(groups)
+        order = [names[j] for j in rng.permutation(len(names))]
+        pos = 0
+        for key, value in wanted:
+            count = int(round(value * n))
+            rows: list[int] = []
+            while pos < len(order) and len(rows) < count:
+                rows.extend(groups[order[pos]])
+                pos += 1
+            if count < 1 or not rows:
+                raise DataError(
+                    problems=[Problem(f"data.{key}: {value} of {n} rows is an empty split", "", table.file)]
+                )
+            indices[key] = np.sort(np.array(rows, dtype=np.int64))
+        rest = [i for name in order[pos:] for i in groups[name]]
+        indices["train"] = np.sort(np.array(rest, dtype=np.int64))
+    else:
+        order = rng.permutation(n)
+        start = 0
+        for key, value in wanted:
+            count = int(round(value * n))
+            if count < 1:
+                raise DataError(
+                    problems=[Problem(f"data.{key}: {value} of {n} rows is an empty split", "", table.file)]
+                )
+            indices[key] = np.sort(order[start : start + count])
+            start += count
+        indices["train"] = np.sort(order[start:])
+    if len(indices["train"]) == 0:
+        raise DataError(
+            problems=[
+                Problem("no rows are left for training after the validation/test split", "", table.file)
+            ]
+        )
+    return indices
+
+
+def _straddling(column: str, tables: dict[str, Table]) -> list[Problem]:
+    """Rows sharing a group key must stay in one split (checked when splits come from files or a column)."""
+    first_seen: dict[Any, tuple[str, int]] = {}
+    for key, table in tables.items():
+        if column not in table.columns:
+            continue
+        for i, k in enumerate(_group_keys(table, column)):
+            if k in first_seen and first_seen[k][0] != key:
+                other_key, other_row = first_seen[k]
+                file, line = tables[other_key].where(other_row)
+                at = f"{file}:{line}" if line else file
+                return [
+                    Problem(
+                        f"group {_label_key(table.columns[column][i])!r} is in both the {other_key} split ({at}) and the "
+                        f"{key} split; rows sharing data.group_by must stay in one split",
+                        f"column {column!r}",
+                        *table.where(i),
+                    )
+                ]
+            first_seen.setdefault(k, (key, i))
+    return []
 
 
 def prepare(loaded: LoadedRecipe, seed: int | None = None) -> Prepared:
@@ -572,50 +939,30 @@ def prepare(loaded: LoadedRecipe, seed: int | None = None) -> Prepared:
     recipe = loaded.recipe
     seed = recipe.seed if seed is None else seed
     train_table = _read(loaded, "train")
-    problems = _check_columns(loaded, train_table)
+    problems = _check_columns(loaded, train_table, split_too=True)
     tables = {"train": train_table}
     for key in ("validation", "test"):
         value = getattr(recipe.data, key)
-        if isinstance(value, str):
+        if value is not None and not _is_fraction(value) and not recipe.data.split:
             tables[key] = _read(loaded, key)
             problems.extend(_check_columns(loaded, tables[key]))
     if problems:
         raise DataError(problems=problems)
 
-    # Seeded fractions of the training file (test first, then validation from the rest).
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(train_table.n_rows)
-    indices: dict[str, np.ndarray] = {}
-    start = 0
-    for key in ("test", "validation"):
-        value = getattr(recipe.data, key)
-        if isinstance(value, float | int) and not isinstance(value, bool):
-            count = int(round(value * train_table.n_rows))
-            if count < 1:
-                raise DataError(
-                    problems=[
-                        Problem(
-                            f"data.{key}: {value} of {train_table.n_rows} rows is an empty split",
-                            "",
-                            train_table.file,
-                        )
-                    ]
-                )
-            indices[key] = np.sort(order[start : start + count])
-            start += count
-    indices["train"] = np.sort(order[start:])
-    if len(indices["train"]) == 0:
-        raise DataError(
-            problems=[
-                Problem("no rows are left for training after the validation/test split", "", train_table.file)
-            ]
-        )
+    if recipe.data.split:
+        indices = _split_by_column(loaded, train_table)
+    else:
+        indices = _split_by_fraction(loaded, train_table, seed)
     for key, idx in indices.items():
         if key != "train":
             tables[key] = train_table.take(idx)
     tables["train"] = train_table.take(indices["train"])
+    if recipe.data.group_by and (recipe.data.split or len(tables) > len(indices)):
+        problems = _straddling(recipe.data.group_by, tables)
+        if problems:
+            raise DataError(problems=problems)
 
-    prep = fit(recipe, tables["train"])
+    prep = fit(recipe, tables["train"], loaded)
     splits = {}
     problems = []
     for key, table in tables.items():
@@ -623,7 +970,7 @@ def prepare(loaded: LoadedRecipe, seed: int | None = None) -> Prepared:
             problems.append(Problem(f"the {key} split is empty", "", table.file))
             continue
         try:
-            splits[key] = transform(prep, table)
+            splits[key] = transform(prep, table, weights=key == "train")
         except DataError as exc:
             problems.extend(exc.problems)
     if problems:
@@ -632,11 +979,12 @@ def prepare(loaded: LoadedRecipe, seed: int | None = None) -> Prepared:
     files = {}
     for key in ("train", "validation", "test"):
         value = getattr(recipe.data, key)
-        if isinstance(value, str):
-            path = loaded.resolve_path(value)
+        if key in tables and (key == "train" or (not _is_fraction(value) and not recipe.data.split)):
+            resolved = sources.resolve(value, loaded.base_dir)
             files[key] = {
-                "path": str(path.resolve()),
-                "sha256": file_digest(path),
+                "path": resolved if isinstance(resolved, str) else tables[key].file,
+                "source": resolved,
+                "sha256": sources.digest(value, loaded.base_dir),
                 "rows": tables[key].n_rows if key != "train" else train_table.n_rows,
             }
     info = {
@@ -646,4 +994,8 @@ def prepare(loaded: LoadedRecipe, seed: int | None = None) -> Prepared:
         "fraction_indices": {k: v.tolist() for k, v in indices.items() if k != "train"},
         "coverage": {k: v.support() for k, v in splits.items()},
     }
+    if recipe.data.split:
+        info["split_by"] = dict(recipe.data.split)
+    if recipe.data.group_by:
+        info["group_by"] = recipe.data.group_by
     return Prepared(prep, splits, info)

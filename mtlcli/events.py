@@ -45,4 +45,26 @@ class Finished:
     results: dict[str, Any]
 
 
-Event = Started | BatchEnd | EpochEnd | Finished
+@dataclass
+class Resumed:
+    """A run continues from a checkpoint (``--resume``) or a new run starts from one (``--fork``)."""
+
+    run_dir: Path
+    source: Path  # the checkpoint directory
+    epoch: int  # completed epochs in the checkpoint
+    step: int  # steps done in the next epoch (0 at an epoch boundary)
+    steps: int
+    epochs: int
+    applied: list[str]  # recipe changes applied, rendered "key: old -> new"
+    notes: list[str]
+    fork: bool
+
+
+@dataclass
+class Notice:
+    """A one-line message during training (e.g. a batch skipped by ``on_nan: skip_batch``)."""
+
+    message: str
+
+
+Event = Started | BatchEnd | EpochEnd | Finished | Resumed | Notice

@@ -29,27 +29,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from mtlcli import architectures as arch
 from mtlcli import weighting
+from mtlcli.architectures import make_layer  # noqa: F401  (re-exported: the recipe-name -> layer map)
 
 PACKAGE = "mtl"
 
 
 # ------------------------------------------------------------------------------------------------
 # Layers, losses, metrics from recipe names
-
-
-def make_layer(spec: dict[str, Any], name: str | None = None) -> keras.layers.Layer:
-    """``{dense: {units: 8}}`` -> ``keras.layers.Dense(units=8)`` (names checked by the recipe layer)."""
-    from mtlcli import layer_table
-
-    if isinstance(spec, str):
-        spec = {spec: {}}
-    ((layer_name, kwargs),) = spec.items()
-    entry = layer_table.table()[layer_name]
-    kwargs = dict(kwargs or {})
-    if name and "name" not in kwargs:
-        kwargs["name"] = name
-    return getattr(keras.layers, entry["class"])(**kwargs)
 
 
 def make_loss(name: str) -> keras.losses.Loss:
@@ -117,6 +105,11 @@ class RegressionMetric(keras.metrics.Metric):
 
 def make_metric(metric: str, task_type: str, task: str, target: dict) -> keras.metrics.Metric:
     name = f"{task}_{metric}"
+    from mtlcli import target_metrics  # multilabel and several-column regression targets
+
+    special = target_metrics.make(metric, task_type, task, target)
+    if special is not None:
+        return special
     if task_type == "regression":
         return RegressionMetric(metric, target["mean"], target["std"], name=name)
     if task_type == "classification":
@@ -152,7 +145,26 @@ def _flatten(tensors: list) -> tf.Tensor:
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class MultiTaskModel(keras.Model):
-    """A shared trunk and one head per task; dict inputs and dict outputs keyed by name.
+    """A multi-task network (``spec["architecture"]``); dict inputs and dict outputs keyed by name.
+
+    Every architecture splits into a shared part and a task-specific part at one tensor, the shared
+    representation ``z = represent(x)``; ``heads_from(z)`` computes every task's output from ``z`` alone.
+    ``shared_variables`` are the variables upstream of ``z`` (:meth:`shared_layers`), ``head_variables``
+    those downstream (:meth:`task_layers` of every task), and together with the strategy's parameters
+    they are all of ``trainable_variables``:
+
+    * ``hard_sharing``: shared = ``model.shared`` (the trunk); ``z`` = its output; task = each tower.
+    * ``mmoe``/``cgc``: shared = ``model.shared`` (a common bottom, may be empty) and the shared experts;
+      ``z`` = the shared experts' outputs and the gates' input, flattened and joined; task = each task's
+      gate, its own experts (cgc) and its tower.
+    * ``ple``: shared = the bottom, every level below the top one (task experts and gates included:
+      every task reaches them through the shared gates) and the top shared experts; ``z`` = the top
+      shared experts' outputs and each task's input to the top level; task = as cgc at the top level.
+    * ``cross_stitch``: shared = every task column and every cross-stitch unit but the last (each task
+      reads every column); ``z`` = the columns' outputs; task = its own row of the last mixing, its tower.
+
+    A task with ``inputs_from`` also reads those tasks' outputs (its tower's input is its own
+    flattened input joined with theirs); gradients flow into the tasks it reads.
 
     ``spec`` is plain JSON-able data (built by :func:`spec_from_recipe`) and is the whole config: the
     saved model carries the layer specs, the task definitions, the weighting strategy and the
@@ -164,15 +176,7 @@ class MultiTaskModel(keras.Model):
         self.spec = spec
         self.task_names = list(spec["tasks"])
         self.input_names = list(spec["inputs"])
-        self.trunk = [make_layer(s, f"shared_{i}") for i, s in enumerate(spec["shared"])]
-        self.heads = {}
-        for task, t in spec["tasks"].items():
-            layers = [make_layer(s, f"{task}_hidden_{i}") for i, s in enumerate(t["head"])]
-            if t.get("output"):
-                layers.append(make_layer(t["output"], f"{task}_output"))
-            else:
-                layers.append(keras.layers.Dense(t["units"], name=f"{task}_output"))
-            self.heads[task] = layers
+        self._make_structure(spec)
         self.strategy = weighting.get(spec["weighting"])
         self.losses_fn = {t: make_loss(spec["tasks"][t]["loss"]) for t in self.task_names}
         self.task_weights = np.array([spec["tasks"][t]["weight"] for t in self.task_names], np.float32)
@@ -223,60 +227,244 @@ class MultiTaskModel(keras.Model):
             shape=(), initializer="zeros", dtype="int64", name="seen_epoch", trainable=False
         )
         self.seed = int(spec.get("seed", 0))
+        # The last train step's raw per-task losses and whether its update was applied, read by the
+        # runner's non-finite check (plain tf.Variables: not model weights, not saved). With
+        # ``skip_nonfinite`` (``train.on_nan: skip_batch``, set by the runner) a batch whose losses or
+        # gradients are not all finite changes nothing: no update, no strategy state, no metrics.
+        self.skip_nonfinite = False
+        self.batch_losses = tf.Variable(tf.zeros([n]), trainable=False, name="batch_losses")
+        self.batch_applied = tf.Variable(True, trainable=False, name="batch_applied")
 
     # -- structure ------------------------------------------------------------------------------
+    def _make_structure(self, spec: dict[str, Any]) -> None:
+        """Create the layers of ``spec["architecture"]`` (built with their shapes in :meth:`build`)."""
+        a = dict(spec.get("architecture") or {"name": "hard_sharing"})
+        self.architecture = a["name"]
+        self.head_order = task_order({t: s.get("inputs_from") or [] for t, s in spec["tasks"].items()})
+        tasks, n_tasks = self.task_names, len(self.task_names)
+        # Shared part (upstream of the representation z).
+        bottom = self.architecture in ("hard_sharing", "mmoe", "cgc", "ple")
+        self.trunk = [make_layer(s, f"shared_{i}") for i, s in enumerate(spec["shared"])] if bottom else []
+        self.levels, self.top_experts, self.columns, self.stitches = [], None, {}, []
+        # Task-specific part: one block per task between z and its tower, then the tower.
+        self.task_blocks = {}
+        if self.architecture in ("mmoe", "cgc", "ple"):
+            count, layers = int(a["experts"]["count"]), list(a["experts"]["layers"])
+            own = 0 if self.architecture == "mmoe" else int(a["task_experts"])
+            depth = int(a["levels"]) if self.architecture == "ple" else 1
+            self.levels = [
+                arch.ExtractionLevel(tasks, count, own, layers, name=f"level_{i}") for i in range(depth - 1)
+            ]
+            self.top_experts = arch.Experts(count, layers, name="shared_experts")
+            self.task_blocks = {
+                t: arch.TaskExtraction(count, own, layers, name=f"{t}_extraction") for t in tasks
+            }
+        elif self.architecture == "cross_stitch":
+            self.columns = {
+                t: [make_layer(s, f"{t}_column_{i}") for i, s in enumerate(spec["shared"])] for t in tasks
+            }
+            self.stitches = [
+                arch.CrossStitch(n_tasks, name=f"cross_stitch_{i}") for i in range(len(spec["shared"]) - 1)
+            ]
+            self.task_blocks = {
+                t: arch.CrossStitch(n_tasks, rows=[k], name=f"{t}_cross_stitch") for k, t in enumerate(tasks)
+            }
+        elif self.architecture != "hard_sharing":
+            raise ValueError(f"unknown architecture {self.architecture!r}")
+        self.towers = {}
+        for task, t in spec["tasks"].items():
+            layers = [make_layer(s, f"{task}_hidden_{i}") for i, s in enumerate(t["head"])]
+            if t.get("output"):
+                layers.append(make_layer(t["output"], f"{task}_output"))
+            else:
+                layers.append(keras.layers.Dense(t["units"], name=f"{task}_output"))
+            self.towers[task] = layers
+
+    def _inputs_from(self, task: str) -> list[str]:
+        return list(self.spec["tasks"][task].get("inputs_from") or [])
+
     def build(self, input_shape=None):
         shapes = {k: (None, *v) for k, v in self.spec["input_shapes"].items()}
         if len(shapes) == 1:
             shape = next(iter(shapes.values()))
         else:
             shape = (None, sum(int(np.prod(s[1:])) for s in shapes.values()))
-        for layer in self.trunk:
-            layer.build(shape)
-            shape = layer.compute_output_shape(shape)
-        self.representation_shape = shape
-        for layers in self.heads.values():
-            s = shape
-            for layer in layers:
-                layer.build(s)
-                s = layer.compute_output_shape(s)
+        shape = arch.build_layers(self.trunk, shape)
+        n_tasks = len(self.task_names)
+        if self.architecture == "hard_sharing":
+            parts, bases = [shape], dict.fromkeys(self.task_names, shape)
+        elif self.architecture == "cross_stitch":
+            cols = [shape] * n_tasks
+            for i in range(len(self.spec["shared"])):
+                cols = [
+                    arch.build_layers([self.columns[t][i]], cols[k]) for k, t in enumerate(self.task_names)
+                ]
+                if i < len(self.stitches):
+                    self.stitches[i].build(cols)
+            parts, bases = cols, {}
+            for k, t in enumerate(self.task_names):
+                self.task_blocks[t].build(cols)
+                bases[t] = cols[k]
+        else:
+            shared_in, task_ins = shape, [shape] * n_tasks
+            for level in self.levels:
+                level.build([shared_in, *task_ins])
+                shared_in, *task_ins = level.compute_output_shape([shared_in, *task_ins])
+            self.top_experts.build(shared_in)
+            stacked = self.top_experts.compute_output_shape(shared_in)
+            parts, bases = [stacked, *(task_ins if self.levels else [shape])], {}
+            for k, t in enumerate(self.task_names):
+                selector = parts[1 + k] if self.levels else parts[1]
+                self.task_blocks[t].build([selector, stacked])
+                bases[t] = self.task_blocks[t].compute_output_shape([selector, stacked])
+        # z: the trunk output itself (hard sharing), else the flattened parts joined (see represent).
+        self.z_parts = [tuple(int(d) for d in p[1:]) for p in parts]
+        if self.architecture == "hard_sharing":
+            self.representation_shape = tuple(shape)
+        else:
+            self.representation_shape = (None, sum(arch.flat_size(p) for p in parts))
+        outputs = {}
+        for t in self.head_order:
+            s = bases[t]
+            deps = self._inputs_from(t)
+            if deps:
+                s = (None, arch.flat_size(s) + sum(arch.flat_size(outputs[d]) for d in deps))
+            outputs[t] = arch.build_layers(self.towers[t], s)
         self.built = True
 
-    def represent(self, inputs, training=False):
-        """The shared representation ``z``."""
+    def _joined(self, inputs):
+        """The model inputs as one tensor: a single input as it is, several flattened and concatenated."""
         if len(self.input_names) == 1:
-            h = inputs[self.input_names[0]]
-        else:
-            h = tf.concat(
-                [
-                    tf.reshape(tf.cast(inputs[k], self.compute_dtype), [tf.shape(inputs[k])[0], -1])
-                    for k in self.input_names
-                ],
-                axis=-1,
-            )
+            return inputs[self.input_names[0]]
+        return tf.concat(
+            [
+                tf.reshape(tf.cast(inputs[k], self.compute_dtype), [tf.shape(inputs[k])[0], -1])
+                for k in self.input_names
+            ],
+            axis=-1,
+        )
+
+    def _pack(self, parts: list):
+        return tf.concat([arch.flatten(p) for p in parts], axis=-1)
+
+    def _unpack(self, z) -> list:
+        sizes = [math.prod(p) for p in self.z_parts]
+        pieces = tf.split(z, sizes, axis=-1) if len(sizes) > 1 else [z]
+        return [tf.reshape(x, [-1, *p]) for x, p in zip(pieces, self.z_parts, strict=True)]
+
+    def _bottom_levels(self, h, training=False, gates: dict | None = None):
+        """MMoE/CGC/PLE below the top level: returns ``(shared_input, task_inputs)`` of the top level."""
+        shared_in, task_ins = h, [h] * len(self.task_names)
+        for i, level in enumerate(self.levels):
+            if gates is not None:
+                for k, t in enumerate(self.task_names):
+                    gates[f"level_{i}/{t}"] = level.task_parts[k].gate.weights_for(task_ins[k])
+                gates[f"level_{i}/shared"] = level.shared_gate.weights_for(shared_in)
+            shared_in, *task_ins = level([shared_in, *task_ins], training=training)
+        return shared_in, task_ins
+
+    def represent(self, inputs, training=False):
+        """The shared representation ``z``: every task-specific layer reads only ``z``.
+
+        ``hard_sharing``: the trunk's output. ``mmoe``/``cgc``: the top shared experts' outputs and the
+        gates' input, flattened and joined. ``ple``: the top shared experts' outputs and each task's input
+        to the top level. ``cross_stitch``: every column's output after the last layer (before each
+        task's own final mixing).
+        """
+        h = self._joined(inputs)
         for layer in self.trunk:
             h = layer(h, training=training)
-        return h
+        if self.architecture == "hard_sharing":
+            return h
+        if self.architecture == "cross_stitch":
+            cols = [h] * len(self.task_names)
+            for i in range(len(self.spec["shared"])):
+                cols = [self.columns[t][i](cols[k], training=training) for k, t in enumerate(self.task_names)]
+                if i < len(self.stitches):
+                    cols = self.stitches[i](cols)
+            return self._pack(cols)
+        shared_in, task_ins = self._bottom_levels(h, training=training)
+        stacked = self.top_experts(shared_in, training=training)
+        return self._pack([stacked, *(task_ins if self.levels else [h])])
 
     def heads_from(self, z, training=False):
+        """Task outputs from the shared representation ``z`` (a dict keyed by task)."""
+        if self.architecture == "hard_sharing":
+            bases = dict.fromkeys(self.task_names, z)
+        else:
+            parts = self._unpack(z)
+            bases = {}
+            for k, t in enumerate(self.task_names):
+                if self.architecture == "cross_stitch":
+                    bases[t] = self.task_blocks[t](parts)[0]
+                else:
+                    selector = parts[1 + k] if self.levels else parts[1]
+                    bases[t] = self.task_blocks[t]([selector, parts[0]], training=training)
         out = {}
-        for task, layers in self.heads.items():
-            h = z
-            for layer in layers:
+        for t in self.head_order:
+            h = bases[t]
+            deps = self._inputs_from(t)
+            if deps:
+                h = tf.concat([arch.flatten(h), *(tf.cast(arch.flatten(out[d]), h.dtype) for d in deps)], -1)
+            for layer in self.towers[t]:
                 h = layer(h, training=training)
-            out[task] = h
-        return out
+            out[t] = h
+        return {t: out[t] for t in self.task_names}
 
     def call(self, inputs, training=False):
         return self.heads_from(self.represent(inputs, training=training), training=training)
 
+    def gate_weights(self, inputs) -> dict:
+        """Per-example softmax gate weights of MMoE/CGC/PLE: ``{"<task>": (batch, experts)}`` for the top
+        level (shared experts first, then the task's own), plus ``"level_<i>/<task>"`` and
+        ``"level_<i>/shared"`` for PLE's lower levels. Empty for the other architectures."""
+        if self.top_experts is None:
+            return {}
+        h = self._joined(inputs)
+        for layer in self.trunk:
+            h = layer(h, training=False)
+        gates: dict = {}
+        _, task_ins = self._bottom_levels(h, gates=gates)
+        for k, t in enumerate(self.task_names):
+            gates[t] = self.task_blocks[t].gate.weights_for(task_ins[k])
+        return gates
+
+    def shared_layers(self) -> list:
+        """Every layer upstream of ``z``: its variables get gradients from several tasks."""
+        out = [*self.trunk, *self.levels]
+        if self.top_experts is not None:
+            out.append(self.top_experts)
+        out.extend(layer for t in self.task_names for layer in self.columns.get(t, []))
+        return out + list(self.stitches)
+
+    def task_layers(self, task: str) -> list:
+        """The layers only ``task`` reads: its gate and its own top-level experts, or its final
+        cross-stitch row; then its tower (``head`` + output)."""
+        block = [self.task_blocks[task]] if task in self.task_blocks else []
+        return block + list(self.towers[task])
+
+    @property
+    def heads(self) -> dict:
+        """``task -> task-specific layers`` (:meth:`task_layers`)."""
+        return {t: self.task_layers(t) for t in getattr(self, "task_names", [])}
+
+    def task_variables(self, task: str) -> list:
+        return [v for layer in self.task_layers(task) for v in layer.trainable_variables]
+
+    def _in_keras_order(self, variables: list) -> list:
+        # Keras builds a loaded model's optimizer slots in ``trainable_variables`` order, so the train
+        # step must hand variables to the optimizer in that order too (all shared ones come first:
+        # the shared layers are created before the task-specific ones).
+        ids = {id(v) for v in variables}
+        return [v for v in self.trainable_variables if id(v) in ids]
+
     @property
     def shared_variables(self) -> list:
-        return [v for layer in self.trunk for v in layer.trainable_variables]
+        return self._in_keras_order([v for layer in self.shared_layers() for v in layer.trainable_variables])
 
     @property
     def head_variables(self) -> list:
-        return [v for layers in self.heads.values() for layer in layers for v in layer.trainable_variables]
+        return self._in_keras_order([v for t in self.task_names for v in self.task_variables(t)])
 
     @property
     def metrics(self):
@@ -294,7 +482,10 @@ class MultiTaskModel(keras.Model):
             per_example = tf.reshape(per_example, [-1])
             m = tf.cast(mask[task], tf.float32)
             count = tf.reduce_sum(m)
-            losses.append(tf.math.divide_no_nan(tf.reduce_sum(per_example * m), count))
+            # class weights multiply the per-row losses; the mean is still over the labelled rows
+            w = mask.get(f"{task}.weight") if isinstance(mask, dict) else None
+            weighted = m if w is None else m * tf.cast(tf.reshape(w, [-1]), tf.float32)
+            losses.append(tf.math.divide_no_nan(tf.reduce_sum(per_example * weighted), count))
             counts.append(count)
         return tf.stack(losses), tf.stack(counts)
 
@@ -372,14 +563,31 @@ class MultiTaskModel(keras.Model):
                 tracker.update_state(tf.math.divide_no_nan(gram[i, j], norms[i] * norms[j]))
             objective = tf.reduce_sum(tf.stop_gradient(tf.cast(result.weights, losses.dtype)) * losses)
             del tape
-        pairs = [(g, v) for g, v in zip(grads, variables, strict=True) if g is not None]
-        self.optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
-        new_state = result.state
-        if self.strategy.needs_losses_after_step:
-            after, _ = self.task_losses(y, self(x, training=False), mask)
-            new_state = self.strategy.after_step(losses, after, self._params(), new_state, ctx)
-        self._assign_state(new_state)
-        self._track(losses, counts, y, preds, mask, objective, result.weights)
+        # Apply in Keras's own variable order: a reloaded model builds its optimizer in that order, so
+        # the saved Adam slots line up whichever path (fit or a direct train_step) built it first.
+        order = {id(v): i for i, v in enumerate(self.trainable_variables)}
+        pairs = sorted(
+            ((g, v) for g, v in zip(grads, variables, strict=True) if g is not None),
+            key=lambda p: order[id(p[1])],
+        )
+        self.batch_losses.assign(tf.cast(losses, tf.float32))
+
+        def update():
+            self.optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
+            new_state = result.state
+            if self.strategy.needs_losses_after_step:
+                after, _ = self.task_losses(y, self(x, training=False), mask)
+                new_state = self.strategy.after_step(losses, after, self._params(), new_state, ctx)
+            self._assign_state(new_state)
+            self._track(losses, counts, y, preds, mask, objective, result.weights)
+            return tf.constant(True)
+
+        if self.skip_nonfinite:
+            checks = [tf.reduce_all(tf.math.is_finite(t)) for t in [losses, *(g for g, _ in pairs)]]
+            applied = tf.cond(tf.reduce_all(tf.stack(checks)), update, lambda: tf.constant(False))
+        else:
+            applied = update()
+        self.batch_applied.assign(applied)
         return {m.name: m.result() for m in self.metrics}
 
     def test_step(self, data):
@@ -421,6 +629,7 @@ def spec_from_recipe(recipe, prep, seed: int) -> dict[str, Any]:
             "loss": recipe.loss(task),
             "metrics": recipe.metrics(task),
             "weight": float(t.weight),
+            "inputs_from": list(t.inputs_from),
         }
     prep_dict = prep.to_dict()
     shapes = {k: list(v) for k, v in prep.input_shapes().items()}
@@ -431,10 +640,26 @@ def spec_from_recipe(recipe, prep, seed: int) -> dict[str, Any]:
         "inputs": {k: v["kind"] for k, v in prep_dict["inputs"].items()},
         "input_shapes": shapes,
         "shared": list(recipe.model.shared),
+        "architecture": recipe.model.architecture_spec(),
         "tasks": tasks,
         "weighting": recipe.train.weighting,
         "preprocessing": prep_dict,
     }
+
+
+def task_order(inputs_from: dict[str, list[str]]) -> list[str]:
+    """Tasks in an order where every task comes after the tasks it reads (``inputs_from``); otherwise
+    in recipe order. The recipe check has already refused cycles and unknown names."""
+    order: list[str] = []
+    pending = dict(inputs_from)
+    while pending:
+        ready = [t for t, deps in pending.items() if all(d in order for d in deps)]
+        if not ready:
+            raise ValueError(f"tasks read each other's outputs in a cycle: {', '.join(pending)}")
+        order.extend(ready)
+        for t in ready:
+            del pending[t]
+    return order
 
 
 def count_params(variables) -> int:

@@ -17,14 +17,14 @@ from mtlcli import layer_table
 from mtlcli.errors import Problem, RecipeError
 from mtlcli.yamlio import Located, dotted, load_file, load_text
 
-TASK_TYPES = ("classification", "binary", "regression")
-INPUT_KINDS = ("numeric", "categorical", "image")
+TASK_TYPES = ("classification", "binary", "regression", "multilabel")
+INPUT_KINDS = ("numeric", "categorical", "image", "array")
 
 #: loss name -> task types it fits. The first listed per type is the default.
 LOSSES: dict[str, tuple[str, ...]] = {
     "sparse_categorical_crossentropy": ("classification",),
-    "binary_crossentropy": ("binary",),
-    "binary_focal_crossentropy": ("binary",),
+    "binary_crossentropy": ("binary", "multilabel"),
+    "binary_focal_crossentropy": ("binary", "multilabel"),
     "mse": ("regression",),
     "mae": ("regression",),
     "huber": ("regression",),
@@ -34,15 +34,18 @@ DEFAULT_LOSS = {
     "classification": "sparse_categorical_crossentropy",
     "binary": "binary_crossentropy",
     "regression": "mse",
+    "multilabel": "binary_crossentropy",
 }
 
 #: metric name -> (task types, direction). Regression metrics are reported in the target's units.
 METRICS: dict[str, tuple[tuple[str, ...], str]] = {
-    "accuracy": (("classification", "binary"), "max"),
-    "crossentropy": (("classification", "binary"), "min"),
-    "auc": (("binary",), "max"),
-    "precision": (("binary",), "max"),
-    "recall": (("binary",), "max"),
+    "accuracy": (("classification", "binary", "multilabel"), "max"),
+    "crossentropy": (("classification", "binary", "multilabel"), "min"),
+    "auc": (("binary", "multilabel"), "max"),
+    "precision": (("binary", "multilabel"), "max"),
+    "recall": (("binary", "multilabel"), "max"),
+    "hamming": (("multilabel",), "min"),
+    "exact_match": (("multilabel",), "max"),
     "mae": (("regression",), "min"),
     "mse": (("regression",), "min"),
     "rmse": (("regression",), "min"),
@@ -52,6 +55,7 @@ DEFAULT_METRICS = {
     "classification": ["accuracy"],
     "binary": ["accuracy", "auc"],
     "regression": ["mae", "rmse"],
+    "multilabel": ["hamming", "auc"],
 }
 
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
@@ -69,20 +73,26 @@ class _Strict(BaseModel):
 class InputSpec(_Strict):
     """One model input: a CSV column or an NPZ array."""
 
-    kind: Literal["numeric", "categorical", "image"]
-    shape: list[int] | None = Field(None, description="image only: e.g. [28, 28, 1]")
+    kind: Literal["numeric", "categorical", "image", "array"]
+    shape: list[int] | None = Field(None, description="image/array only: e.g. [28, 28, 1]")
     column: str | None = Field(None, description="source column or array; defaults to the input name")
+    missing: Literal["mean", "zero", "error"] | None = Field(None, description="numeric only (mean)")
+    flag: bool = Field(False, description="numeric only: add a 0/1 'was missing' feature")
 
 
 class TaskSpec(_Strict):
-    type: Literal["classification", "binary", "regression"]
-    target: str | None = None
-    head: list[dict[str, Any]] = Field(default_factory=list)
+    type: Literal["classification", "binary", "regression", "multilabel"]
+    target: str | list[str] | None = None
+    separator: str | None = Field(None, description="multilabel: labels in one column split on this")
+    when: Any = Field(None, description="rows where the task counts: {column: c, equals: v} or a list")
+    class_weight: Any = Field(None, description="balanced or {label: weight}: per-row loss weights")
+    head: list[dict[str, Any] | str] = Field(default_factory=list)
     output: dict[str, Any] | None = None
     loss: str | None = None
     metrics: list[str] | None = None
     weight: float = Field(1.0, ge=0)
     classes: int | None = Field(None, ge=2)
+    inputs_from: list[str] = Field(default_factory=list, description="tasks whose outputs this head reads")
 
 
 class AdamSpec(_Strict):
@@ -113,6 +123,12 @@ class TrainSpec(_Strict):
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
     weighting: Any = "static"
     early_stopping: EarlyStoppingSpec | None = None
+    checkpoint_every: int | None = Field(
+        None, ge=1, description="also write checkpoints/last every N steps (always at each epoch end)"
+    )
+    on_nan: Literal["stop", "skip_batch"] = Field(
+        "stop", description="a non-finite task loss: stop the run (exit 1) or skip that batch's update"
+    )
 
     @field_validator("optimizer", mode="before")
     @classmethod
@@ -128,9 +144,12 @@ class TrainSpec(_Strict):
 
 
 class DataSpec(_Strict):
-    train: str
-    validation: float | str | None = 0.2
-    test: float | str | None = None
+    # A source is a path/glob or a mapping such as {idx: ..., labels: ...} (checked in recipe_data).
+    train: str | dict[str, Any]
+    validation: float | str | dict[str, Any] | None = 0.2
+    test: float | str | dict[str, Any] | None = None
+    split: dict[str, Any] | None = Field(None, description="{column: c, train: [..], validation: [..]}")
+    group_by: str | None = Field(None, description="rows sharing this column's value stay in one split")
     inputs: dict[str, InputSpec]
 
     @field_validator("inputs", mode="before")
@@ -141,9 +160,37 @@ class DataSpec(_Strict):
         return value
 
 
+ARCHITECTURES = ("hard_sharing", "mmoe", "cgc", "ple", "cross_stitch")
+#: Architectures built from experts and gates (they need ``model.experts``).
+EXPERT_ARCHITECTURES = ("mmoe", "cgc", "ple")
+
+
+class ExpertsSpec(_Strict):
+    """The experts of mmoe, cgc and ple: shared experts per level and the layers of every expert."""
+
+    count: int = Field(4, ge=1)
+    layers: list[dict[str, Any] | str]
+
+
 class ModelSpec(_Strict):
-    shared: list[dict[str, Any]] = Field(default_factory=list)
+    architecture: Literal["hard_sharing", "mmoe", "cgc", "ple", "cross_stitch"] = "hard_sharing"
+    shared: list[dict[str, Any] | str] = Field(default_factory=list)
+    experts: ExpertsSpec | None = None
+    task_experts: int | None = Field(None, ge=1, description="cgc/ple: experts per task (default 1)")
+    levels: int | None = Field(None, ge=1, description="ple: extraction levels (default 2)")
     tasks: dict[str, TaskSpec]
+
+    def architecture_spec(self) -> dict[str, Any]:
+        """``{"name": ..., "experts": ..., "task_experts": ..., "levels": ...}`` with defaults filled in,
+        holding only the keys the architecture uses (the model spec's ``architecture`` entry)."""
+        out: dict[str, Any] = {"name": self.architecture}
+        if self.architecture in EXPERT_ARCHITECTURES and self.experts is not None:
+            out["experts"] = {"count": self.experts.count, "layers": list(self.experts.layers)}
+        if self.architecture in ("cgc", "ple"):
+            out["task_experts"] = self.task_experts or 1
+        if self.architecture == "ple":
+            out["levels"] = self.levels or 2
+        return out
 
 
 class Recipe(_Strict):
@@ -178,6 +225,9 @@ class Recipe(_Strict):
             spec["target"] = self.target(task)
             spec["loss"] = self.loss(task)
             spec["metrics"] = self.metrics(task)
+        for key in ("experts", "task_experts", "levels"):  # only those the architecture uses, filled in
+            out["model"].pop(key, None)
+        out["model"].update({k: v for k, v in self.model.architecture_spec().items() if k != "name"})
         return out
 
 
@@ -291,6 +341,7 @@ _MODELS_BY_PATH: list[tuple[tuple, type[BaseModel]]] = [
     (("data",), DataSpec),
     (("data", "inputs", "*"), InputSpec),
     (("model",), ModelSpec),
+    (("model", "experts"), ExpertsSpec),
     (("model", "tasks", "*"), TaskSpec),
     (("train",), TrainSpec),
     (("train", "optimizer"), OptimizerSpec),
@@ -316,7 +367,8 @@ def _pydantic_problems(exc: ValidationError, src: Located) -> list[Problem]:
             p
             for p in loc
             if not (
-                isinstance(p, str) and (p in {"float", "str", "int", "bool"} or p.startswith("function-"))
+                isinstance(p, str)
+                and (p in {"float", "str", "int", "bool"} or p.startswith(("function-", "dict[", "list[")))
             )
         )
         if clean != loc:
@@ -402,32 +454,25 @@ def _semantic_problems(data: dict, src: Located) -> list[Problem]:
                 out.extend(_task_problems(str(task), spec, src))
     elif "tasks" in model and tasks is not None and not isinstance(tasks, dict):
         pass  # pydantic reports the type
+    out.extend(architecture_problems(model, src))
 
     data_spec = data.get("data") if isinstance(data.get("data"), dict) else {}
     for key in ("validation", "test"):
         value = data_spec.get(key)
-        if isinstance(value, float | int) and not isinstance(value, bool) and not 0 < value < 1:
+        if isinstance(value, bool):
+            add(
+                f"expected a fraction between 0 and 1 (exclusive) or a path, received a boolean "
+                f"({str(value).lower()})",
+                ("data", key),
+            )
+        elif isinstance(value, float | int) and not 0 < value < 1:
             add(
                 f"expected a fraction between 0 and 1 (exclusive) or a path, received {value!r}",
                 ("data", key),
             )
-    if isinstance(data_spec.get("inputs"), dict):
-        if not data_spec["inputs"]:
-            add("expected at least one input", ("data", "inputs"))
-        for inp, spec in data_spec["inputs"].items():
-            if isinstance(spec, dict) and spec.get("kind") == "image" and not spec.get("shape"):
-                add("an image input needs its shape, e.g. shape: [28, 28, 1]", ("data", "inputs", inp))
-            if isinstance(spec, dict) and spec.get("kind") != "image" and spec.get("shape"):
-                add("shape applies to image inputs only", ("data", "inputs", inp, "shape"))
-        if isinstance(tasks, dict):
-            for task, spec in tasks.items():
-                target = (spec.get("target") if isinstance(spec, dict) else None) or task
-                if target in data_spec["inputs"]:
-                    add(
-                        f"the target {target!r} is also listed as an input (data.inputs.{target}): the model "
-                        f"would see the answer",
-                        ("model", "tasks", task, "target"),
-                    )
+    from mtlcli.recipe_data import data_problems  # data: sources, splits, inputs, when, class_weight
+
+    out.extend(data_problems(data_spec, tasks if isinstance(tasks, dict) else {}, src))
 
     train = data.get("train") if isinstance(data.get("train"), dict) else {}
     if "weighting" in train:
@@ -445,6 +490,116 @@ def _semantic_problems(data: dict, src: Located) -> list[Problem]:
                 ("train", "early_stopping", "monitor"),
             )
     return out
+
+
+def architecture_problems(model: dict, src: Located) -> list[Problem]:
+    """``model.architecture`` with the keys it uses (experts, task_experts, levels) and ``inputs_from``."""
+    out: list[Problem] = []
+
+    def add(message: str, path: tuple) -> None:
+        out.append(Problem(message, dotted(path), src.file, src.line(path)))
+
+    arch = model.get("architecture", "hard_sharing")
+    arch = arch if isinstance(arch, str) and arch in ARCHITECTURES else None  # else pydantic reports it
+    tasks = model.get("tasks") if isinstance(model.get("tasks"), dict) else {}
+    experts = model.get("experts")
+    if arch is not None:
+        if arch in EXPERT_ARCHITECTURES and experts is None:
+            add(
+                f"the {arch} architecture needs model.experts, e.g. "
+                f"experts: {{count: 4, layers: [{{dense: {{units: 64, activation: relu}}}}]}}",
+                ("model", "architecture"),
+            )
+        if arch not in EXPERT_ARCHITECTURES and "experts" in model:
+            add(
+                f"experts apply to the mmoe, cgc and ple architectures only; the architecture is {arch!r}",
+                ("model", "experts"),
+            )
+        if arch not in ("cgc", "ple") and "task_experts" in model:
+            add(
+                f"task_experts applies to the cgc and ple architectures only; the architecture is {arch!r}",
+                ("model", "task_experts"),
+            )
+        if arch != "ple" and "levels" in model:
+            add(
+                f"levels applies to the ple architecture only; the architecture is {arch!r}",
+                ("model", "levels"),
+            )
+        if arch == "cross_stitch":
+            if not model.get("shared"):
+                where = ("model", "shared") if "shared" in model else ("model", "architecture")
+                out.append(
+                    Problem(
+                        "cross_stitch replicates model.shared once per task: expected at least one layer",
+                        "model.shared",
+                        src.file,
+                        src.line(where),
+                    )
+                )
+            if len(tasks) == 1:
+                add(
+                    "cross_stitch mixes one column per task: expected at least two tasks, received 1",
+                    ("model", "tasks"),
+                )
+    if isinstance(experts, dict) and isinstance(experts.get("layers"), list):
+        if not experts["layers"]:
+            add("expected at least one layer in each expert", ("model", "experts", "layers"))
+        out.extend(layer_problems(experts["layers"], ("model", "experts", "layers"), src))
+
+    graph: dict[str, list[str]] = {}
+    for task, spec in tasks.items():
+        deps = spec.get("inputs_from") if isinstance(spec, dict) else None
+        if not isinstance(deps, list):
+            continue
+        graph[task] = []
+        for i, dep in enumerate(deps):
+            if not isinstance(dep, str):
+                continue  # pydantic reports the type
+            at = ("model", "tasks", task, "inputs_from", i)
+            if dep == task:
+                add(f"task {task!r} cannot read its own output", at)
+            elif dep not in tasks:
+                others = [t for t in tasks if t != task]
+                add(
+                    f"unknown task {dep!r}{did_you_mean(dep, others)} (tasks: {', '.join(map(str, tasks))})",
+                    at,
+                )
+            elif dep in graph[task]:
+                add(f"task {dep!r} is listed twice", at)
+            else:
+                graph[task].append(dep)
+    for cycle in _cycles(graph):
+        add(
+            f"tasks read each other's outputs in a cycle: {' -> '.join(cycle)}",
+            ("model", "tasks", cycle[0], "inputs_from"),
+        )
+    return out
+
+
+def _cycles(graph: dict[str, list[str]]) -> list[list[str]]:
+    """Each cycle of ``task -> tasks it reads`` once, as ``[a, b, a]`` starting at its first task."""
+    found: list[list[str]] = []
+    seen_sets: set[frozenset] = set()
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        path.append(node)
+        for dep in graph.get(node, []):
+            if state.get(dep) == 1:
+                cycle = path[path.index(dep) :]
+                if frozenset(cycle) not in seen_sets:
+                    seen_sets.add(frozenset(cycle))
+                    found.append([*cycle, dep])
+            elif state.get(dep) is None:
+                visit(dep, path)
+        path.pop()
+        state[node] = 2
+
+    for node in graph:
+        if node not in state:
+            visit(node, [])
+    return found
 
 
 def _task_problems(task: str, spec: dict, src: Located) -> list[Problem]:

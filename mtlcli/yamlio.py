@@ -42,6 +42,8 @@ def dotted(path: tuple) -> str:
 
 
 MAX_NODES = 200_000  # aliases can make a small file expand exponentially ("billion laughs")
+MAX_DEPTH = 64  # recipes nest a handful of levels; deeper documents are hostile or broken
+MAX_BYTES = 1 << 20  # a recipe is a few KB; larger files are not recipes
 _STANDARD = {yaml.MappingNode: "tag:yaml.org,2002:map", yaml.SequenceNode: "tag:yaml.org,2002:seq"}
 
 
@@ -63,6 +65,8 @@ def _build(
     budget.left -= 1
     if budget.left < 0:
         raise yaml.YAMLError(f"the document expands to more than {MAX_NODES:,} values (aliases?)")
+    if len(path) > MAX_DEPTH:
+        raise yaml.YAMLError(f"the document is nested more than {MAX_DEPTH} levels deep")
     lines[path] = node.start_mark.line + 1
     if type(node) in _STANDARD and node.tag != _STANDARD[type(node)]:
         raise yaml.constructor.ConstructorError(
@@ -124,6 +128,14 @@ def load_text(text: str, file: str) -> Located:
         line = mark.line + 1 if mark else None
         detail = " ".join(str(x) for x in (exc.context, exc.problem) if x)
         raise RecipeError(problems=[Problem(f"invalid YAML: {detail}", "", file, line)]) from None
+    except yaml.reader.ReaderError as exc:  # control characters (NUL, ...) in the text
+        char = exc.character if isinstance(exc.character, int) else ord(str(exc.character)[:1] or "\0")
+        line = text.count("\n", 0, exc.position) + 1
+        raise RecipeError(
+            problems=[
+                Problem(f"invalid YAML: the control character #x{char:04x} is not allowed", "", file, line)
+            ]
+        ) from None
     except yaml.YAMLError as exc:
         raise RecipeError(problems=[Problem(f"invalid YAML: {exc}", "", file)]) from None
     except RecursionError:
@@ -141,6 +153,13 @@ def load_file(path: str | Path) -> Located:
         raise RecipeError(problems=[Problem("file not found", "", str(path))])
     if path.is_dir():
         raise RecipeError(problems=[Problem("is a directory, expected a YAML recipe file", "", str(path))])
+    size = path.stat().st_size
+    if size > MAX_BYTES:
+        raise RecipeError(
+            problems=[
+                Problem(f"the file is {size:,} bytes; a recipe is at most {MAX_BYTES:,} bytes", "", str(path))
+            ]
+        )
     raw = path.read_bytes()
     try:
         text = raw.decode("utf-8")

@@ -30,9 +30,9 @@ def test_validate_reports_all_problems_exit_2_no_traceback(cli, tmp_path):
     assert result.exit_code == 2
     assert result.output.splitlines() == [
         "error: 2 problems found",
-        f"  - {recipe}:1 data.inputs.a.kind: expected one of numeric, categorical, image; received text ('numerc'); "
+        f"  - {recipe}:1 data.inputs.a.kind: expected one of numeric, categorical, image, array; received text ('numerc'); "
         "did you mean 'numeric'?",
-        f"  - {recipe}:2 model.tasks.t.type: expected one of classification, binary, regression; received text "
+        f"  - {recipe}:2 model.tasks.t.type: expected one of classification, binary, regression, multilabel; received text "
         "('regresion'); did you mean 'regression'?",
     ]
     assert "Traceback" not in result.output
@@ -90,6 +90,7 @@ def test_train_then_evaluate_end_to_end(cli, tiny_project, tmp_path, monkeypatch
     assert sum(line.startswith("epoch ") for line in result.output.splitlines()) == 2
     names = sorted(p.name for p in run_dir.iterdir())
     assert names == [
+        "checkpoints",
         "data.json",
         "env.json",
         "history.csv",

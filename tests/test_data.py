@@ -191,5 +191,18 @@ def test_class_count_declared_too_small(tiny_project):
     got = errors(R.load(tiny_project))
     assert got == [
         f"{tiny_project.parent / 'tiny.csv'} column 'kind': found 3 distinct labels but "
-        "model.tasks.kind.classes is 2 (labels: 'x', 'y', 'z')"
+        "model.tasks.kind.classes is 2 (labels: 'x', 'y', 'z'); with labels that are not the integers 0..1, "
+        "leave classes out"
+    ]
+
+
+def test_class_count_declared_too_large_for_string_labels(tiny_project):
+    tiny_project.write_text(
+        TINY_RECIPE.replace("kind: {type: classification}", "kind: {type: classification, classes: 5}")
+    )
+    got = errors(R.load(tiny_project))
+    assert got == [
+        f"{tiny_project.parent / 'tiny.csv'} column 'kind': found 3 distinct labels but "
+        "model.tasks.kind.classes is 5 (labels: 'x', 'y', 'z'); with labels that are not the integers 0..4, "
+        "leave classes out"
     ]

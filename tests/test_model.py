@@ -141,3 +141,24 @@ def test_strategies_train_a_step_without_nan(tiny_project, weighting):
     assert all(np.isfinite(float(v)) for v in logs.values())
     moved = [not np.allclose(b, v.numpy()) for b, v in zip(before, model.trainable_variables, strict=True)]
     assert all(moved[: len(model.shared_variables)])
+
+
+def test_direct_train_step_then_reload_with_optimizer_state(tiny_project, tmp_path):
+    """Adam slots saved after a direct train_step line up with a reloaded model's variable order."""
+    loaded = R.loads(
+        tiny_project.read_text().replace("weighting: static", "weighting: uncertainty"),
+        file="r.yaml",
+        base_dir=tiny_project.parent,
+    )
+    prepared = data.prepare(loaded)
+    model = runner.build_model(loaded, prepared, seed=3)
+    arr = prepared.splits["train"]
+    model.train_step((arr.x, arr.y, arr.mask))
+    path = tmp_path / "model.keras"
+    runner.save_model_atomic(model, path)
+    import keras
+
+    again = keras.saving.load_model(path, safe_mode=True, compile=True)
+    assert int(again.optimizer.iterations.numpy()) == 1
+    for a, b in zip(model.optimizer.variables, again.optimizer.variables, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -96,13 +96,13 @@ def test_all_problems_at_once_with_lines_and_suggestions():
     assert got == [
         "r.yaml:1 seed: expected an integer, received text ('seven')",
         "r.yaml:4 data.validaton: unknown key 'validaton'; did you mean 'validation'?",
-        "r.yaml:6 data.inputs.a.kind: expected one of numeric, categorical, image; received text ('numerc'); "
+        "r.yaml:6 data.inputs.a.kind: expected one of numeric, categorical, image, array; received text ('numerc'); "
         "did you mean 'numeric'?",
         "r.yaml:9 model.shared[0].dense: Dense needs the argument 'units'",
         "r.yaml:9 model.shared[0].dense.unit: Dense has no argument 'unit'; did you mean 'units'?",
         "r.yaml:10 model.shared[1].lambda: unknown layer 'lambda'; Lambda layers are not allowed "
         "(they would run code from a recipe)",
-        "r.yaml:12 model.tasks.kind.type: expected one of classification, binary, regression; "
+        "r.yaml:12 model.tasks.kind.type: expected one of classification, binary, regression, multilabel; "
         "received text ('clasification'); did you mean 'classification'?",
         "r.yaml:13 model.tasks.flag.loss: loss 'mse' does not fit a binary task; expected one of "
         "binary_crossentropy, binary_focal_crossentropy",
@@ -118,7 +118,7 @@ def test_all_problems_at_once_with_lines_and_suggestions():
         "(available: loss, kind_loss, flag_loss, value_loss, value_mae, value_rmse, val_loss, val_kind_loss, "
         "val_flag_loss, val_value_loss, val_value_mae, val_value_rmse)",
         "r.yaml:21 train.extra: unknown key 'extra'; expected one of: epochs, batch_size, optimizer, weighting, "
-        "early_stopping",
+        "early_stopping, checkpoint_every, on_nan",
     ]
 
 
@@ -171,6 +171,14 @@ def test_target_that_is_also_an_input():
     assert got == [
         "r.yaml:16 model.tasks.a2.target: the target 'a' is also listed as an input (data.inputs.a): "
         "the model would see the answer"
+    ]
+
+
+def test_validation_must_not_be_a_boolean():
+    got = problems(TINY_RECIPE.replace("validation: 0.25", "validation: yes"))
+    assert got == [
+        "r.yaml:5 data.validation: expected a fraction between 0 and 1 (exclusive) or a path, "
+        "received a boolean (true)"
     ]
 
 

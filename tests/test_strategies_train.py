@@ -17,7 +17,7 @@ from mtlcli import runner  # noqa: E402
 
 SPECS = [
     *weighting.available(),
-    "{mgda: {on: representation}}",
+    *(f"{{{name}: {{on: representation}}}}" for name in ("mgda", "gradnorm", "imtl_g", "aligned_mtl")),
     "{mgda: {normalization: loss+}}",
     "{cagrad: {c: 0.5, rescale: 1}}",
 ]

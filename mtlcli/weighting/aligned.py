@@ -63,6 +63,9 @@ class AlignedMTL(Strategy):
     """
 
     scale_mode: Literal["min", "median", "rmse"] = "min"
+    #: ``parameters`` (per-task gradients of the shared variables) or ``representation`` (gradients of the
+    #: shared representation, MGDA-UB style: one backward pass; LibMTL's ``rep_grad``).
+    on: Literal["parameters", "representation"] = "parameters"
 
     name: ClassVar[str] = "aligned_mtl"
     needs: ClassVar[str] = "gradients"

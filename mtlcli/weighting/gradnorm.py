@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from mtlcli.weighting.base import Context, Result, Strategy, combine_rows
 from mtlcli.weighting.registry import register
@@ -39,6 +39,9 @@ class GradNorm(Strategy):
     """
 
     alpha: float = 1.5
+    #: ``parameters`` (per-task gradients of the shared variables) or ``representation`` (gradients of the
+    #: shared representation, MGDA-UB style: one backward pass; LibMTL's ``rep_grad``).
+    on: Literal["parameters", "representation"] = "parameters"
 
     name: ClassVar[str] = "gradnorm"
     needs: ClassVar[str] = "gradients"

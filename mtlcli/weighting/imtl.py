@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from mtlcli.weighting.base import Context, Result, Strategy, combine_rows
 from mtlcli.weighting.registry import register
@@ -43,6 +43,10 @@ class IMTLG(Strategy):
     ``eps * T * s_max``).  LibMTL's ``IMTL`` also learns IMTL-L loss scales and uses ``torch.inverse``
     (undefined for dependent gradients); this is the gradient part only.
     """
+
+    #: ``parameters`` (per-task gradients of the shared variables) or ``representation`` (gradients of the
+    #: shared representation, MGDA-UB style: one backward pass; LibMTL's ``rep_grad``).
+    on: Literal["parameters", "representation"] = "parameters"
 
     name: ClassVar[str] = "imtl_g"
     needs: ClassVar[str] = "gradients"

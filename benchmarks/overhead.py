@@ -1,0 +1,286 @@
+"""mtl vs a hand-written Keras multi-output script: epoch time and total wall time, same work.
+
+    python benchmarks/overhead.py            # three workloads, 5 rounds
+    python benchmarks/overhead.py --quick    # fewer rounds and rows (< 2 min)
+
+Workloads: the penguins MLP (the demo recipe), a two-task CNN on 28x28x1 images (synthetic stand-in
+of MultiFashion's shape, 10 classes per task), and a tabular model with 10 tasks (5 binary,
+5 regression; 20 numeric features).
+
+* Epoch time (in one process): the mtl model (``static`` weighting, its own train_step, masked
+  per-task losses) and a Keras functional model with the same layers compiled with ``loss_weights``
+  and trained with ``model.fit`` on the same arrays, batch size and epochs; one epoch each per round
+  in alternating order; reported: median of the per-round ratios mtl / Keras.
+* Total wall time (separate processes, including start-up): ``mtl train recipe.yaml`` against
+  ``python baseline.py`` doing the same training, alternating, median ratio.
+
+Output: JSON lines, then a table. Targets (issue 7): epoch ratio <= 1.03, wall ratio <= 1.10.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+EPOCH_TARGET, WALL_TARGET = 1.03, 1.10
+
+
+def _tabular_csv(path: Path, rows: int, tasks: int = 10, features: int = 20) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(rows, features))
+    cols = {f"f{i}": x[:, i] for i in range(features)}
+    for t in range(tasks):
+        w = rng.normal(size=features)
+        signal = x @ w
+        cols[f"t{t}"] = (signal > 0).astype(int) if t % 2 == 0 else signal + rng.normal(size=rows)
+    header = ",".join(cols)
+    data = np.column_stack(list(cols.values()))
+    np.savetxt(path, data, delimiter=",", header=header, comments="", fmt="%.5g")
+
+
+def _image_npz(path: Path, rows: int) -> None:
+    rng = np.random.default_rng(0)
+    np.savez(
+        path,
+        image=rng.integers(0, 256, (rows, 28, 28, 1), dtype=np.uint8),
+        left=rng.integers(0, 10, rows),
+        right=rng.integers(0, 10, rows),
+    )
+
+
+def workloads(tmp: Path, quick: bool) -> dict[str, Path]:
+    """Write each workload's recipe (and data) into tmp; returns name -> recipe path."""
+    out = {}
+    penguins = (ROOT / "recipes" / "penguins.yaml").read_text()
+    penguins = penguins.replace("../mtlcli/data/penguins.csv", str(ROOT / "mtlcli" / "data" / "penguins.csv"))
+    penguins = penguins.replace(
+        "early_stopping: {monitor: val_loss, patience: 25, restore_best: true}", "early_stopping: null"
+    )
+    penguins = penguins.replace("epochs: 150", "epochs: 30")
+    (tmp / "penguins.yaml").write_text(penguins)
+    out["penguins_mlp"] = tmp / "penguins.yaml"
+
+    _image_npz(tmp / "img.npz", 4096 if quick else 12288)
+    (tmp / "cnn.yaml").write_text(
+        textwrap.dedent("""\
+        name: cnn
+        seed: 0
+        data: {train: img.npz, validation: null, inputs: {image: {kind: image, shape: [28, 28, 1]}}}
+        model:
+          shared:
+            - conv2d: {filters: 32, kernel_size: 3, activation: relu}
+            - max_pooling2d: {pool_size: 2}
+            - conv2d: {filters: 64, kernel_size: 3, activation: relu}
+            - max_pooling2d: {pool_size: 2}
+            - flatten
+            - dense: {units: 128, activation: relu}
+          tasks:
+            left: {type: classification, metrics: [accuracy]}
+            right: {type: classification, metrics: [accuracy]}
+        train: {epochs: 3, batch_size: 256, weighting: static}
+        """)
+    )
+    out["cnn_2_tasks"] = tmp / "cnn.yaml"
+
+    _tabular_csv(tmp / "tab.csv", 8000 if quick else 20000)
+    tasks = "\n".join(
+        f"    t{t}: {{type: {'binary' if t % 2 == 0 else 'regression'}, metrics: [{'accuracy' if t % 2 == 0 else 'mae'}]}}"
+        for t in range(10)
+    )
+    inputs = ", ".join(f"f{i}: numeric" for i in range(20))
+    (tmp / "tab.yaml").write_text(
+        f"name: tab\nseed: 0\ndata: {{train: tab.csv, validation: null, inputs: {{{inputs}}}}}\n"
+        f"model:\n  shared:\n    - dense: {{units: 128, activation: relu}}\n    - dense: {{units: 64, activation: relu}}\n"
+        f"  tasks:\n{tasks}\ntrain: {{epochs: 3, batch_size: 128, weighting: static}}\n"
+    )
+    out["tabular_10_tasks"] = tmp / "tab.yaml"
+    return out
+
+
+def keras_baseline(model_spec: dict, prepared, recipe):
+    """The hand-written equivalent: a functional model with loss_weights, built-in train_step."""
+    import keras
+
+    from mtlcli.model import make_layer
+
+    shapes = model_spec["input_shapes"]
+    inputs = {k: keras.Input(shape=tuple(v), name=k) for k, v in shapes.items()}
+    h = next(iter(inputs.values())) if len(inputs) == 1 else keras.layers.Concatenate()(list(inputs.values()))
+    for i, layer in enumerate(model_spec["shared"]):
+        h = make_layer(layer, f"s{i}")(h)
+    outputs, losses, metrics, weights = {}, {}, {}, {}
+    total = sum(t["weight"] for t in model_spec["tasks"].values())
+    for task, t in model_spec["tasks"].items():
+        z = h
+        for i, layer in enumerate(t["head"]):
+            z = make_layer(layer, f"{task}_h{i}")(z)
+        outputs[task] = keras.layers.Dense(t["units"], name=task)(z)
+        if t["type"] == "classification":
+            losses[task] = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+            metrics[task] = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+        elif t["type"] == "binary":
+            losses[task] = keras.losses.BinaryCrossentropy(from_logits=True)
+            metrics[task] = [keras.metrics.BinaryAccuracy(threshold=0.0, name="accuracy")]
+        else:
+            losses[task] = {"mse": "mse", "huber": keras.losses.Huber()}.get(t["loss"], "mse")
+            metrics[task] = [keras.metrics.MeanAbsoluteError(name="mae")]
+        weights[task] = t["weight"] / total
+    model = keras.Model(inputs, outputs)
+    adam = recipe.train.optimizer.adam
+    model.compile(
+        optimizer=keras.optimizers.Adam(adam.learning_rate, adam.beta_1, adam.beta_2, adam.epsilon),
+        loss=losses,
+        loss_weights=weights,
+        metrics=metrics,
+    )
+    return model
+
+
+def epoch_ratio(recipe_path: Path, rounds: int) -> dict:
+    import tensorflow as tf
+
+    from mtlcli import data, runner
+    from mtlcli import recipe as R
+
+    loaded = R.load(recipe_path)
+    prepared = data.prepare(loaded)
+    mtl_model = runner.build_model(loaded, prepared, seed=0)
+    keras_model = keras_baseline(mtl_model.spec, prepared, loaded.recipe)
+    arr = prepared.splits["train"]
+    bs = loaded.recipe.train.batch_size
+    mtl_ds = runner._datasets(tf, arr, bs, 0, shuffle=True)
+    keras_ds = (
+        tf.data.Dataset.from_tensor_slices((arr.x, arr.y))
+        .shuffle(arr.n, seed=0)
+        .batch(bs)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+    mtl_model.fit(mtl_ds, epochs=1, verbose=0)
+    keras_model.fit(keras_ds, epochs=1, verbose=0)
+    ratios, t_mtl, t_keras = [], [], []
+    for r in range(rounds):
+        pair = {}
+        for name in ("mtl", "keras") if r % 2 == 0 else ("keras", "mtl"):
+            model, ds = (mtl_model, mtl_ds) if name == "mtl" else (keras_model, keras_ds)
+            start = time.perf_counter()
+            model.fit(ds, epochs=1, verbose=0)
+            pair[name] = time.perf_counter() - start
+        ratios.append(pair["mtl"] / pair["keras"])
+        t_mtl.append(pair["mtl"])
+        t_keras.append(pair["keras"])
+    return {
+        "mtl_epoch_s": round(statistics.median(t_mtl), 4),
+        "keras_epoch_s": round(statistics.median(t_keras), 4),
+        "epoch_ratio": round(statistics.median(ratios), 3),
+    }
+
+
+BASELINE_SCRIPT = """\
+import os, sys, time
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, {root!r})
+from mtlcli.tfutil import import_tf
+tf = import_tf()
+import keras
+sys.path.insert(0, {bench!r})
+from overhead import keras_baseline
+from mtlcli import data, runner, recipe as R
+loaded = R.load({recipe!r})
+prepared = data.prepare(loaded)
+keras.utils.set_random_seed(0)
+spec = runner.build_model(loaded, prepared, seed=0).spec
+model = keras_baseline(spec, prepared, loaded.recipe)
+arr = prepared.splits["train"]
+bs = loaded.recipe.train.batch_size
+ds = tf.data.Dataset.from_tensor_slices((arr.x, arr.y)).shuffle(arr.n, seed=0).batch(bs).prefetch(-1)
+model.fit(ds, epochs=loaded.recipe.train.epochs, verbose=0)
+model.save(os.path.join({out!r}, "model.keras"))
+"""
+
+
+def wall_ratio(recipe_path: Path, rounds: int, tmp: Path) -> dict:
+    mtl = [sys.executable, "-m", "mtlcli", "train", str(recipe_path), "--force", "-o"]
+    script = tmp / f"baseline_{recipe_path.stem}.py"
+    out_dir = tmp / f"keras_{recipe_path.stem}"
+    out_dir.mkdir(exist_ok=True)
+    script.write_text(
+        BASELINE_SCRIPT.format(
+            root=str(ROOT), bench=str(ROOT / "benchmarks"), recipe=str(recipe_path), out=str(out_dir)
+        )
+    )
+    ratios, t_mtl, t_keras = [], [], []
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    for r in range(rounds):
+        pair = {}
+        for name in ("mtl", "keras") if r % 2 == 0 else ("keras", "mtl"):
+            cmd = (
+                mtl + [str(tmp / f"mtl_{recipe_path.stem}")]
+                if name == "mtl"
+                else [sys.executable, str(script)]
+            )
+            start = time.perf_counter()
+            subprocess.run(cmd, check=True, capture_output=True, env=env)
+            pair[name] = time.perf_counter() - start
+        ratios.append(pair["mtl"] / pair["keras"])
+        t_mtl.append(pair["mtl"])
+        t_keras.append(pair["keras"])
+    return {
+        "mtl_wall_s": round(statistics.median(t_mtl), 3),
+        "keras_wall_s": round(statistics.median(t_keras), 3),
+        "wall_ratio": round(statistics.median(ratios), 3),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--wall-rounds", type=int, default=None)
+    args = parser.parse_args()
+    rounds = args.rounds or (3 if args.quick else 7)
+    wall_rounds = args.wall_rounds or (1 if args.quick else 3)
+    from mtlcli.tfutil import import_tf
+
+    import_tf()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        for name, recipe in workloads(tmp, args.quick).items():
+            row = {
+                "bench": "overhead",
+                "workload": name,
+                **epoch_ratio(recipe, rounds),
+                **wall_ratio(recipe, wall_rounds, tmp),
+            }
+            row["ok"] = row["epoch_ratio"] <= EPOCH_TARGET and row["wall_ratio"] <= WALL_TARGET
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    print(
+        f"\n{'workload':18} {'mtl epoch':>10} {'keras epoch':>12} {'ratio':>7} {'mtl wall':>9} {'keras wall':>11} "
+        f"{'ratio':>7}"
+    )
+    for r in rows:
+        print(
+            f"{r['workload']:18} {r['mtl_epoch_s']:>9.3f}s {r['keras_epoch_s']:>11.3f}s {r['epoch_ratio']:>6.3f}x "
+            f"{r['mtl_wall_s']:>8.2f}s {r['keras_wall_s']:>10.2f}s {r['wall_ratio']:>6.3f}x"
+        )
+    print(f"targets: epoch <= {EPOCH_TARGET}x, wall <= {WALL_TARGET}x")
+
+
+if __name__ == "__main__":
+    main()

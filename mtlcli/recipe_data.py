@@ -1,0 +1,283 @@
+"""Checks of a recipe's ``data:`` section and the data keys of tasks that the schema cannot express.
+
+Pure Python, no TensorFlow: sources (``{idx: ..., labels: ...}``, ``{multifashion: DIR}``), column splits
+(``split:``), ``group_by``, input options, and the per-task ``when:``, ``class_weight`` and multi-label /
+multi-column targets. Each problem names the recipe path and line.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mtlcli.errors import Problem
+from mtlcli.yamlio import Located, dotted
+
+#: keys of a source mapping and what each means
+SOURCE_KEYS = {
+    "idx": "an IDX images file (MNIST format, optionally .gz)",
+    "labels": "the IDX labels file that goes with idx",
+    "multifashion": "the directory of the Fashion-MNIST IDX files (builds the two-item overlay)",
+    "split": "multifashion: train or test",
+    "seed": "multifashion: seed of the partner draw (default 0)",
+    "cache": "multifashion: directory of the built overlay (default ~/.cache/mtl)",
+}
+#: operators of a ``when:`` condition
+WHEN_OPS = ("equals", "not_equals", "in", "not_in", "greater_than", "less_than", "present")
+SPLIT_KEYS = ("column", "train", "validation", "test")
+
+
+def _kind(value: Any) -> str:
+    from mtlcli.recipe import _kind as kind
+
+    return kind(value)
+
+
+def _dym(word: Any, choices) -> str:
+    from mtlcli.recipe import did_you_mean
+
+    return did_you_mean(word, choices)
+
+
+def target_columns(spec: Any, task: str) -> list[str]:
+    """The label columns of a task (``target`` may be one column or a list)."""
+    target = spec.get("target") if isinstance(spec, dict) else getattr(spec, "target", None)
+    if target is None:
+        return [task]
+    if isinstance(target, list):
+        return [str(t) for t in target]
+    return [str(target)]
+
+
+def when_conditions(when: Any) -> list[dict]:
+    """A ``when:`` value as a list of conditions (all must hold)."""
+    if when is None:
+        return []
+    return list(when) if isinstance(when, list) else [when]
+
+
+def data_problems(data: dict, tasks: dict, src: Located) -> list[Problem]:
+    out: list[Problem] = []
+
+    def add(message: str, path: tuple) -> None:
+        out.append(Problem(message, dotted(path), src.file, src.line(path) or src.line(path[:-1])))
+
+    for key in ("train", "validation", "test"):
+        value = data.get(key)
+        if isinstance(value, dict):
+            out.extend(_source_problems(value, ("data", key), add))
+
+    split = data.get("split")
+    if isinstance(split, dict):
+        _split_problems(split, data, add)
+    group_by = data.get("group_by")
+    if group_by is not None and not isinstance(group_by, str):
+        add(f"expected a column name, received {_kind(group_by)}", ("data", "group_by"))
+
+    inputs = data.get("inputs")
+    if isinstance(inputs, dict):
+        if not inputs:
+            add("expected at least one input", ("data", "inputs"))
+        for inp, spec in inputs.items():
+            if not isinstance(spec, dict):
+                continue
+            kind = spec.get("kind")
+            if kind == "image" and not spec.get("shape"):
+                add("an image input needs its shape, e.g. shape: [28, 28, 1]", ("data", "inputs", inp))
+            if kind not in ("image", "array") and spec.get("shape"):
+                add("shape applies to image and array inputs only", ("data", "inputs", inp, "shape"))
+            shape = spec.get("shape")
+            if isinstance(shape, list) and any(isinstance(s, int) and s < 1 for s in shape):
+                add(f"expected positive sizes, received {shape}", ("data", "inputs", inp, "shape"))
+            if kind == "image" and isinstance(shape, list) and len(shape) == 3 and shape[-1] not in (1, 3, 4):
+                add(
+                    f"an image has 1, 3 or 4 channels (the last size), received {shape[-1]}",
+                    ("data", "inputs", inp, "shape"),
+                )
+            for key in ("missing", "flag"):
+                if spec.get(key) not in (None, False) and kind != "numeric":
+                    add(f"{key} applies to numeric inputs only", ("data", "inputs", inp, key))
+        for task, spec in tasks.items():
+            for target in target_columns(spec, str(task)):
+                if target in inputs:
+                    add(
+                        f"the target {target!r} is also listed as an input (data.inputs.{target}): the model "
+                        f"would see the answer",
+                        ("model", "tasks", task, "target"),
+                    )
+
+    for task, spec in tasks.items():
+        if isinstance(spec, dict):
+            _task_data_problems(str(task), spec, add)
+    return out
+
+
+def _source_problems(value: dict, path: tuple, add) -> list[Problem]:
+    for key in value:
+        if key not in SOURCE_KEYS:
+            add(
+                f"unknown key {key!r}{_dym(key, SOURCE_KEYS)}; a data source is a path, a glob, "
+                f"{{idx: IMAGES, labels: LABELS}} or {{multifashion: DIR, split: train}}",
+                (*path, key),
+            )
+    kinds = [k for k in ("idx", "multifashion") if k in value]
+    if len(kinds) != 1:
+        add(
+            "a data source mapping needs exactly one of idx or multifashion, received "
+            + (", ".join(kinds) if kinds else "neither"),
+            path,
+        )
+        return []
+    for key in ("idx", "labels", "multifashion", "cache"):
+        if key in value and not isinstance(value[key], str):
+            add(f"expected a path, received {_kind(value[key])}", (*path, key))
+    if kinds == ["idx"]:
+        for key in ("split", "seed", "cache"):
+            if key in value:
+                add(f"{key} applies to multifashion sources only", (*path, key))
+    else:
+        if "labels" in value:
+            add("labels applies to idx sources only", (*path, "labels"))
+        if value.get("split", "train") not in ("train", "test"):
+            add(f"expected train or test, received {_kind(value.get('split'))}", (*path, "split"))
+        seed = value.get("seed", 0)
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            add(f"expected an integer, received {_kind(seed)}", (*path, "seed"))
+    return []
+
+
+def _split_problems(split: dict, data: dict, add) -> None:
+    base = ("data", "split")
+    for key in split:
+        if key not in SPLIT_KEYS:
+            add(f"unknown key {key!r}{_dym(key, SPLIT_KEYS)}; expected {', '.join(SPLIT_KEYS)}", (*base, key))
+    if not isinstance(split.get("column"), str):
+        add(
+            "a split needs the column that assigns rows, e.g. {column: fold, train: [0, 1, 2], "
+            "validation: [3], test: [4]}",
+            base,
+        )
+    seen: dict[str, str] = {}
+    for key in ("train", "validation", "test"):
+        values = split.get(key)
+        if values is None:
+            if key == "train":
+                add("a split needs the train values, e.g. train: [0, 1, 2]", base)
+            continue
+        if not isinstance(values, list) or not values:
+            add(f"expected a non-empty list of column values, received {_kind(values)}", (*base, key))
+            continue
+        for v in values:
+            if isinstance(v, (dict, list)) or v is None:
+                add(f"expected column values (numbers or text), received {_kind(v)}", (*base, key))
+                break
+            k = str(v)
+            if k in seen:
+                add(f"value {v!r} is in both split.{seen[k]} and split.{key}", (*base, key))
+            seen[k] = key
+    for key in ("validation", "test"):
+        if key in data and data[key] is not None:
+            add(
+                f"data.{key} cannot be combined with data.split (the split column assigns the {key} rows); "
+                f"remove one",
+                ("data", key),
+            )
+
+
+def _task_data_problems(task: str, spec: dict, add) -> None:
+    base = ("model", "tasks", task)
+    ttype = spec.get("type")
+    target = spec.get("target")
+    separator = spec.get("separator")
+    if isinstance(target, list):
+        if ttype not in ("multilabel", "regression"):
+            add(
+                "several target columns need type: multilabel or type: regression",
+                (*base, "target"),
+            )
+        elif len(target) < 2:
+            add("expected at least 2 columns in a target list (or one column name)", (*base, "target"))
+        elif len(set(map(str, target))) != len(target):
+            add("a target column is listed twice", (*base, "target"))
+    if separator is not None:
+        if ttype != "multilabel":
+            add("separator applies to multilabel tasks only", (*base, "separator"))
+        elif isinstance(target, list):
+            add("separator splits one column; a list of target columns needs none", (*base, "separator"))
+        elif isinstance(separator, str) and not separator:
+            add("expected a non-empty separator such as '|' or ' '", (*base, "separator"))
+    elif ttype == "multilabel" and not isinstance(target, list):
+        add(
+            "a multilabel task needs several 0/1 target columns (target: [a, b, c]) or one column of "
+            "labels joined by a separator (separator: '|')",
+            base,
+        )
+    if spec.get("when") is not None:
+        _when_problems(spec["when"], (*base, "when"), add)
+    cw = spec.get("class_weight")
+    if cw is not None:
+        path = (*base, "class_weight")
+        if ttype not in ("classification", "binary"):
+            add(f"class_weight applies to classification and binary tasks, not {ttype}", path)
+        elif isinstance(cw, str):
+            if cw != "balanced":
+                add(f"expected balanced or a mapping {{label: weight}}, received {cw!r}", path)
+        elif isinstance(cw, dict):
+            if not cw:
+                add("expected at least one label: weight pair", path)
+            for label, weight in cw.items():
+                if (
+                    not isinstance(weight, (int, float))
+                    or isinstance(weight, bool)
+                    or not weight >= 0
+                    or weight == float("inf")
+                ):
+                    add(f"expected a finite weight >= 0, received {_kind(weight)}", (*path, label))
+        else:
+            add(f"expected balanced or a mapping {{label: weight}}, received {_kind(cw)}", path)
+
+
+def _when_problems(when: Any, path: tuple, add) -> None:
+    example = "e.g. when: {column: click, equals: 1}"
+    items = when if isinstance(when, list) else [when]
+    if isinstance(when, list) and not when:
+        add(f"expected at least one condition, {example}", path)
+    for i, cond in enumerate(items):
+        at = (*path, i) if isinstance(when, list) else path
+        if not isinstance(cond, dict):
+            add(
+                f"expected a condition {{column: name, <operator>: value}}, {example}; received {_kind(cond)}",
+                at,
+            )
+            continue
+        for key in cond:
+            if key != "column" and key not in WHEN_OPS:
+                add(
+                    f"unknown key {key!r}{_dym(key, ('column', *WHEN_OPS))}; a condition has a column and "
+                    f"one of {', '.join(WHEN_OPS)}",
+                    (*at, key),
+                )
+        if not isinstance(cond.get("column"), str):
+            add(f"a condition needs the column it tests, {example}", at)
+        ops = [k for k in cond if k in WHEN_OPS]
+        if len(ops) != 1:
+            add(
+                f"a condition needs exactly one of {', '.join(WHEN_OPS)}, received "
+                + (", ".join(ops) if ops else "none"),
+                at,
+            )
+            continue
+        op, value = ops[0], cond[ops[0]]
+        if op in ("in", "not_in"):
+            if not isinstance(value, list) or not value or any(isinstance(v, (list, dict)) for v in value):
+                add(f"expected a non-empty list of values, received {_kind(value)}", (*at, op))
+        elif op in ("greater_than", "less_than"):
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                add(f"expected a number, received {_kind(value)}", (*at, op))
+        elif op == "present":
+            if not isinstance(value, bool):
+                add(f"expected true or false, received {_kind(value)}", (*at, op))
+        elif isinstance(value, (list, dict)) or value is None:
+            add(
+                f"expected one value (a number or text), received {_kind(value)}; use in: for several",
+                (*at, op),
+            )

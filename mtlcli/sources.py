@@ -1,0 +1,404 @@
+"""Data sources -> :class:`Table`: CSV / CSV.gz, Parquet, NPZ, IDX, image folders, globs, ``pkg://``,
+and the MultiFashion overlay. numpy + pandas only (no TensorFlow): ``mtl validate`` reads through here.
+
+A source in a recipe is a path (relative to the recipe), a glob (``data/part-*.csv``), ``pkg://river/
+datasets/yeast.csv.gz`` (a file shipped inside an installed Python package, found without importing it),
+a directory laid out one folder per class, or a mapping: ``{idx: IMAGES, labels: LABELS}`` or
+``{multifashion: DIR, split: train}``.
+"""
+
+from __future__ import annotations
+
+import glob as globmod
+import gzip
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mtlcli.errors import DataError, Problem
+
+SUPPORTED = (".csv", ".csv.gz", ".parquet", ".npz")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp")
+NA_VALUES = ["", "NA", "NaN", "nan", "null", "None"]
+
+
+# ------------------------------------------------------------------------------------------------
+# The table
+
+
+@dataclass
+class Table:
+    """Columns of one data source. ``first_row`` is the file line of row 0 (2 for a CSV with a header);
+    ``is_npz`` marks sources without line numbers (NPZ, IDX, image folders). ``files`` / ``origin`` hold
+    the file of each row when a glob joined several files."""
+
+    columns: dict[str, np.ndarray]
+    n_rows: int
+    file: str
+    first_row: int = 2
+    is_npz: bool = False
+    row_ids: np.ndarray | None = None  # row number inside its file (None: 0..n-1)
+    files: list[str] | None = None
+    origin: np.ndarray | None = None  # index into ``files`` per row
+
+    def where(self, row: int | None = None) -> tuple[str, int | None]:
+        file = self.file
+        if row is not None and self.files is not None and self.origin is not None:
+            file = self.files[int(self.origin[row])]
+        if row is None or self.is_npz:
+            return file, None
+        original = int(self.row_ids[row]) if self.row_ids is not None else int(row)
+        return file, original + self.first_row
+
+    def file_of(self, row: int) -> str:
+        return self.where(row)[0]
+
+    def take(self, index: np.ndarray) -> Table:
+        index = np.asarray(index, dtype=np.int64)
+        ids = self.row_ids[index] if self.row_ids is not None else index
+        origin = self.origin[index] if self.origin is not None else None
+        return Table(
+            {k: v[index] for k, v in self.columns.items()},
+            len(index),
+            self.file,
+            self.first_row,
+            self.is_npz,
+            ids,
+            self.files,
+            origin,
+        )
+
+
+def fail(message: str, file: str, line: int | None = None, path: str = "") -> DataError:
+    return DataError(problems=[Problem(message, path, file, line)])
+
+
+def missing(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, float) and np.isnan(value):
+        return True
+    return isinstance(value, str) and value.strip() == ""
+
+
+# ------------------------------------------------------------------------------------------------
+# Entry points
+
+
+def resolve(value: Any, base_dir: Path) -> Any:
+    """A source with its paths made absolute (what data.json records)."""
+    if isinstance(value, dict):
+        out = dict(value)
+        for key in ("idx", "labels", "multifashion", "cache"):
+            if isinstance(out.get(key), str):
+                out[key] = str(_abs(out[key], base_dir))
+        return out
+    if isinstance(value, str) and value.startswith("pkg://"):
+        return value
+    return str(_abs(value, base_dir))
+
+
+def _abs(value: str, base_dir: Path) -> Path:
+    p = Path(value).expanduser()
+    return (p if p.is_absolute() else base_dir / p).absolute()
+
+
+def read_source(value: Any, base_dir: Path | None = None) -> Table:
+    """Read any source (see the module docstring) into a Table."""
+    base_dir = base_dir or Path.cwd()
+    value = resolve(value, base_dir)
+    if isinstance(value, dict):
+        if "idx" in value:
+            return read_idx_pair(Path(value["idx"]), Path(value["labels"]) if value.get("labels") else None)
+        from mtlcli.multifashion import load as load_multifashion
+
+        return load_multifashion(
+            Path(value["multifashion"]),
+            value.get("split", "train"),
+            int(value.get("seed", 0)),
+            Path(value["cache"]) if value.get("cache") else None,
+        )
+    if value.startswith("pkg://"):
+        return read_table(package_file(value))
+    if any(c in Path(value).name for c in "*?[") or any(c in value for c in "*?"):
+        return read_glob(value)
+    return read_table(Path(value))
+
+
+def source_files(value: Any, base_dir: Path | None = None) -> list[Path]:
+    """The files a source reads (for digests)."""
+    base_dir = base_dir or Path.cwd()
+    value = resolve(value, base_dir)
+    if isinstance(value, dict):
+        if "idx" in value:
+            return [Path(value["idx"])] + ([Path(value["labels"])] if value.get("labels") else [])
+        from mtlcli.multifashion import source_files as mf_files
+
+        return mf_files(Path(value["multifashion"]), value.get("split", "train"))
+    if value.startswith("pkg://"):
+        return [package_file(value)]
+    if any(c in value for c in "*?["):
+        return [Path(p) for p in sorted(globmod.glob(value))]
+    path = Path(value)
+    if path.is_dir():
+        return [p for _, p in _image_folder_files(path)]
+    return [path]
+
+
+def digest(value: Any, base_dir: Path | None = None) -> str:
+    """sha256 of a source: the file's own sha256 for one file, else a hash of every file's hash."""
+    files = source_files(value, base_dir)
+    if len(files) == 1 and not isinstance(value, dict):
+        return file_digest(files[0])
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode() + b"\0" + file_digest(f).encode())
+    return h.hexdigest()
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def package_file(value: str) -> Path:
+    """``pkg://river/datasets/yeast.csv.gz`` -> the file inside the installed package (not imported)."""
+    import importlib.util
+
+    rest = value[len("pkg://") :]
+    package, _, inner = rest.partition("/")
+    try:
+        spec = importlib.util.find_spec(package) if package else None
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        raise fail(
+            f"Python package {package!r} is not installed; install it (pip install {package}) or point "
+            f"the recipe at a copy of the file",
+            value,
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / inner
+    if not path.is_file():
+        raise fail(f"package {package!r} has no file {inner!r}", value)
+    return path
+
+
+# ------------------------------------------------------------------------------------------------
+# Readers
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    return ".csv.gz" if name.endswith(".csv.gz") else path.suffix.lower()
+
+
+def read_table(path: Path, label: str = "") -> Table:
+    """Read a CSV (optionally gzip-compressed), Parquet or NPZ file, or a folder of images per class."""
+    shown = str(path)
+    if not path.exists():
+        raise fail(f"file not found{label}", shown)
+    if path.is_dir():
+        return read_image_folder(path)
+    suffix = _suffix(path)
+    if suffix not in SUPPORTED:
+        raise fail(f"unsupported file type {suffix!r}; expected {', '.join(SUPPORTED)}", shown)
+    if suffix == ".npz":
+        return _read_npz(path)
+    if suffix == ".parquet":
+        return _read_parquet(path)
+    import pandas as pd
+
+    try:
+        frame = pd.read_csv(path, keep_default_na=True, na_values=NA_VALUES, skipinitialspace=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError, ValueError) as exc:
+        raise fail(f"cannot read as CSV: {str(exc).strip().splitlines()[0]}", shown) from None
+    return _from_frame(frame, shown, first_row=2)
+
+
+def _from_frame(frame, shown: str, first_row: int) -> Table:
+    columns = {}
+    for name in frame.columns:
+        values = frame[name].to_numpy()
+        if values.dtype.kind in "OUST" or str(frame[name].dtype) in ("string", "str"):
+            values = np.array([None if missing(v) else str(v) for v in values], dtype=object)
+        elif values.dtype.kind == "b":
+            values = values.astype(np.int64)
+        columns[str(name)] = values
+    return Table(columns, len(frame), shown, first_row=first_row)
+
+
+def _read_parquet(path: Path) -> Table:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise fail(
+            "reading Parquet needs pyarrow, from the optional extra 'parquet': pip install 'mtlcli[parquet]'",
+            str(path),
+        ) from None
+    try:
+        frame = pq.read_table(path).to_pandas()
+    except Exception as exc:  # noqa: BLE001 - any pyarrow failure means an unreadable file
+        raise fail(f"cannot read as Parquet: {str(exc).strip().splitlines()[0]}", str(path)) from None
+    return _from_frame(frame, str(path), first_row=1)
+
+
+def _read_npz(path: Path) -> Table:
+    shown = str(path)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            columns = {k: npz[k] for k in npz.files}
+    except (ValueError, OSError, EOFError, __import__("zipfile").BadZipFile) as exc:  # corrupt archive
+        raise fail(f"cannot read as NPZ: {exc}", shown) from None
+    if not columns:
+        raise fail("the NPZ file holds no arrays", shown)
+    lengths = {k: len(v) if v.ndim else 0 for k, v in columns.items()}
+    if len(set(lengths.values())) != 1:
+        detail = ", ".join(f"{k}: {n}" for k, n in lengths.items())
+        raise fail(
+            f"arrays have different lengths ({detail}); expected one row per sample in every array", shown
+        )
+    return Table(columns, next(iter(lengths.values())), shown, is_npz=True)
+
+
+def read_glob(pattern: str) -> Table:
+    """Every file matching ``pattern`` (sorted), joined row-wise; the columns must agree."""
+    paths = sorted(globmod.glob(pattern))
+    if not paths:
+        raise fail("no file matches this pattern", pattern)
+    tables = [read_table(Path(p)) for p in paths]
+    first = tables[0]
+    for t in tables[1:]:
+        if list(t.columns) != list(first.columns):
+            extra = [c for c in t.columns if c not in first.columns]
+            lacking = [c for c in first.columns if c not in t.columns]
+            detail = "; ".join(
+                x
+                for x in (
+                    f"extra: {', '.join(map(repr, extra))}" if extra else "",
+                    f"missing: {', '.join(map(repr, lacking))}" if lacking else "",
+                    "same columns in another order" if not extra and not lacking else "",
+                )
+                if x
+            )
+            raise fail(f"columns differ from {first.file} ({detail})", t.file)
+    columns = {}
+    for name in first.columns:
+        parts = [t.columns[name] for t in tables]
+        if any(p.dtype == object for p in parts):
+            parts = [np.array([None if missing(v) else str(v) for v in p], dtype=object) for p in parts]
+        columns[name] = np.concatenate(parts)
+    return Table(
+        columns,
+        sum(t.n_rows for t in tables),
+        pattern,
+        first.first_row,
+        first.is_npz,
+        np.concatenate([np.arange(t.n_rows) for t in tables]),
+        [t.file for t in tables],
+        np.concatenate([np.full(t.n_rows, i) for i, t in enumerate(tables)]),
+    )
+
+
+# -- images --------------------------------------------------------------------------------------
+
+
+def image_format(path: Path) -> str | None:
+    """``png``/``jpeg``/``gif``/``bmp`` from the file's first bytes, or None (not an image / unreadable)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+    except OSError:
+        return None
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if head.startswith((b"GIF87a", b"GIF89a")):
+        return "gif"
+    if head.startswith(b"BM"):
+        return "bmp"
+    return None
+
+
+def _image_folder_files(root: Path) -> list[tuple[str, Path]]:
+    out = []
+    for sub in sorted(p for p in root.iterdir() if p.is_dir()):
+        for f in sorted(sub.iterdir()):
+            if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES:
+                out.append((sub.name, f))
+    return out
+
+
+def read_image_folder(root: Path) -> Table:
+    """A directory with one folder per class (the Keras convention): columns ``image`` (file paths)
+    and ``label`` (the folder name)."""
+    files = _image_folder_files(root)
+    if not files:
+        raise fail(
+            f"is a directory without class folders of images ({', '.join(IMAGE_SUFFIXES)}); expected "
+            f"DIR/<class>/<image> or a {' or '.join(SUPPORTED)} file",
+            str(root),
+        )
+    labels = np.array([c for c, _ in files], dtype=object)
+    paths = np.array([str(p) for _, p in files], dtype=object)
+    return Table({"image": paths, "label": labels}, len(files), str(root), is_npz=True)
+
+
+# -- IDX (MNIST format) --------------------------------------------------------------------------
+
+_IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """An IDX array (optionally .gz): 2 zero bytes, a type byte, the number of dimensions, one
+    big-endian uint32 per dimension, then the data."""
+    if not path.exists():
+        raise fail("file not found", str(path))
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rb") as fh:
+            raw = fh.read()
+    except (OSError, EOFError) as exc:
+        raise fail(f"cannot read as IDX: {exc}", str(path)) from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_TYPES:
+        raise fail("not an IDX file (expected the bytes 0 0 <type> <dimensions> at the start)", str(path))
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    dtype = np.dtype(_IDX_TYPES[raw[2]])
+    count = int(np.prod(dims)) if dims else 0
+    if len(raw) - header != count * dtype.itemsize:
+        raise fail(
+            f"IDX header announces shape {dims} ({count * dtype.itemsize} bytes) but the file holds "
+            f"{len(raw) - header} bytes of data",
+            str(path),
+        )
+    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="))
+
+
+def read_idx_pair(images: Path, labels: Path | None) -> Table:
+    """IDX images (N, H, W) -> column ``image`` (N, H, W, 1); IDX labels (N,) -> column ``label``."""
+    x = read_idx(images)
+    if x.ndim == 3:
+        x = x[..., None]
+    columns = {"image": x}
+    if labels is not None:
+        y = read_idx(labels)
+        if len(y) != len(x):
+            raise fail(
+                f"{len(y)} labels for {len(x)} images in {images}; expected one label per image", str(labels)
+            )
+        columns["label"] = y.astype(np.int64)
+    return Table(columns, len(x), str(images), is_npz=True)
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "mtl"
