@@ -12,7 +12,9 @@ of MultiFashion's shape, 10 classes per task), and a tabular model with 10 tasks
   and trained with ``model.fit`` on the same arrays, batch size and epochs; one epoch each per round
   in alternating order; reported: median of the per-round ratios mtl / Keras.
 * Total wall time (separate processes, including start-up): ``mtl train recipe.yaml`` against
-  ``python baseline.py`` doing the same training, alternating, median ratio.
+  ``python baseline.py`` doing the same training (validation each epoch when the recipe has a
+  validation split, saving the model, evaluating the validation and test splits at the end),
+  alternating, median ratio. mtl also writes its run directory and a checkpoint every epoch.
 
 Output: JSON lines, then a table. Targets (issue 7): epoch ratio <= 1.03, wall ratio <= 1.10.
 """
@@ -149,6 +151,21 @@ def keras_baseline(model_spec: dict, prepared, recipe):
     return model
 
 
+def alternate(run, rounds: int) -> tuple[list[float], list[float], list[float]]:
+    """Time ``run("mtl")`` and ``run("keras")`` in alternating order; returns both times and the ratios."""
+    t_mtl, t_keras, ratios = [], [], []
+    for r in range(rounds):
+        pair = {}
+        for name in ("mtl", "keras") if r % 2 == 0 else ("keras", "mtl"):
+            start = time.perf_counter()
+            run(name)
+            pair[name] = time.perf_counter() - start
+        ratios.append(pair["mtl"] / pair["keras"])
+        t_mtl.append(pair["mtl"])
+        t_keras.append(pair["keras"])
+    return t_mtl, t_keras, ratios
+
+
 def epoch_ratio(recipe_path: Path, rounds: int) -> dict:
     import tensorflow as tf
 
@@ -170,17 +187,12 @@ def epoch_ratio(recipe_path: Path, rounds: int) -> dict:
     )
     mtl_model.fit(mtl_ds, epochs=1, verbose=0)
     keras_model.fit(keras_ds, epochs=1, verbose=0)
-    ratios, t_mtl, t_keras = [], [], []
-    for r in range(rounds):
-        pair = {}
-        for name in ("mtl", "keras") if r % 2 == 0 else ("keras", "mtl"):
-            model, ds = (mtl_model, mtl_ds) if name == "mtl" else (keras_model, keras_ds)
-            start = time.perf_counter()
-            model.fit(ds, epochs=1, verbose=0)
-            pair[name] = time.perf_counter() - start
-        ratios.append(pair["mtl"] / pair["keras"])
-        t_mtl.append(pair["mtl"])
-        t_keras.append(pair["keras"])
+
+    def run(name):
+        model, ds = (mtl_model, mtl_ds) if name == "mtl" else (keras_model, keras_ds)
+        model.fit(ds, epochs=1, verbose=0)
+
+    t_mtl, t_keras, ratios = alternate(run, rounds)
     return {
         "mtl_epoch_s": round(statistics.median(t_mtl), 4),
         "keras_epoch_s": round(statistics.median(t_keras), 4),
@@ -206,8 +218,15 @@ model = keras_baseline(spec, prepared, loaded.recipe)
 arr = prepared.splits["train"]
 bs = loaded.recipe.train.batch_size
 ds = tf.data.Dataset.from_tensor_slices((arr.x, arr.y)).shuffle(arr.n, seed=0).batch(bs).prefetch(-1)
-model.fit(ds, epochs=loaded.recipe.train.epochs, verbose=0)
+def split(name):
+    a = prepared.splits.get(name)
+    return None if a is None else tf.data.Dataset.from_tensor_slices((a.x, a.y)).batch(max(bs, 256))
+# the same work as mtl train: validation every epoch, a final evaluation of validation and test
+model.fit(ds, validation_data=split("validation"), epochs=loaded.recipe.train.epochs, verbose=0)
 model.save(os.path.join({out!r}, "model.keras"))
+for name in ("validation", "test"):
+    if split(name) is not None:
+        model.evaluate(split(name), verbose=0)
 """
 
 
@@ -221,22 +240,13 @@ def wall_ratio(recipe_path: Path, rounds: int, tmp: Path) -> dict:
             root=str(ROOT), bench=str(ROOT / "benchmarks"), recipe=str(recipe_path), out=str(out_dir)
         )
     )
-    ratios, t_mtl, t_keras = [], [], []
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    for r in range(rounds):
-        pair = {}
-        for name in ("mtl", "keras") if r % 2 == 0 else ("keras", "mtl"):
-            cmd = (
-                mtl + [str(tmp / f"mtl_{recipe_path.stem}")]
-                if name == "mtl"
-                else [sys.executable, str(script)]
-            )
-            start = time.perf_counter()
-            subprocess.run(cmd, check=True, capture_output=True, env=env)
-            pair[name] = time.perf_counter() - start
-        ratios.append(pair["mtl"] / pair["keras"])
-        t_mtl.append(pair["mtl"])
-        t_keras.append(pair["keras"])
+
+    def run(name):
+        cmd = mtl + [str(tmp / f"mtl_{recipe_path.stem}")] if name == "mtl" else [sys.executable, str(script)]
+        subprocess.run(cmd, check=True, capture_output=True, env=env)
+
+    t_mtl, t_keras, ratios = alternate(run, rounds)
     return {
         "mtl_wall_s": round(statistics.median(t_mtl), 3),
         "keras_wall_s": round(statistics.median(t_keras), 3),

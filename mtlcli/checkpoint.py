@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import io
 import json
 import os
@@ -55,6 +54,8 @@ RESUME_SAFE = (
     "train.early_stopping.patience",
     "train.checkpoint_every",
     "train.on_nan",
+    "train.distribute",  # the global batch and the math stay the same on any number of devices
+    "train.devices",
     "logging",
 )
 #: What ``--fork`` may change in addition: the whole ``train`` section and the run name. The model,
@@ -109,11 +110,9 @@ def _write_file(path: Path, raw: bytes) -> None:
 
 
 def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    from mtlcli.sources import file_digest
+
+    return file_digest(path)
 
 
 def extra_variables(model) -> list:
@@ -372,29 +371,37 @@ def train_stream(tf, arrays, batch_size: int, seed: int, first_epoch: int, first
     """A ``tf.data.Dataset`` of the training batches of epochs ``first_epoch..end_epoch-1``, starting at
     batch ``first_step`` of the first one. Use with ``fit(steps_per_epoch=...)`` (the iterator then runs
     across epochs). The last batch of an epoch may be smaller; batches never mix epochs."""
+    if getattr(arrays, "streamed", False):  # larger-than-memory data: mtlcli.streaming (same contract)
+        return arrays.train_dataset(tf, batch_size, seed, first_epoch, first_step, end_epoch)
     n = arrays.n
     steps = -(-n // batch_size)
     from mtlcli import pipeline  # class weights ride in the mask dict; image files are decoded below
 
-    x, y, mask = pipeline.feed(arrays)
+    del steps
+    # The arrays live in memory as tensors; per epoch, one call computes the order (numpy, a pure
+    # function of (seed, epoch)) and tf.data gathers the batches -- no Python work per step.
+    parts = [
+        {k: tf.constant(v.astype(str) if v.dtype.kind == "O" else v) for k, v in d.items()}
+        for d in pipeline.feed(arrays)
+    ]
 
-    def batches():
-        for epoch in range(first_epoch, end_epoch):
-            order = epoch_order(n, seed, epoch)
-            for b in range(first_step if epoch == first_epoch else 0, steps):
-                idx = order[b * batch_size : (b + 1) * batch_size]
-                yield (
-                    {k: v[idx] for k, v in x.items()},
-                    {k: v[idx] for k, v in y.items()},
-                    {k: v[idx] for k, v in mask.items()},
-                )
+    def order_of(epoch):
+        return epoch_order(n, seed, int(epoch)).astype(np.int64)
 
-    def spec(part: dict):
-        return {k: pipeline.tensor_spec(tf, v) for k, v in part.items()}
+    def epoch_batches(epoch):
+        order = tf.numpy_function(order_of, [epoch], tf.int64, stateful=False)
+        order.set_shape([n])
+        skip = tf.where(
+            tf.equal(epoch, first_epoch), tf.constant(first_step, tf.int64), tf.constant(0, tf.int64)
+        )
+        return tf.data.Dataset.from_tensor_slices(order).batch(batch_size).skip(skip)
 
-    signature = (spec(x), spec(y), spec(mask))
-    stream = tf.data.Dataset.from_generator(batches, output_signature=signature)
-    return pipeline.decode_batched(tf, stream, arrays).prefetch(2)
+    def gather(idx):
+        return tuple({k: tf.gather(v, idx) for k, v in part.items()} for part in parts)
+
+    stream = tf.data.Dataset.range(first_epoch, end_epoch).flat_map(epoch_batches)
+    stream = stream.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return pipeline.decode_batched(tf, stream, arrays).prefetch(tf.data.AUTOTUNE)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -207,6 +207,11 @@ def train(
         for line in str(stopped).splitlines():
             err.print(line, soft_wrap=True, highlight=False, markup=False)
         raise typer.Exit(stopped.exit_code)
+    if not result.chief:  # train.distribute: multi_worker; the chief prints and writes the run
+        out.print(
+            f"{result.task}: done (the chief writes the run directory)", soft_wrap=True, highlight=False
+        )
+        return
     view.summary(result)
     out.print(str(result.run_dir), soft_wrap=True, highlight=False)
 
@@ -258,8 +263,13 @@ class TrainView:
         elif isinstance(event, events.EpochEnd):
             self.last = event.logs
             if self.live is not None:
+                # reset() replaces the task's fields: pass all of them
                 self.progress.reset(
-                    self.bar, total=self.started.steps_per_epoch, epoch=min(event.epoch + 1, event.epochs)
+                    self.bar,
+                    total=self.started.steps_per_epoch,
+                    epoch=min(event.epoch + 1, event.epochs),
+                    epochs=event.epochs,
+                    loss="",
                 )
                 self.live.update(self._render())
             else:

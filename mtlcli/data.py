@@ -938,6 +938,11 @@ def prepare(loaded: LoadedRecipe, seed: int | None = None) -> Prepared:
     """Read, split, fit and transform the recipe's data. Raises DataError with every problem found."""
     recipe = loaded.recipe
     seed = recipe.seed if seed is None else seed
+    from mtlcli import streaming  # larger-than-memory data: a chunked statistics pass (no TensorFlow)
+
+    stream = streaming.settings(loaded)
+    if stream is not None:
+        return streaming.prepare(loaded, seed, stream)
     train_table = _read(loaded, "train")
     problems = _check_columns(loaded, train_table, split_too=True)
     tables = {"train": train_table}

@@ -22,6 +22,7 @@ The train step
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any
 
@@ -30,7 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 from mtlcli import architectures as arch
-from mtlcli import weighting
+from mtlcli import distribute, weighting
 from mtlcli.architectures import make_layer  # noqa: F401  (re-exported: the recipe-name -> layer map)
 
 PACKAGE = "mtl"
@@ -126,6 +127,14 @@ def make_metric(metric: str, task_type: str, task: str, target: dict) -> keras.m
     }[metric]()
 
 
+def _float32_output(spec):
+    """Output layers compute in float32 under mixed precision (stable softmax/sigmoid and losses)."""
+    if isinstance(spec, str):
+        spec = {spec: {}}
+    ((name, kwargs),) = spec.items()
+    return {name: {"dtype": "float32", **(kwargs or {})}}
+
+
 def _grads(tape, target, variables, output_gradients=None) -> list:
     """``tape.gradient`` with zeros for unconnected variables (Keras variables report dtype as a string,
     which ``UnconnectedGradients.ZERO`` cannot handle)."""
@@ -214,9 +223,15 @@ class MultiTaskModel(keras.Model):
             )
             for k, (shape, v) in self.strategy.param_spec(n).items()
         }
+        # State is assigned inside the train step: under tf.distribute every replica computes the same
+        # value, and "only_first_replica" makes that assignment legal on mirrored variables.
         self.strategy_state = {
             k: self.add_weight(
-                shape=shape, initializer=keras.initializers.Constant(v), name=f"state_{k}", trainable=False
+                shape=shape,
+                initializer=keras.initializers.Constant(v),
+                name=f"state_{k}",
+                trainable=False,
+                aggregation="only_first_replica",
             )
             for k, (shape, v) in self.strategy.state_spec(n).items()
         }
@@ -224,7 +239,12 @@ class MultiTaskModel(keras.Model):
             shape=(), initializer="zeros", dtype="int64", name="epoch", trainable=False
         )
         self.seen_epoch = self.add_weight(
-            shape=(), initializer="zeros", dtype="int64", name="seen_epoch", trainable=False
+            shape=(),
+            initializer="zeros",
+            dtype="int64",
+            name="seen_epoch",
+            trainable=False,
+            aggregation="only_first_replica",
         )
         self.seed = int(spec.get("seed", 0))
         # The last train step's raw per-task losses and whether its update was applied, read by the
@@ -232,8 +252,11 @@ class MultiTaskModel(keras.Model):
         # ``skip_nonfinite`` (``train.on_nan: skip_batch``, set by the runner) a batch whose losses or
         # gradients are not all finite changes nothing: no update, no strategy state, no metrics.
         self.skip_nonfinite = False
-        self.batch_losses = tf.Variable(tf.zeros([n]), trainable=False, name="batch_losses")
-        self.batch_applied = tf.Variable(True, trainable=False, name="batch_applied")
+        first = tf.VariableAggregation.ONLY_FIRST_REPLICA  # replica-identical values (tf.distribute)
+        self.batch_losses = tf.Variable(
+            tf.zeros([n]), trainable=False, name="batch_losses", aggregation=first
+        )
+        self.batch_applied = tf.Variable(True, trainable=False, name="batch_applied", aggregation=first)
 
     # -- structure ------------------------------------------------------------------------------
     def _make_structure(self, spec: dict[str, Any]) -> None:
@@ -275,9 +298,9 @@ class MultiTaskModel(keras.Model):
         for task, t in spec["tasks"].items():
             layers = [make_layer(s, f"{task}_hidden_{i}") for i, s in enumerate(t["head"])]
             if t.get("output"):
-                layers.append(make_layer(t["output"], f"{task}_output"))
+                layers.append(make_layer(_float32_output(t["output"]), f"{task}_output"))
             else:
-                layers.append(keras.layers.Dense(t["units"], name=f"{task}_output"))
+                layers.append(keras.layers.Dense(t["units"], name=f"{task}_output", dtype="float32"))
             self.towers[task] = layers
 
     def _inputs_from(self, task: str) -> list[str]:
@@ -475,7 +498,15 @@ class MultiTaskModel(keras.Model):
 
     # -- losses ---------------------------------------------------------------------------------
     def task_losses(self, y, preds, mask):
-        """Per-task masked mean losses, as one ``(T,)`` float32 vector, and label counts."""
+        """Per-task masked mean losses, as one ``(T,)`` float32 vector, and label counts.
+
+        Under tf.distribute with several replicas each replica returns its share of the *global* batch's
+        losses, ``sum_local(m * l) / count_global`` (the label counts summed over the replicas), so the
+        replicas' losses and gradients add up to the single-device ones; the counts returned are local.
+        """
+        if distribute.replicas() > 1:
+            sums, counts = self._task_sums(y, preds, mask)
+            return tf.math.divide_no_nan(sums, distribute.all_sum(counts)), counts
         losses, counts = [], []
         for task in self.task_names:
             per_example = self.losses_fn[task](y[task], tf.cast(preds[task], tf.float32))
@@ -488,6 +519,64 @@ class MultiTaskModel(keras.Model):
             losses.append(tf.math.divide_no_nan(tf.reduce_sum(per_example * weighted), count))
             counts.append(count)
         return tf.stack(losses), tf.stack(counts)
+
+    def _task_sums(self, y, preds, mask):
+        """Per-task sums of the (class-weighted) masked per-example losses and the label counts."""
+        sums, counts = [], []
+        for task in self.task_names:
+            per_example = self.losses_fn[task](y[task], tf.cast(preds[task], tf.float32))
+            per_example = tf.reshape(per_example, [-1])
+            m = tf.cast(mask[task], tf.float32)
+            w = mask.get(f"{task}.weight") if isinstance(mask, dict) else None
+            weighted = m if w is None else m * tf.cast(tf.reshape(w, [-1]), tf.float32)
+            sums.append(tf.reduce_sum(per_example * weighted))
+            counts.append(tf.reduce_sum(m))
+        return tf.stack(sums), tf.stack(counts)
+
+    def _combine_global(self, losses, reported, ctx, replicas):
+        """A loss-based strategy under tf.distribute: ``combine`` sees the global losses ``reported`` and
+        each replica back-propagates ``sum_i dC/dL_i * L_r,i + C / replicas``; summed over the replicas
+        (as the optimizer does) its gradient is the single-device gradient of ``C(L)`` for the model and
+        for the strategy's own parameters. Returns (result, per-replica surrogate)."""
+        with tf.GradientTape() as inner:
+            inner.watch(reported)
+            result = self.strategy.combine(reported, self._params(), self._state(), ctx)
+        slopes = inner.gradient(result.loss, reported)
+        slopes = tf.zeros_like(reported) if slopes is None else tf.stop_gradient(slopes)
+        return result, tf.reduce_sum(slopes * losses) + result.loss / replicas
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # keras-team/keras#20585 (Keras 3.15): under a tf.distribute strategy ``fit`` averages the first
+        # PerReplica batch (MEAN), which fails under MultiWorkerMirroredStrategy and whenever the
+        # replicas' shares differ in size (a global batch that does not divide evenly); the build only
+        # needs shapes, so build from the first replica's batch instead. (mtlcli.distribute refuses
+        # untested Keras versions for multi_worker.)
+        strategy = getattr(self, "_distribute_strategy", None)
+        if iterator is None or strategy is None:
+            return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+        for _, _, it in iterator:
+            batch = next(it)
+            data_batch = tf.nest.map_structure(
+                lambda v: (
+                    strategy.experimental_local_results(v)[0]
+                    if isinstance(v, tf.distribute.DistributedValues)
+                    else v
+                ),
+                batch,
+            )
+            break
+        with strategy.scope():
+            self._symbolic_build(data_batch=data_batch)
+
+    def _get_metrics_result_or_logs(self, logs):
+        # Under tf.distribute the epoch's logs are the metrics read across replicas (global values);
+        # Keras only does that when the step's keys equal ``metrics`` (not for test_step, which leaves
+        # out the cosines), else it returns the last step's per-replica mean.
+        strategy = getattr(self, "_distribute_strategy", None)
+        if strategy is None or strategy.num_replicas_in_sync == 1 or not isinstance(logs, dict):
+            return super()._get_metrics_result_or_logs(logs)
+        results = self.get_metrics_result()
+        return {k: results.get(k, v) for k, v in logs.items()}
 
     def _context(self):
         step = tf.cast(self.optimizer.iterations, tf.int64)
@@ -520,18 +609,31 @@ class MultiTaskModel(keras.Model):
         shared = self.shared_variables
         heads = self.head_variables
         params = list(self.strategy_params.values())
+        # Several replicas (tf.distribute, decided at trace time): ``losses`` is this replica's share of
+        # the global batch's losses (see task_losses), ``reported`` their sum over the replicas (the
+        # global losses every strategy sees, tracked and checked), ``counts`` the global label counts
+        # split evenly (so per-task loss means read the same on every replica). The optimizer sums the
+        # replicas' gradients. One replica: ``reported is losses`` and nothing else changes.
+        replicas = distribute.replicas()
         with tf.GradientTape(persistent=self.gradient_based) as tape:
             z = self.represent(x, training=True)
             preds = self.heads_from(z, training=True)
             losses, counts = self.task_losses(y, preds, mask)
+            reported = losses
+            if replicas > 1:
+                reported = distribute.all_sum(tf.stop_gradient(losses))
+                counts = distribute.all_sum(counts) / replicas
             if self.gradient_based:
                 task_losses = tf.unstack(losses)  # inside the tape: each row is differentiated below
+            elif replicas > 1:
+                result, surrogate = self._combine_global(losses, reported, ctx, replicas)
+                objective = result.loss
             else:
                 result = self.strategy.combine(losses, self._params(), self._state(), ctx)
                 objective = result.loss
         if not self.gradient_based:
             variables = shared + heads + params
-            grads = tape.gradient(objective, variables)
+            grads = tape.gradient(objective if replicas == 1 else surrogate, variables)
         else:
             if self.on_representation:
                 rows = [tape.gradient(loss, z) for loss in task_losses]
@@ -539,29 +641,40 @@ class MultiTaskModel(keras.Model):
             else:
                 J = tf.stack([_flatten(_grads(tape, loss, shared)) for loss in task_losses])
             J = tf.cast(J, tf.float32)
-            result = self.strategy.aggregate(J, losses, self._params(), self._state(), ctx)
+            if replicas > 1 and self.on_representation:
+                # Rows over the representation hold per-example blocks: the global rows are the
+                # replicas' blocks side by side, so only the Gramian adds up. The strategy (weighting =
+                # True: a function of the Gramian) gets a T x T factor of the global Gramian.
+                J = distribute.gram_factor(distribute.all_sum(tf.matmul(J, J, transpose_b=True)))
+            elif replicas > 1:
+                J = distribute.all_sum(J)  # the task gradients of the global batch
+            result = self.strategy.aggregate(J, reported, self._params(), self._state(), ctx)
             if self.on_representation:
                 # sum_i w_i dL_i/dtheta in one backward pass (output_gradients weights the loss vector)
                 w = tf.stop_gradient(tf.cast(result.weights, losses.dtype))
                 shared_grads = _grads(tape, losses, shared, output_gradients=w)
             else:
+                # replicas > 1: every replica holds the global direction; the optimizer's sum restores it
+                direction = result.direction if replicas == 1 else result.direction / replicas
                 shared_grads, offset = [], 0
                 for v in shared:
                     size = int(np.prod(v.shape))
-                    shared_grads.append(tf.reshape(result.direction[offset : offset + size], v.shape))
+                    shared_grads.append(tf.reshape(direction[offset : offset + size], v.shape))
                     offset += size
             # Each head gets the plain gradient of its own loss (gradient of the unweighted sum).
             head_grads = _grads(tape, losses, heads)
             param_grads = [
                 (result.param_grads or {}).get(k, tf.zeros_like(v)) for k, v in self.strategy_params.items()
             ]
+            if replicas > 1:
+                param_grads = [g / replicas for g in param_grads]
             variables = shared + heads + params
             grads = list(shared_grads) + list(head_grads) + param_grads
             gram = tf.matmul(J, J, transpose_b=True)
             norms = tf.sqrt(tf.maximum(tf.linalg.diag_part(gram), 0.0))
             for (i, j), tracker in self.cos_trackers.items():
                 tracker.update_state(tf.math.divide_no_nan(gram[i, j], norms[i] * norms[j]))
-            objective = tf.reduce_sum(tf.stop_gradient(tf.cast(result.weights, losses.dtype)) * losses)
+            objective = tf.reduce_sum(tf.stop_gradient(tf.cast(result.weights, losses.dtype)) * reported)
             del tape
         # Apply in Keras's own variable order: a reloaded model builds its optimizer in that order, so
         # the saved Adam slots line up whichever path (fit or a direct train_step) built it first.
@@ -570,33 +683,49 @@ class MultiTaskModel(keras.Model):
             ((g, v) for g, v in zip(grads, variables, strict=True) if g is not None),
             key=lambda p: order[id(p[1])],
         )
-        self.batch_losses.assign(tf.cast(losses, tf.float32))
+        self.batch_losses.assign(tf.cast(reported, tf.float32))
 
         def update():
             self.optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
             new_state = result.state
             if self.strategy.needs_losses_after_step:
                 after, _ = self.task_losses(y, self(x, training=False), mask)
-                new_state = self.strategy.after_step(losses, after, self._params(), new_state, ctx)
+                if replicas > 1:
+                    after = distribute.all_sum(after)
+                new_state = self.strategy.after_step(reported, after, self._params(), new_state, ctx)
             self._assign_state(new_state)
-            self._track(losses, counts, y, preds, mask, objective, result.weights)
+            self._track(reported, counts, y, preds, mask, objective, result.weights)
             return tf.constant(True)
 
         if self.skip_nonfinite:
             checks = [tf.reduce_all(tf.math.is_finite(t)) for t in [losses, *(g for g, _ in pairs)]]
+            # (not under tf.distribute: an all-reduce inside tf.cond is refused; the recipe check says so)
             applied = tf.cond(tf.reduce_all(tf.stack(checks)), update, lambda: tf.constant(False))
         else:
             applied = update()
         self.batch_applied.assign(applied)
-        return {m.name: m.result() for m in self.metrics}
+        return self._step_logs({m.name: m.result() for m in self.metrics})
 
     def test_step(self, data):
         x, y, mask = data
         preds = self(x, training=False)
         losses, counts = self.task_losses(y, preds, mask)
+        replicas = distribute.replicas()
+        if replicas > 1:  # global losses and evenly split global counts, as in train_step
+            losses, counts = distribute.all_sum(losses), distribute.all_sum(counts) / replicas
         objective = tf.reduce_sum(tf.constant(self.eval_weights) * losses)
         self._track(losses, counts, y, preds, mask, objective, tf.constant(self.eval_weights))
-        return {m.name: m.result() for m in self.metrics if not m.name.startswith("cos_")}
+        return self._step_logs({m.name: m.result() for m in self.metrics if not m.name.startswith("cos_")})
+
+    @staticmethod
+    def _step_logs(logs):
+        # tensorflow/tensorflow#72388 (Keras 3.15): under MultiWorkerMirroredStrategy step outputs are
+        # reduced along axis 0, which scalars lack. (Per-batch logs under tf.distribute are the replicas'
+        # mean of their running results: exact for the loss, weight and per-task loss means, which every
+        # replica tracks with global values; per-example metrics are exact in the epoch's logs.)
+        if distribute.multi_worker():
+            return {k: tf.reshape(v, [1]) for k, v in logs.items()}
+        return logs
 
     def _track(self, losses, counts, y, preds, mask, objective, weights):
         self.loss_tracker.update_state(objective)
@@ -613,7 +742,20 @@ class MultiTaskModel(keras.Model):
 
     @classmethod
     def from_config(cls, config):
-        return cls(**config)
+        with dtype_policy(config["spec"].get("mixed_precision")):
+            return cls(**config)
+
+
+@contextlib.contextmanager
+def dtype_policy(mixed_precision: str | None):
+    """Create layers under ``mixed_<precision>`` (they keep the policy they were created with)."""
+    previous = keras.config.dtype_policy()
+    if mixed_precision:
+        keras.config.set_dtype_policy(f"mixed_{mixed_precision}")
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 def spec_from_recipe(recipe, prep, seed: int) -> dict[str, Any]:
@@ -643,6 +785,7 @@ def spec_from_recipe(recipe, prep, seed: int) -> dict[str, Any]:
         "architecture": recipe.model.architecture_spec(),
         "tasks": tasks,
         "weighting": recipe.train.weighting,
+        "mixed_precision": recipe.train.mixed_precision,
         "preprocessing": prep_dict,
     }
 

@@ -129,6 +129,18 @@ class TrainSpec(_Strict):
     on_nan: Literal["stop", "skip_batch"] = Field(
         "stop", description="a non-finite task loss: stop the run (exit 1) or skip that batch's update"
     )
+    distribute: Literal["none", "mirrored", "multi_worker"] = Field(
+        "none", description="tf.distribute: mirrored (local devices) or multi_worker (TF_CONFIG cluster)"
+    )
+    devices: int | None = Field(
+        None, ge=1, description="local devices per process: the first N GPUs, or N logical CPU devices"
+    )
+    jit_compile: bool | Literal["auto"] = Field(
+        "auto", description="XLA-compile the train step; auto = Keras's choice (off on CPU-only machines)"
+    )
+    mixed_precision: Literal["bfloat16"] | None = Field(
+        None, description="compute in bfloat16 with float32 variables, outputs and losses"
+    )
 
     @field_validator("optimizer", mode="before")
     @classmethod
@@ -151,6 +163,10 @@ class DataSpec(_Strict):
     split: dict[str, Any] | None = Field(None, description="{column: c, train: [..], validation: [..]}")
     group_by: str | None = Field(None, description="rows sharing this column's value stay in one split")
     inputs: dict[str, InputSpec]
+    stream: Any = Field(
+        None,
+        description="true | false | {chunk_rows, shuffle_buffer}; default: stream a train file over 1 GiB",
+    )
 
     @field_validator("inputs", mode="before")
     @classmethod
@@ -480,6 +496,18 @@ def _semantic_problems(data: dict, src: Located) -> list[Problem]:
 
         for problem in check(train["weighting"]):
             add(problem.message, ("train", "weighting", *problem.path))
+    if train.get("devices") is not None and train.get("distribute", "none") in ("none", None):
+        add(
+            "devices applies to distributed training only: expected train.distribute mirrored or "
+            "multi_worker, received none",
+            ("train", "devices"),
+        )
+    if train.get("on_nan") == "skip_batch" and train.get("distribute") in ("mirrored", "multi_worker"):
+        add(
+            f"skip_batch is not available with train.distribute {train['distribute']} (the replicas' "
+            f"update cannot be skipped conditionally): expected stop",
+            ("train", "on_nan"),
+        )
     stopping = train.get("early_stopping")
     if isinstance(stopping, dict) and isinstance(stopping.get("monitor"), str) and isinstance(tasks, dict):
         names = monitor_names(tasks)

@@ -72,6 +72,10 @@ def data_problems(data: dict, tasks: dict, src: Located) -> list[Problem]:
     group_by = data.get("group_by")
     if group_by is not None and not isinstance(group_by, str):
         add(f"expected a column name, received {_kind(group_by)}", ("data", "group_by"))
+    if data.get("stream") is not None:
+        from mtlcli.streaming import stream_problems
+
+        stream_problems(data, add)
 
     inputs = data.get("inputs")
     if isinstance(inputs, dict):

@@ -123,6 +123,8 @@ class RunResult:
     run_dir: Path
     results: dict[str, Any]
     history: list[dict[str, float]] = field(default_factory=list)
+    chief: bool = True  # False: a multi_worker worker that is not the chief (run_dir was its scratch copy)
+    task: str = ""  # "worker 1" under multi_worker
 
 
 def _datasets(tf, arrays: data.Arrays, batch_size: int, seed: int, shuffle: bool):
@@ -130,6 +132,8 @@ def _datasets(tf, arrays: data.Arrays, batch_size: int, seed: int, shuffle: bool
     inputs hold paths and are decoded, resized and scaled here (after shuffling, in parallel)."""
     from mtlcli import pipeline
 
+    if getattr(arrays, "streamed", False):  # mtlcli.streaming.StreamSplit: read in chunks, file order
+        return arrays.dataset(tf, batch_size)
     ds = tf.data.Dataset.from_tensor_slices(pipeline.feed(arrays))
     if shuffle:
         ds = ds.shuffle(arrays.n, seed=seed, reshuffle_each_iteration=True)
@@ -146,9 +150,12 @@ def build_model(loaded: LoadedRecipe, prepared: data.Prepared, seed: int):
     recipe = loaded.recipe
     spec = mtl_model.spec_from_recipe(recipe, prepared.prep, seed)
     spec["name"] = loaded.name
+    # Layers take the dtype policy in force when they are created (and save it in their config), so
+    # the mixed policy is set only while the model is built. Outputs and losses stay float32.
     try:
-        model = mtl_model.MultiTaskModel(spec, name="mtl_model")
-        model.build()
+        with mtl_model.dtype_policy(recipe.train.mixed_precision):
+            model = mtl_model.MultiTaskModel(spec, name="mtl_model")
+            model.build()
     except (ValueError, TypeError) as exc:
         raise _layer_error(loaded, exc) from None
     adam = recipe.train.optimizer.adam
@@ -161,7 +168,8 @@ def build_model(loaded: LoadedRecipe, prepared: data.Prepared, seed: int):
             amsgrad=adam.amsgrad,
             weight_decay=adam.weight_decay,
             clipnorm=adam.clipnorm,
-        )
+        ),
+        jit_compile=recipe.train.jit_compile,
     )
     return model
 
@@ -252,9 +260,19 @@ def train(
     tf = import_tf(verbose)
     import keras
 
+    from mtlcli import distribute
+
+    # train.distribute: before anything creates a tensor (logical devices, collective ops). A worker
+    # that is not the chief runs every step (the collectives need it) but prints nothing and writes
+    # into a scratch directory that is removed at the end.
+    dist = distribute.setup(recipe.train, tf)
+    scratch = None if dist.is_chief else Path(tempfile.mkdtemp(prefix="mtl-worker-"))
+    if scratch is not None:
+        on_event = _noop
     keras.utils.set_random_seed(seed)
-    model = build_model(loaded, prepared, seed)
-    model.optimizer.build(model.trainable_variables)  # before any restore and before the first step
+    with dist.scope():
+        model = build_model(loaded, prepared, seed)
+        model.optimizer.build(model.trainable_variables)  # before any restore and before the first step
     selection = _selection(recipe, val_arr is not None)
     history: list[dict[str, Any]] = []
     best_weights = None
@@ -290,9 +308,11 @@ def train(
                 f"{run_dir} has already finished ({why}); to train longer pass --epochs N with N > {first_epoch}"
                 + (" and raise train.early_stopping.patience" if selection.stopped else "")
             )
+        run_dir = run_dir if scratch is None else scratch
         _record_resume(run_dir, resolved, source, applied)
     else:
-        run_dir = _fresh_run_dir(loaded, output if fork is None else fork, force, prepared, seed, epochs)
+        target = scratch or (output if fork is None else fork)
+        run_dir = _fresh_run_dir(loaded, target, force, prepared, seed, epochs)
         if source is not None:
             _record_fork(run_dir, source, applied)
             best = checkpoint.find(source.run_dir, "best")
@@ -364,14 +384,16 @@ def train(
         if first_step:
             checkpoint.restore_metrics(model, source.ckpt)
         checkpoint.save(model, run_dir, "last", callback.state_at(first_epoch, first_step), with_metrics=True)
-    val_ds = _datasets(tf, val_arr, max(batch, 256), seed, shuffle=False) if val_arr else None
+    val_ds = dist.dataset(_datasets(tf, val_arr, max(batch, 256), seed, shuffle=False)) if val_arr else None
     started = time.time()
     try:
         with checkpoint.SignalGuard() as guard:
             run.guard = guard
             epoch = first_epoch
             if first_step and not finished:  # the rest of a partly done epoch
-                stream = checkpoint.train_stream(tf, train_arr, batch, seed, epoch, first_step, epoch + 1)
+                stream = dist.dataset(
+                    checkpoint.train_stream(tf, train_arr, batch, seed, epoch, first_step, epoch + 1)
+                )
                 model.fit(
                     stream,
                     validation_data=val_ds,
@@ -384,7 +406,7 @@ def train(
                 )
                 epoch += 1
             if epoch < epochs and not selection.stopped and not finished:
-                stream = checkpoint.train_stream(tf, train_arr, batch, seed, epoch, 0, epochs)
+                stream = dist.dataset(checkpoint.train_stream(tf, train_arr, batch, seed, epoch, 0, epochs))
                 model.fit(
                     stream,
                     validation_data=val_ds,
@@ -437,10 +459,17 @@ def train(
             else seconds
         )
         env.update({"epochs_run": len(history), "train_seconds": round(total, 3)})
+        if dist.kind != "none":
+            env["distribute"] = {"kind": dist.kind, "replicas": dist.replicas, "workers": dist.workers}
         atomic_write(run_dir / "env.json", json.dumps(env, indent=2) + "\n")
     except OSError as exc:
         raise checkpoint.disk_error(exc, f"to the run directory {run_dir}") from None
     on_event(Finished(run_dir, len(history), selection.stopped, seconds, results))
+    if scratch is not None:  # a worker that is not the chief: its copy of the run goes
+        import shutil
+
+        shutil.rmtree(scratch, ignore_errors=True)
+        return RunResult(scratch, results, history, chief=False, task=dist.task)
     return RunResult(run_dir, results, history)
 
 
@@ -702,6 +731,12 @@ def evaluate(
             raise UsageError(f"{target}: no such run directory or model file")
     if split is not None and data_path is not None:
         raise UsageError("give either --data or --split, not both")
+    if data_path is None and run_dir is not None:
+        from mtlcli import streaming
+
+        streamed = streaming.evaluate_run(run_dir, split, model_path, verbose)
+        if streamed is not None:  # a streamed run: its split is read in chunks again
+            return EvalResult(*streamed)
 
     # Read the data before the (slow) model load so data mistakes are reported at once.
     if data_path is not None:
