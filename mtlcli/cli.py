@@ -537,7 +537,11 @@ def plan(
     line(f"shared representation z: {p.representation:,} features per example")
     for t, info in p.tasks.items():
         if info["inputs_from"]:
-            line(f"{t} also reads the output of {', '.join(info['inputs_from'])}")
+            outputs = [d for d in info["inputs_from"] if "." not in d]
+            hidden = [d.partition(".")[0] for d in info["inputs_from"] if "." in d]
+            reads = [f"the output of {', '.join(outputs)}"] if outputs else []
+            reads += [f"the last hidden layer of {', '.join(hidden)}"] if hidden else []
+            line(f"{t} also reads {' and '.join(reads)}")
     line("parameters: " + "; ".join(f"{k} {v:,}" for k, v in p.params.items()))
     line(f"objective: {p.objective}")
     line(f"validation loss: {p.eval_objective}")

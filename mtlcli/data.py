@@ -8,6 +8,7 @@ only checked here (existence and header bytes) and decoded by the tf.data pipeli
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,12 @@ def weight_key(task: str) -> str:
     return f"{task}.weight"
 
 
+def embedding_dim(rows: int) -> int:
+    """Default vector size of a categorical embedding with ``rows`` rows (the training vocabulary plus
+    the unknown bucket): ``min(50, ceil(1.6 * rows ** 0.56))`` (the fast.ai rule of thumb)."""
+    return int(min(50, math.ceil(1.6 * rows**0.56)))
+
+
 # ------------------------------------------------------------------------------------------------
 # Preprocessing
 
@@ -45,11 +52,13 @@ class InputStats:
     missing: str = "mean"  # numeric: mean | zero | error
     flag: bool = False  # numeric: an extra 0/1 "was missing" feature
     files: bool = False  # image: the column holds file paths (decoded by tf.data)
+    encoding: str = "one_hot"  # categorical: one_hot (0/1 columns) | embedding (one int32 id per row)
+    dim: int | None = None  # categorical embedding: the vector size (resolved by fit)
 
     @property
     def width(self) -> int:
         if self.kind == "categorical":
-            return len(self.vocabulary) + 1
+            return 1 if self.encoding == "embedding" else len(self.vocabulary) + 1
         if self.kind == "numeric":
             return 2 if self.flag else 1
         return int(np.prod(self.shape or [1]))
@@ -243,7 +252,9 @@ def fit(recipe: Recipe, train: Table, loaded: LoadedRecipe | None = None) -> Pre
         elif spec.kind == "categorical":
             present, raw = _labels(values)
             vocab = sorted({str(_label_key(v)) for v, p in zip(raw, present, strict=True) if p})
-            inputs[name] = InputStats("categorical", column, vocabulary=vocab)
+            encoding = spec.encoding or "one_hot"
+            dim = (spec.dim or embedding_dim(len(vocab) + 1)) if encoding == "embedding" else None
+            inputs[name] = InputStats("categorical", column, vocabulary=vocab, encoding=encoding, dim=dim)
         elif spec.kind == "image" and values.dtype == object:  # a column of image file paths
             shape = list(spec.shape or [])
             if len(shape) != 3:
@@ -546,7 +557,10 @@ def transform(
                 [index.get(str(_label_key(v)), 0) if p else 0 for v, p in zip(raw, present, strict=True)],
                 dtype=np.int64,
             )
-            x[name] = np.eye(len(st.vocabulary) + 1, dtype=np.float32)[ids]
+            if st.encoding == "embedding":  # ids for the model's embedding table: 0 = unknown
+                x[name] = ids.astype(np.int32)[:, None]
+            else:
+                x[name] = np.eye(len(st.vocabulary) + 1, dtype=np.float32)[ids]
         elif st.files:
             x[name] = _image_files(values, table, st.column, problems)
             images[name] = {"shape": list(st.shape), "scale": st.scale}

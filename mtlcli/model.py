@@ -33,6 +33,8 @@ import tensorflow as tf
 from mtlcli import architectures as arch
 from mtlcli import distribute, weighting
 from mtlcli.architectures import make_layer  # noqa: F401  (re-exported: the recipe-name -> layer map)
+from mtlcli.embedding import CategoryEmbedding, embedded_inputs
+from mtlcli.recipe import dependencies
 
 PACKAGE = "mtl"
 
@@ -64,14 +66,14 @@ def make_loss(name: str) -> keras.losses.Loss:
 class RegressionMetric(keras.metrics.Metric):
     """MAE / MSE / RMSE / R² in the target's original units (targets are standardised for training)."""
 
+    #: the running sums each kind needs (besides the total weight): fewer variables to update and reset
+    SUMS = {"mae": ("abs_err",), "mse": ("sq_err",), "rmse": ("sq_err",), "r2": ("sq_err", "sum_y", "sum_y2")}
+
     def __init__(self, kind: str = "mae", mean: float = 0.0, std: float = 1.0, name: str | None = None, **kw):
         super().__init__(name=name or kind, **kw)
         self.kind, self.mean, self.std = kind, float(mean), float(std)
         self.total_w = self.add_variable(shape=(), initializer="zeros", name="total_w")
-        self.abs_err = self.add_variable(shape=(), initializer="zeros", name="abs_err")
-        self.sq_err = self.add_variable(shape=(), initializer="zeros", name="sq_err")
-        self.sum_y = self.add_variable(shape=(), initializer="zeros", name="sum_y")
-        self.sum_y2 = self.add_variable(shape=(), initializer="zeros", name="sum_y2")
+        self.sums = {k: self.add_variable(shape=(), initializer="zeros", name=k) for k in self.SUMS[kind]}
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         y_true = tf.cast(tf.reshape(y_true, [tf.shape(y_true)[0], -1]), tf.float32) * self.std + self.mean
@@ -83,25 +85,53 @@ class RegressionMetric(keras.metrics.Metric):
         )
         err = y_pred - y_true
         self.total_w.assign_add(tf.reduce_sum(w))
-        self.abs_err.assign_add(tf.reduce_sum(w * tf.abs(err)))
-        self.sq_err.assign_add(tf.reduce_sum(w * err * err))
-        self.sum_y.assign_add(tf.reduce_sum(w * y_true))
-        self.sum_y2.assign_add(tf.reduce_sum(w * y_true * y_true))
+        terms = {"abs_err": lambda: w * tf.abs(err), "sq_err": lambda: w * err * err,
+                 "sum_y": lambda: w * y_true, "sum_y2": lambda: w * y_true * y_true}
+        for key, var in self.sums.items():
+            var.assign_add(tf.reduce_sum(terms[key]()))
 
     def result(self):
         n = tf.maximum(self.total_w, 1e-12)
-        mse = self.sq_err / n
         if self.kind == "mae":
-            return self.abs_err / n
+            return self.sums["abs_err"] / n
+        mse = self.sums["sq_err"] / n
         if self.kind == "mse":
             return mse
         if self.kind == "rmse":
             return tf.sqrt(mse)
-        var = self.sum_y2 / n - tf.square(self.sum_y / n)
+        var = self.sums["sum_y2"] / n - tf.square(self.sums["sum_y"] / n)
         return 1.0 - mse / tf.maximum(var, 1e-12)
 
     def get_config(self):
         return {"kind": self.kind, "mean": self.mean, "std": self.std, "name": self.name}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class VectorMean(keras.metrics.Metric):
+    """Weighted running means of a vector, logged as one value per name.
+
+    One metric for all tasks' losses (or weights, or gradient cosines) instead of one ``Mean`` per
+    value: two variables to update each step and to reset each epoch instead of two per value.
+    """
+
+    def __init__(self, names: list[str], name: str = "vector_mean", **kw):
+        super().__init__(name=name, **kw)
+        self.names = list(names)
+        self.total = self.add_variable(shape=(len(self.names),), initializer="zeros", name="total")
+        self.count = self.add_variable(shape=(len(self.names),), initializer="zeros", name="count")
+
+    def update_state(self, values, sample_weight=None):
+        values = tf.cast(tf.reshape(values, [-1]), tf.float32)
+        w = tf.ones_like(values) if sample_weight is None else tf.cast(tf.reshape(sample_weight, [-1]), tf.float32)
+        self.total.assign_add(values * w)
+        self.count.assign_add(w * tf.ones_like(values))
+
+    def result(self):
+        means = tf.math.divide_no_nan(self.total, self.count)
+        return {name: means[i] for i, name in enumerate(self.names)}
+
+    def get_config(self):
+        return {"names": self.names, "name": self.name}
 
 
 def make_metric(metric: str, task_type: str, task: str, target: dict) -> keras.metrics.Metric:
@@ -172,8 +202,14 @@ class MultiTaskModel(keras.Model):
     * ``cross_stitch``: shared = every task column and every cross-stitch unit but the last (each task
       reads every column); ``z`` = the columns' outputs; task = its own row of the last mixing, its tower.
 
-    A task with ``inputs_from`` also reads those tasks' outputs (its tower's input is its own
-    flattened input joined with theirs); gradients flow into the tasks it reads.
+    A task with ``inputs_from`` also reads those tasks' outputs (``click``) or last hidden layers
+    (``click.hidden``: the input of click's output layer); its tower's input is its own flattened input
+    joined with them, and gradients flow into the tasks it reads (up to, not into, the output layer of a
+    hidden read). Those variables stay the read task's own.
+
+    Categorical inputs with ``encoding: embedding`` arrive as ids; their :class:`CategoryEmbedding`
+    tables (``input_embeddings``) are looked up before the inputs are joined and are shared in every
+    architecture (the first of :meth:`shared_layers`).
 
     ``spec`` is plain JSON-able data (built by :func:`spec_from_recipe`) and is the whole config: the
     saved model carries the layer specs, the task definitions, the weighting strategy and the
@@ -199,8 +235,8 @@ class MultiTaskModel(keras.Model):
         )
         # Trackers (reset by Keras each epoch through the ``metrics`` property).
         self.loss_tracker = keras.metrics.Mean(name="loss")
-        self.task_loss_trackers = {t: keras.metrics.Mean(name=f"{t}_loss") for t in self.task_names}
-        self.weight_trackers = {t: keras.metrics.Mean(name=f"{t}_weight") for t in self.task_names}
+        self.task_loss_tracker = VectorMean([f"{t}_loss" for t in self.task_names], name="task_losses")
+        self.weight_tracker = VectorMean([f"{t}_weight" for t in self.task_names], name="task_weights")
         self.task_metrics = {
             t: [
                 make_metric(m, spec["tasks"][t]["type"], t, spec["preprocessing"]["targets"][t])
@@ -212,10 +248,12 @@ class MultiTaskModel(keras.Model):
         self.gradient_based = self.strategy.needs == "gradients"
         self.on_representation = getattr(self.strategy, "on", "parameters") == "representation"
         self.pairs = [(i, j) for i in range(n) for j in range(i + 1, n)] if self.gradient_based else []
-        self.cos_trackers = {
-            (i, j): keras.metrics.Mean(name=f"cos_{self.task_names[i]}_{self.task_names[j]}")
-            for i, j in self.pairs
-        }
+        # pairwise cosines of the task gradients on the shared layers (gradient-based strategies only)
+        self.cos_tracker = (
+            VectorMean([f"cos_{self.task_names[i]}_{self.task_names[j]}" for i, j in self.pairs], name="cosines")
+            if self.pairs
+            else None
+        )
         # Strategy parameters (trained by Adam) and state (saved in checkpoints), plus step bookkeeping.
         self.strategy_params = {
             k: self.add_weight(
@@ -263,9 +301,15 @@ class MultiTaskModel(keras.Model):
         """Create the layers of ``spec["architecture"]`` (built with their shapes in :meth:`build`)."""
         a = dict(spec.get("architecture") or {"name": "hard_sharing"})
         self.architecture = a["name"]
-        self.head_order = task_order({t: s.get("inputs_from") or [] for t, s in spec["tasks"].items()})
+        self.head_order = task_order(
+            {t: [d for d, _ in dependencies(s.get("inputs_from"))] for t, s in spec["tasks"].items()}
+        )
         tasks, n_tasks = self.task_names, len(self.task_names)
-        # Shared part (upstream of the representation z).
+        # Shared part (upstream of the representation z), starting with the categorical embeddings.
+        self.input_embeddings = {
+            name: CategoryEmbedding(rows, dim, name=f"{name}_embedding")
+            for name, (rows, dim) in embedded_inputs(spec).items()
+        }
         bottom = self.architecture in ("hard_sharing", "mmoe", "cgc", "ple")
         self.trunk = [make_layer(s, f"shared_{i}") for i, s in enumerate(spec["shared"])] if bottom else []
         self.levels, self.top_experts, self.columns, self.stitches = [], None, {}, []
@@ -303,11 +347,15 @@ class MultiTaskModel(keras.Model):
                 layers.append(keras.layers.Dense(t["units"], name=f"{task}_output", dtype="float32"))
             self.towers[task] = layers
 
-    def _inputs_from(self, task: str) -> list[str]:
-        return list(self.spec["tasks"][task].get("inputs_from") or [])
+    def _inputs_from(self, task: str) -> list[tuple[str, str]]:
+        """``(task, "output" | "hidden")`` for each entry of the task's ``inputs_from``."""
+        return dependencies(self.spec["tasks"][task].get("inputs_from"))
 
     def build(self, input_shape=None):
         shapes = {k: (None, *v) for k, v in self.spec["input_shapes"].items()}
+        for name, layer in self.input_embeddings.items():  # ids (batch, 1) -> vectors (batch, dim)
+            layer.build(shapes[name])
+            shapes[name] = layer.compute_output_shape(shapes[name])
         if len(shapes) == 1:
             shape = next(iter(shapes.values()))
         else:
@@ -346,17 +394,23 @@ class MultiTaskModel(keras.Model):
             self.representation_shape = tuple(shape)
         else:
             self.representation_shape = (None, sum(arch.flat_size(p) for p in parts))
-        outputs = {}
+        read = {}  # (task, "hidden" | "output") -> shape
         for t in self.head_order:
             s = bases[t]
             deps = self._inputs_from(t)
             if deps:
-                s = (None, arch.flat_size(s) + sum(arch.flat_size(outputs[d]) for d in deps))
-            outputs[t] = arch.build_layers(self.towers[t], s)
+                s = (None, arch.flat_size(s) + sum(arch.flat_size(read[d]) for d in deps))
+            read[(t, "hidden")] = arch.build_layers(self.towers[t][:-1], s)
+            read[(t, "output")] = arch.build_layers(self.towers[t][-1:], read[(t, "hidden")])
         self.built = True
 
     def _joined(self, inputs):
-        """The model inputs as one tensor: a single input as it is, several flattened and concatenated."""
+        """The model inputs as one tensor: a single input as it is, several flattened and concatenated.
+        Categorical inputs with ``encoding: embedding`` are looked up in their tables first."""
+        if self.input_embeddings:
+            inputs = dict(inputs)
+            for name, layer in self.input_embeddings.items():
+                inputs[name] = layer(inputs[name])
         if len(self.input_names) == 1:
             return inputs[self.input_names[0]]
         return tf.concat(
@@ -423,16 +477,17 @@ class MultiTaskModel(keras.Model):
                 else:
                     selector = parts[1 + k] if self.levels else parts[1]
                     bases[t] = self.task_blocks[t]([selector, parts[0]], training=training)
-        out = {}
+        read = {}  # (task, "hidden" | "output") -> tensor, for the tasks that read them
         for t in self.head_order:
             h = bases[t]
             deps = self._inputs_from(t)
             if deps:
-                h = tf.concat([arch.flatten(h), *(tf.cast(arch.flatten(out[d]), h.dtype) for d in deps)], -1)
-            for layer in self.towers[t]:
+                h = tf.concat([arch.flatten(h), *(tf.cast(arch.flatten(read[d]), h.dtype) for d in deps)], -1)
+            for layer in self.towers[t][:-1]:
                 h = layer(h, training=training)
-            out[t] = h
-        return {t: out[t] for t in self.task_names}
+            read[(t, "hidden")] = h  # the input of the output layer
+            read[(t, "output")] = self.towers[t][-1](h, training=training)
+        return {t: read[(t, "output")] for t in self.task_names}
 
     def call(self, inputs, training=False):
         return self.heads_from(self.represent(inputs, training=training), training=training)
@@ -454,7 +509,7 @@ class MultiTaskModel(keras.Model):
 
     def shared_layers(self) -> list:
         """Every layer upstream of ``z``: its variables get gradients from several tasks."""
-        out = [*self.trunk, *self.levels]
+        out = [*self.input_embeddings.values(), *self.trunk, *self.levels]
         if self.top_experts is not None:
             out.append(self.top_experts)
         out.extend(layer for t in self.task_names for layer in self.columns.get(t, []))
@@ -491,10 +546,23 @@ class MultiTaskModel(keras.Model):
 
     @property
     def metrics(self):
-        out = [self.loss_tracker, *self.task_loss_trackers.values(), *self.weight_trackers.values()]
+        out = [self.loss_tracker, self.task_loss_tracker, self.weight_tracker]
         for ms in self.task_metrics.values():
             out.extend(ms)
-        return out + list(self.cos_trackers.values())
+        return out + ([self.cos_tracker] if self.cos_tracker is not None else [])
+
+    def _results(self, cosines: bool = True) -> dict:
+        """The logs of a step: every metric's result, dict results flattened."""
+        logs = {}
+        for m in self.metrics:
+            if m is self.cos_tracker and not cosines:
+                continue
+            result = m.result()
+            if isinstance(result, dict):
+                logs.update(result)
+            else:
+                logs[m.name] = result
+        return logs
 
     # -- losses ---------------------------------------------------------------------------------
     def task_losses(self, y, preds, mask):
@@ -672,8 +740,12 @@ class MultiTaskModel(keras.Model):
             grads = list(shared_grads) + list(head_grads) + param_grads
             gram = tf.matmul(J, J, transpose_b=True)
             norms = tf.sqrt(tf.maximum(tf.linalg.diag_part(gram), 0.0))
-            for (i, j), tracker in self.cos_trackers.items():
-                tracker.update_state(tf.math.divide_no_nan(gram[i, j], norms[i] * norms[j]))
+            if self.cos_tracker is not None:
+                i, j = (list(t) for t in zip(*self.pairs, strict=True))
+                cosines = tf.math.divide_no_nan(
+                    tf.gather_nd(gram, list(zip(i, j, strict=True))), tf.gather(norms, i) * tf.gather(norms, j)
+                )
+                self.cos_tracker.update_state(cosines)
             objective = tf.reduce_sum(tf.stop_gradient(tf.cast(result.weights, losses.dtype)) * reported)
             del tape
         # Apply in Keras's own variable order: a reloaded model builds its optimizer in that order, so
@@ -704,7 +776,7 @@ class MultiTaskModel(keras.Model):
         else:
             applied = update()
         self.batch_applied.assign(applied)
-        return self._step_logs({m.name: m.result() for m in self.metrics})
+        return self._step_logs(self._results())
 
     def test_step(self, data):
         x, y, mask = data
@@ -715,7 +787,7 @@ class MultiTaskModel(keras.Model):
             losses, counts = distribute.all_sum(losses), distribute.all_sum(counts) / replicas
         objective = tf.reduce_sum(tf.constant(self.eval_weights) * losses)
         self._track(losses, counts, y, preds, mask, objective, tf.constant(self.eval_weights))
-        return self._step_logs({m.name: m.result() for m in self.metrics if not m.name.startswith("cos_")})
+        return self._step_logs(self._results(cosines=False))
 
     @staticmethod
     def _step_logs(logs):
@@ -730,9 +802,9 @@ class MultiTaskModel(keras.Model):
     def _track(self, losses, counts, y, preds, mask, objective, weights):
         self.loss_tracker.update_state(objective)
         weights = tf.cast(weights, tf.float32)
-        for i, task in enumerate(self.task_names):
-            self.task_loss_trackers[task].update_state(losses[i], sample_weight=counts[i])
-            self.weight_trackers[task].update_state(weights[i])
+        self.task_loss_tracker.update_state(losses, sample_weight=counts)
+        self.weight_tracker.update_state(weights)
+        for task in self.task_names:
             for metric in self.task_metrics[task]:
                 metric.update_state(y[task], tf.cast(preds[task], tf.float32), sample_weight=mask[task])
 

@@ -82,6 +82,8 @@ def describe(layer) -> str:
             f"extraction level: {layer.shared_count} shared{own} experts x [{inner}], "
             f"{len(layer.tasks)} task gates + 1 shared gate"
         )
+    if type(layer).__name__ == "CategoryEmbedding":
+        return f"embedding {layer.rows} values x {layer.dim} (row 0: unknown)"
     if isinstance(layer, arch.CrossStitch):
         return f"cross-stitch mixing {len(layer.rows)} x {layer.columns} (init {layer.self_weight} on own column)"
     config = layer.get_config()
@@ -187,7 +189,10 @@ def plan(loaded: LoadedRecipe, seed: int | None = None) -> Plan:
     return Plan(
         name=loaded.name,
         architecture=dict(model.spec.get("architecture") or {"name": "hard_sharing"}),
-        inputs={k: int(_features(v)) for k, v in model.spec["input_shapes"].items()},
+        inputs={  # an embedded categorical input counts its vector's size (what the trunk reads)
+            k: int(model.input_embeddings[k].dim if k in model.input_embeddings else _features(v))
+            for k, v in model.spec["input_shapes"].items()
+        },
         rows=dict(prepared.info["split_rows"]),
         blocks=blocks,
         representation=int(_features(model.representation_shape[1:])),

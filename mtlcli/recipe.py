@@ -78,6 +78,10 @@ class InputSpec(_Strict):
     column: str | None = Field(None, description="source column or array; defaults to the input name")
     missing: Literal["mean", "zero", "error"] | None = Field(None, description="numeric only (mean)")
     flag: bool = Field(False, description="numeric only: add a 0/1 'was missing' feature")
+    encoding: Literal["one_hot", "embedding"] | None = Field(
+        None, description="categorical only: one_hot (default) or embedding (a learned vector per value)"
+    )
+    dim: int | None = Field(None, ge=1, description="categorical with encoding: embedding: vector size")
 
 
 class TaskSpec(_Strict):
@@ -92,7 +96,10 @@ class TaskSpec(_Strict):
     metrics: list[str] | None = None
     weight: float = Field(1.0, ge=0)
     classes: int | None = Field(None, ge=2)
-    inputs_from: list[str] = Field(default_factory=list, description="tasks whose outputs this head reads")
+    inputs_from: list[str] = Field(
+        default_factory=list,
+        description="tasks this head reads: 'click' (its output) or 'click.hidden' (its last hidden layer)",
+    )
 
 
 class AdamSpec(_Strict):
@@ -520,6 +527,21 @@ def _semantic_problems(data: dict, src: Located) -> list[Problem]:
     return out
 
 
+#: what ``inputs_from`` reads of another task besides its output: ``click.hidden`` is click's last hidden
+#: layer (the input of its output layer)
+DEPENDENCY_LAYERS = ("hidden",)
+
+
+def dependencies(inputs_from: list[str] | None) -> list[tuple[str, str]]:
+    """``["click", "view.hidden"]`` -> ``[("click", "output"), ("view", "hidden")]`` (the recipe check
+    has refused anything else)."""
+    out = []
+    for dep in inputs_from or []:
+        task, _, layer = str(dep).partition(".")
+        out.append((task, layer or "output"))
+    return out
+
+
 def architecture_problems(model: dict, src: Located) -> list[Problem]:
     """``model.architecture`` with the keys it uses (experts, task_experts, levels) and ``inputs_from``."""
     out: list[Problem] = []
@@ -579,23 +601,32 @@ def architecture_problems(model: dict, src: Located) -> list[Problem]:
         deps = spec.get("inputs_from") if isinstance(spec, dict) else None
         if not isinstance(deps, list):
             continue
-        graph[task] = []
+        graph[task], listed = [], set()
         for i, dep in enumerate(deps):
             if not isinstance(dep, str):
                 continue  # pydantic reports the type
             at = ("model", "tasks", task, "inputs_from", i)
-            if dep == task:
-                add(f"task {task!r} cannot read its own output", at)
-            elif dep not in tasks:
+            name, dot, layer = dep.partition(".")
+            if name == task:
+                add(f"task {task!r} cannot read its own {'hidden layer' if dot else 'output'}", at)
+            elif name not in tasks:
                 others = [t for t in tasks if t != task]
                 add(
-                    f"unknown task {dep!r}{did_you_mean(dep, others)} (tasks: {', '.join(map(str, tasks))})",
+                    f"unknown task {name!r}{did_you_mean(name, others)} (tasks: {', '.join(map(str, tasks))})",
                     at,
                 )
-            elif dep in graph[task]:
-                add(f"task {dep!r} is listed twice", at)
+            elif dot and layer not in DEPENDENCY_LAYERS:
+                add(
+                    f"expected {name} (its output) or {name}.hidden (its last hidden layer), received "
+                    f"{dep!r}{did_you_mean(dep, [f'{name}.{x}' for x in DEPENDENCY_LAYERS])}",
+                    at,
+                )
+            elif (name, layer) in listed:
+                add(f"task {name!r} is listed twice" if not dot else f"{dep!r} is listed twice", at)
             else:
-                graph[task].append(dep)
+                listed.add((name, layer))
+                if name not in graph[task]:
+                    graph[task].append(name)
     for cycle in _cycles(graph):
         add(
             f"tasks read each other's outputs in a cycle: {' -> '.join(cycle)}",

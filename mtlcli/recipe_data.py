@@ -100,6 +100,13 @@ def data_problems(data: dict, tasks: dict, src: Located) -> list[Problem]:
             for key in ("missing", "flag"):
                 if spec.get(key) not in (None, False) and kind != "numeric":
                     add(f"{key} applies to numeric inputs only", ("data", "inputs", inp, key))
+            if spec.get("encoding") is not None and kind != "categorical":
+                add("encoding applies to categorical inputs only", ("data", "inputs", inp, "encoding"))
+            elif spec.get("dim") is not None and spec.get("encoding") != "embedding":
+                add(
+                    "dim applies to categorical inputs with encoding: embedding only",
+                    ("data", "inputs", inp, "dim"),
+                )
         for task, spec in tasks.items():
             for target in target_columns(spec, str(task)):
                 if target in inputs:

@@ -339,18 +339,34 @@ def _take(part: Feed, idx) -> Feed:
     return tuple({k: v[idx] for k, v in d.items()} for d in part)  # type: ignore[return-value]
 
 
-def rebatch(parts: Iterator[Feed], batch_size: int) -> Iterator[Feed]:
-    """Exact batches of ``batch_size`` rows from parts of any size; the last one may be smaller."""
+def aligned(parts: Iterator[Feed], batch_size: int, skip_rows: int = 0) -> Iterator[Feed]:
+    """The rows of ``parts`` (less the first ``skip_rows``) in pieces of whole batches: every piece but
+    the last holds a multiple of ``batch_size`` rows, so cutting each piece into ``batch_size`` rows gives
+    exactly the batches of the concatenated rows."""
     pending: Feed | None = None
     for part in parts:
+        if skip_rows:
+            drop = min(skip_rows, _n(part))
+            skip_rows -= drop
+            part = _take(part, slice(drop, None))
         pending = _cat(pending, part)
         n = _n(pending)
         full = n // batch_size * batch_size
-        for s in range(0, full, batch_size):
-            yield _take(pending, slice(s, s + batch_size))
-        pending = _take(pending, slice(full, n))
+        if full == n:
+            yield pending
+            pending = None
+        elif full:
+            yield _take(pending, slice(0, full))
+            pending = _take(pending, slice(full, n))
     if pending is not None and _n(pending):
         yield pending
+
+
+def rebatch(parts: Iterator[Feed], batch_size: int) -> Iterator[Feed]:
+    """Exact batches of ``batch_size`` rows from parts of any size; the last one may be smaller."""
+    for piece in aligned(parts, batch_size):
+        for s in range(0, _n(piece), batch_size):
+            yield _take(piece, slice(s, s + batch_size))
 
 
 def shuffled(parts: Iterator[Feed], rng: np.random.Generator, buffer: int) -> Iterator[Feed]:
@@ -401,15 +417,22 @@ class StreamSplit:
     def batches(self, batch_size: int) -> Iterator[Feed]:
         return rebatch(self.parts(), batch_size)
 
+    def epoch_pieces(
+        self, batch_size: int, seed: int, first_epoch: int, first_step: int, end_epoch: int
+    ) -> Iterator[Feed]:
+        """The shuffled training rows of epochs ``first_epoch..end_epoch-1`` (from batch ``first_step``
+        of the first one) in batch-aligned pieces (:func:`aligned`); a piece never spans two epochs."""
+        for epoch in range(first_epoch, end_epoch):
+            rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, int(epoch)])
+            skip = first_step * batch_size if epoch == first_epoch else 0
+            yield from aligned(shuffled(self.parts(), rng, self.shuffle_buffer), batch_size, skip)
+
     def epoch_batches(
         self, batch_size: int, seed: int, first_epoch: int, first_step: int, end_epoch: int
     ) -> Iterator[Feed]:
-        for epoch in range(first_epoch, end_epoch):
-            rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, int(epoch)])
-            skip = first_step if epoch == first_epoch else 0
-            for b, batch in enumerate(rebatch(shuffled(self.parts(), rng, self.shuffle_buffer), batch_size)):
-                if b >= skip:
-                    yield batch
+        for piece in self.epoch_pieces(batch_size, seed, first_epoch, first_step, end_epoch):
+            for s in range(0, _n(piece), batch_size):
+                yield _take(piece, slice(s, s + batch_size))
 
     def _signature(self, tf):
         table = data.Table({c: np.array([None], dtype=object) for c in self.columns}, 1, "", first_row=0)
@@ -420,25 +443,38 @@ class StreamSplit:
 
         return spec(x), spec(y), spec(m)
 
+    def _batched(self, tf, pieces: Callable[[], Iterator[Feed]], batch_size: int, steps: int):
+        """Batches cut out of batch-aligned pieces inside tf.data: Python runs once per piece (a chunk,
+        or a shuffle pool's overflow), ahead of training in tf.data's background thread, not per step."""
+        ds = tf.data.Dataset.from_generator(pieces, output_signature=self._signature(tf)).prefetch(2)
+
+        def cut(x, y, m):
+            n = tf.shape(next(iter(x.values())))[0]
+            starts = tf.data.Dataset.range(0, tf.cast(n, tf.int64), batch_size)
+            return starts.map(
+                lambda s: tf.nest.map_structure(lambda t: t[s : s + batch_size], (x, y, m))
+            )
+
+        ds = ds.flat_map(cut)
+        # a known length: Keras' evaluate() of a dataset of unknown length averages in one empty step
+        return ds.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(tf.data.AUTOTUNE)
+
     def dataset(self, tf, batch_size: int):
         """Batches in file order (validation, test, evaluation)."""
-        ds = tf.data.Dataset.from_generator(
-            lambda: self.batches(batch_size), output_signature=self._signature(tf)
-        )
-        # a known length: Keras' evaluate() of a dataset of unknown length averages in one empty step
         steps = -(-self.n // batch_size)
-        return ds.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(tf.data.AUTOTUNE)
+        return self._batched(tf, lambda: aligned(self.parts(), batch_size), batch_size, steps)
 
     def train_dataset(
         self, tf, batch_size: int, seed: int, first_epoch: int, first_step: int, end_epoch: int
     ):
         """Shuffled training batches of epochs ``first_epoch..end_epoch-1`` (see the module docstring)."""
-        ds = tf.data.Dataset.from_generator(
-            lambda: self.epoch_batches(batch_size, seed, first_epoch, first_step, end_epoch),
-            output_signature=self._signature(tf),
-        )
         steps = -(-self.n // batch_size) * (end_epoch - first_epoch) - first_step
-        return ds.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(tf.data.AUTOTUNE)
+        return self._batched(
+            tf,
+            lambda: self.epoch_pieces(batch_size, seed, first_epoch, first_step, end_epoch),
+            batch_size,
+            steps,
+        )
 
 
 def _transform_lenient(prep: data.Preprocessing, table: data.Table, weights: bool) -> data.Arrays:
