@@ -138,8 +138,37 @@ def _labels(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     elif values.dtype.kind in "biu":
         present = np.ones(len(values), bool)
     else:
-        present = np.array([not _missing(v) for v in values], bool)
+        present = _present_objects(values)
     return present, values
+
+
+def _present_objects(values: np.ndarray) -> np.ndarray:
+    """``not _missing(v)`` of an object array; vectorised when it holds only strings and None / NaN."""
+    import pandas as pd
+
+    if len(values) and pd.api.types.infer_dtype(values, skipna=True) == "string":
+        present = ~pd.isna(values)
+        strings = values[present].astype(str)
+        present[present] = np.strings.str_len(np.strings.strip(strings)) > 0
+        return present
+    return np.array([not _missing(v) for v in values], bool)
+
+
+def _class_ids(raw: np.ndarray, present: np.ndarray, classes: list) -> tuple[np.ndarray, int | None]:
+    """The class index of every present row (0 elsewhere) and the first row whose label is not one of
+    ``classes`` (None when all are): one look-up per distinct value, not per row."""
+    import pandas as pd
+
+    ids = np.zeros(len(raw), np.int32)
+    rows = np.flatnonzero(present)
+    if not len(rows):
+        return ids, None
+    codes, uniques = pd.factorize(raw[rows])
+    index = {c: i for i, c in enumerate(classes)}
+    got = np.array([index.get(_label_key(u), -1) for u in uniques], np.int32)[codes]
+    bad = np.flatnonzero(got < 0)
+    ids[rows] = np.maximum(got, 0)
+    return ids, int(rows[bad[0]]) if len(bad) else None
 
 
 def _label_key(value: Any) -> Any:
@@ -629,24 +658,17 @@ def transform(
         values = table.columns[st.columns[0]]
         present, raw = _labels(values)
         present = present & active
-        index = {c: i for i, c in enumerate(st.classes)}
-        ids = np.zeros(len(raw), np.int32)
-        for i, (v, p) in enumerate(zip(raw, present, strict=True)):
-            if not p:
-                continue
-            key = _label_key(v)
-            if key not in index:
-                file, line = table.where(i)
-                problems.append(
-                    Problem(
-                        f"label {key!r} is not one of the task's classes ({_preview(st.classes)})",
-                        f"column {st.columns[0]!r}",
-                        file,
-                        line,
-                    )
+        ids, bad = _class_ids(raw, present, st.classes)
+        if bad is not None:
+            file, line = table.where(bad)
+            problems.append(
+                Problem(
+                    f"label {_label_key(raw[bad])!r} is not one of the task's classes ({_preview(st.classes)})",
+                    f"column {st.columns[0]!r}",
+                    file,
+                    line,
                 )
-                break
-            ids[i] = index[key]
+            )
         y[task] = ids if st.type == "classification" else ids.astype(np.float32)[:, None]
         mask[task] = present.astype(np.float32)
         if weights and st.class_weights is not None:

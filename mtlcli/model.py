@@ -85,8 +85,12 @@ class RegressionMetric(keras.metrics.Metric):
         )
         err = y_pred - y_true
         self.total_w.assign_add(tf.reduce_sum(w))
-        terms = {"abs_err": lambda: w * tf.abs(err), "sq_err": lambda: w * err * err,
-                 "sum_y": lambda: w * y_true, "sum_y2": lambda: w * y_true * y_true}
+        terms = {
+            "abs_err": lambda: w * tf.abs(err),
+            "sq_err": lambda: w * err * err,
+            "sum_y": lambda: w * y_true,
+            "sum_y2": lambda: w * y_true * y_true,
+        }
         for key, var in self.sums.items():
             var.assign_add(tf.reduce_sum(terms[key]()))
 
@@ -122,7 +126,11 @@ class VectorMean(keras.metrics.Metric):
 
     def update_state(self, values, sample_weight=None):
         values = tf.cast(tf.reshape(values, [-1]), tf.float32)
-        w = tf.ones_like(values) if sample_weight is None else tf.cast(tf.reshape(sample_weight, [-1]), tf.float32)
+        w = (
+            tf.ones_like(values)
+            if sample_weight is None
+            else tf.cast(tf.reshape(sample_weight, [-1]), tf.float32)
+        )
         self.total.assign_add(values * w)
         self.count.assign_add(w * tf.ones_like(values))
 
@@ -250,7 +258,9 @@ class MultiTaskModel(keras.Model):
         self.pairs = [(i, j) for i in range(n) for j in range(i + 1, n)] if self.gradient_based else []
         # pairwise cosines of the task gradients on the shared layers (gradient-based strategies only)
         self.cos_tracker = (
-            VectorMean([f"cos_{self.task_names[i]}_{self.task_names[j]}" for i, j in self.pairs], name="cosines")
+            VectorMean(
+                [f"cos_{self.task_names[i]}_{self.task_names[j]}" for i, j in self.pairs], name="cosines"
+            )
             if self.pairs
             else None
         )
@@ -743,7 +753,8 @@ class MultiTaskModel(keras.Model):
             if self.cos_tracker is not None:
                 i, j = (list(t) for t in zip(*self.pairs, strict=True))
                 cosines = tf.math.divide_no_nan(
-                    tf.gather_nd(gram, list(zip(i, j, strict=True))), tf.gather(norms, i) * tf.gather(norms, j)
+                    tf.gather_nd(gram, list(zip(i, j, strict=True))),
+                    tf.gather(norms, i) * tf.gather(norms, j),
                 )
                 self.cos_tracker.update_state(cosines)
             objective = tf.reduce_sum(tf.stop_gradient(tf.cast(result.weights, losses.dtype)) * reported)

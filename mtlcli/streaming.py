@@ -22,6 +22,10 @@ numpy + pandas (+ pyarrow for Parquet) at import time; TensorFlow only inside th
   training split the order is exactly the in-memory one (:func:`mtlcli.checkpoint.epoch_order`).
   A mid-epoch resume replays the epoch's stream and drops the batches already done (exact, at the
   cost of re-reading that part of the file).
+* **Pipeline.** Python runs once per piece (a chunk, or a pool's overflow), not per step: the generator
+  behind ``tf.data.Dataset.from_generator`` yields batch-aligned pieces (:func:`aligned`) as stacks of
+  batches that tf.data ``unbatch``-es, two pieces prefetched in tf.data's background thread. Chunks become
+  tables without a Python call per string value (:func:`_table`).
 """
 
 from __future__ import annotations
@@ -235,8 +239,7 @@ def iter_chunks(files: list[Path], columns: list[str], chunk_rows: int) -> Itera
                     skipinitialspace=True,
                 )
             for frame in frames:
-                frame = frame[[c for c in columns if c in frame.columns]]
-                table = sources._from_frame(frame, str(path), first_row=0)
+                table = _table(frame, [c for c in columns if c in frame.columns], str(path))
                 n = table.n_rows
                 table.row_ids = np.arange(local + first_row, local + first_row + n)
                 yield Chunk(table, start)
@@ -249,6 +252,33 @@ def iter_chunks(files: list[Path], columns: list[str], chunk_rows: int) -> Itera
             raise sources.fail(
                 f"cannot read as {what}: {str(exc).strip().splitlines()[0]}", str(path)
             ) from None
+
+
+def _table(frame, columns: list[str], shown: str) -> data.Table:
+    """``sources._from_frame`` of a chunk (the same values: missing and blank strings become None), with
+    string columns converted by pandas' vectorised string methods instead of a Python call per value."""
+    import pandas as pd
+
+    wanted, out = set(columns), {}
+    for name, col in frame.items():
+        if name not in wanted:
+            continue
+        if isinstance(col.dtype, pd.StringDtype):
+            values = col.to_numpy(dtype=object, na_value=None)
+            rows = np.flatnonzero(np.not_equal(values, None))
+            strings = values[rows].astype(str)
+            blank = np.strings.isspace(strings) | (np.strings.str_len(strings) == 0)
+            if blank.any():
+                values[rows[blank]] = None
+        else:
+            values = col.to_numpy()
+            if values.dtype.kind in "OUST":
+                values = np.array([None if sources.missing(v) else str(v) for v in values], dtype=object)
+            elif values.dtype.kind == "b":
+                values = values.astype(np.int64)
+        out[str(name)] = values
+    out = {c: out[c] for c in columns if c in out}
+    return data.Table(out, len(frame), shown, first_row=0)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -444,18 +474,26 @@ class StreamSplit:
         return spec(x), spec(y), spec(m)
 
     def _batched(self, tf, pieces: Callable[[], Iterator[Feed]], batch_size: int, steps: int):
-        """Batches cut out of batch-aligned pieces inside tf.data: Python runs once per piece (a chunk,
-        or a shuffle pool's overflow), ahead of training in tf.data's background thread, not per step."""
-        ds = tf.data.Dataset.from_generator(pieces, output_signature=self._signature(tf)).prefetch(2)
+        """Batches from batch-aligned pieces: Python runs once per piece (a chunk, or a shuffle pool's
+        overflow), ahead of training in tf.data's background thread, and hands over each piece as a
+        stack of batches (``(k, batch_size, ...)``, reshaped, not copied) that ``unbatch`` takes apart."""
 
-        def cut(x, y, m):
-            n = tf.shape(next(iter(x.values())))[0]
-            starts = tf.data.Dataset.range(0, tf.cast(n, tf.int64), batch_size)
-            return starts.map(
-                lambda s: tf.nest.map_structure(lambda t: t[s : s + batch_size], (x, y, m))
-            )
+        def stacks() -> Iterator[Feed]:
+            for piece in pieces():
+                n = _n(piece)
+                full = n // batch_size * batch_size
+                for lo, hi, k in ((0, full, full // batch_size), (full, n, 1)):
+                    if hi > lo:
+                        yield tuple(
+                            {key: v[lo:hi].reshape(k, -1, *v.shape[1:]) for key, v in d.items()}
+                            for d in piece
+                        )  # type: ignore[misc]
 
-        ds = ds.flat_map(cut)
+        def stacked(spec):
+            return tf.TensorSpec((None, *spec.shape), spec.dtype)
+
+        signature = tf.nest.map_structure(stacked, self._signature(tf))
+        ds = tf.data.Dataset.from_generator(stacks, output_signature=signature).prefetch(2).unbatch()
         # a known length: Keras' evaluate() of a dataset of unknown length averages in one empty step
         return ds.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(tf.data.AUTOTUNE)
 
