@@ -130,15 +130,24 @@ def keras_baseline(model_spec: dict, prepared, recipe):
         for i, layer in enumerate(t["head"]):
             z = make_layer(layer, f"{task}_h{i}")(z)
         outputs[task] = keras.layers.Dense(t["units"], name=task)(z)
+        # the same metrics mtl computes for the task (its recipe's list), from Keras's own classes
         if t["type"] == "classification":
             losses[task] = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-            metrics[task] = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+            available = {"accuracy": lambda: keras.metrics.SparseCategoricalAccuracy(name="accuracy")}
         elif t["type"] == "binary":
             losses[task] = keras.losses.BinaryCrossentropy(from_logits=True)
-            metrics[task] = [keras.metrics.BinaryAccuracy(threshold=0.0, name="accuracy")]
+            available = {
+                "accuracy": lambda: keras.metrics.BinaryAccuracy(threshold=0.0, name="accuracy"),
+                "auc": lambda: keras.metrics.AUC(from_logits=True, name="auc"),
+            }
         else:
             losses[task] = {"mse": "mse", "huber": keras.losses.Huber()}.get(t["loss"], "mse")
-            metrics[task] = [keras.metrics.MeanAbsoluteError(name="mae")]
+            available = {
+                "mae": lambda: keras.metrics.MeanAbsoluteError(name="mae"),
+                "rmse": lambda: keras.metrics.RootMeanSquaredError(name="rmse"),
+                "mse": lambda: keras.metrics.MeanSquaredError(name="mse"),
+            }
+        metrics[task] = [available[m]() for m in t["metrics"]]
         weights[task] = t["weight"] / total
     model = keras.Model(inputs, outputs)
     adam = recipe.train.optimizer.adam

@@ -17,16 +17,7 @@ from typing import Annotated, Any
 import typer
 from rich import box
 from rich.console import Console, Group
-from rich.live import Live
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
 
 from mtlcli import __version__
@@ -222,8 +213,8 @@ class TrainView:
     def __init__(self, console: Console):
         self.console = console
         self.live_mode = _interactive(console)
-        self.live: Live | None = None
-        self.progress: Progress | None = None
+        self.live = None  # rich.live.Live while a terminal view runs
+        self.progress = None  # rich.progress.Progress
         self.bar = None
         self.started = None
         self.last: dict[str, float] = {}
@@ -235,6 +226,17 @@ class TrainView:
             self.started = event
             self._print_start(event)
             if self.live_mode:
+                # imported here: only a training run in a terminal needs them (faster --help/validate)
+                from rich.live import Live
+                from rich.progress import (
+                    BarColumn,
+                    MofNCompleteColumn,
+                    Progress,
+                    TextColumn,
+                    TimeElapsedColumn,
+                    TimeRemainingColumn,
+                )
+
                 self.progress = Progress(
                     TextColumn("epoch {task.fields[epoch]}/{task.fields[epochs]}"),
                     BarColumn(),
