@@ -68,8 +68,8 @@ def one_step(path: str, weightings: list[str]) -> None:
         wb = np.concatenate([v.numpy().ravel() for v in mirrored.trainable_variables])
         state_a = {k: v.numpy().tolist() for k, v in single.strategy_state.items()}
         state_b = {k: v.numpy().tolist() for k, v in mirrored.strategy_state.items()}
-        logs_a = {m.name: float(m.result()) for m in single.metrics}
-        logs_b = {m.name: float(m.result()) for m in mirrored.metrics}
+        logs_a = {k: float(v) for k, v in single.get_metrics_result().items()}
+        logs_b = {k: float(v) for k, v in mirrored.get_metrics_result().items()}
         print(
             json.dumps(
                 {
