@@ -1040,3 +1040,18 @@ def prepare(loaded: LoadedRecipe, seed: int | None = None) -> Prepared:
     if recipe.data.group_by:
         info["group_by"] = recipe.data.group_by
     return Prepared(prep, splits, info)
+
+
+def choose_split(run_dir, info: dict, split: str | None) -> str:
+    """The split of a run to evaluate: the one asked for, else test, else validation."""
+    from mtlcli.errors import UsageError
+
+    rows = info.get("split_rows", {})
+    if split is None:
+        available = [s for s in ("test", "validation") if s in rows]
+        if not available:
+            raise UsageError(f"{run_dir} has no validation or test split; pass --data FILE")
+        return available[0]
+    if split not in rows:
+        raise UsageError(f"{run_dir} has no {split!r} split (it has: {', '.join(rows)})")
+    return split

@@ -782,15 +782,7 @@ def _run_split(run_dir: Path, split: str | None) -> tuple[data.Table, str]:
         info = json.loads(info_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{info_path}: not valid JSON ({exc})") from None
-    available = [s for s in ("test", "validation") if s in info.get("split_rows", {})]
-    if split is None:
-        if not available:
-            raise UsageError(f"{run_dir} has no validation or test split; pass --data FILE")
-        split = available[0]
-    if split not in info.get("split_rows", {}):
-        raise UsageError(
-            f"{run_dir} has no {split!r} split (it has: {', '.join(info.get('split_rows', {}))})"
-        )
+    split = data.choose_split(run_dir, info, split)
     files = info["files"]
     if split in files:
         entry, index = files[split], None

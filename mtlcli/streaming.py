@@ -977,7 +977,7 @@ def evaluate_run(run_dir: Path, split: str | None, model_path: Path, verbose: bo
     import json
 
     from mtlcli import runner
-    from mtlcli.errors import CheckpointError, UsageError
+    from mtlcli.errors import CheckpointError
 
     info_path = run_dir / "data.json"
     try:
@@ -986,15 +986,7 @@ def evaluate_run(run_dir: Path, split: str | None, model_path: Path, verbose: bo
         return None  # the in-memory path reports it
     if not is_streamed(info):
         return None
-    available = [s for s in ("test", "validation") if s in info.get("split_rows", {})]
-    if split is None:
-        if not available:
-            raise UsageError(f"{run_dir} has no validation or test split; pass --data FILE")
-        split = available[0]
-    if split not in info.get("split_rows", {}):
-        raise UsageError(
-            f"{run_dir} has no {split!r} split (it has: {', '.join(info.get('split_rows', {}))})"
-        )
+    split = data.choose_split(run_dir, info, split)
     entry = info["files"].get(split) or info["files"]["train"]
     source = entry.get("source", entry["path"])
     try:
