@@ -837,6 +837,22 @@ def _is_fraction(value: Any) -> bool:
     return isinstance(value, float | int) and not isinstance(value, bool)
 
 
+def unassigned_split_value(spec: dict, table: Table, row: int) -> DataError:
+    """Row ``row``'s value of the split column is listed under none of train/validation/test."""
+    column = spec["column"]
+    listed = ", ".join(repr(v) for v in spec["train"])
+    return DataError(
+        problems=[
+            Problem(
+                f"value {_label_key(table.columns[column][row])!r} is in none of data.split.train/validation/test "
+                f"(train: [{listed}], ...); list it in one of them",
+                f"column {column!r}",
+                *table.where(row),
+            )
+        ]
+    )
+
+
 def _split_by_column(loaded: LoadedRecipe, table: Table) -> dict[str, np.ndarray]:
     spec = loaded.recipe.data.split
     column = spec["column"]
@@ -849,17 +865,7 @@ def _split_by_column(loaded: LoadedRecipe, table: Table) -> dict[str, np.ndarray
     for i, v in enumerate(values):
         key = owner.get(v)
         if key is None:
-            listed = ", ".join(repr(v) for v in spec["train"])
-            raise DataError(
-                problems=[
-                    Problem(
-                        f"value {_label_key(table.columns[column][i])!r} is in none of data.split.train/validation/test "
-                        f"(train: [{listed}], ...); list it in one of them",
-                        f"column {column!r}",
-                        *table.where(i),
-                    )
-                ]
-            )
+            raise unassigned_split_value(spec, table, i)
         assigned[key].append(i)
     out = {}
     for key, rows in assigned.items():

@@ -267,6 +267,22 @@ def _read_npz(path: Path) -> Table:
     return Table(columns, next(iter(lengths.values())), shown, is_npz=True)
 
 
+def columns_differ(first: list[str], other: list[str], first_file, other_file):
+    """The error for two files of one glob whose columns do not agree."""
+    extra = [c for c in other if c not in first]
+    lacking = [c for c in first if c not in other]
+    detail = "; ".join(
+        x
+        for x in (
+            f"extra: {', '.join(map(repr, extra))}" if extra else "",
+            f"missing: {', '.join(map(repr, lacking))}" if lacking else "",
+            "same columns in another order" if not extra and not lacking else "",
+        )
+        if x
+    )
+    return fail(f"columns differ from {first_file} ({detail})", str(other_file))
+
+
 def read_glob(pattern: str) -> Table:
     """Every file matching ``pattern`` (sorted), joined row-wise; the columns must agree."""
     paths = sorted(globmod.glob(pattern))
@@ -276,18 +292,7 @@ def read_glob(pattern: str) -> Table:
     first = tables[0]
     for t in tables[1:]:
         if list(t.columns) != list(first.columns):
-            extra = [c for c in t.columns if c not in first.columns]
-            lacking = [c for c in first.columns if c not in t.columns]
-            detail = "; ".join(
-                x
-                for x in (
-                    f"extra: {', '.join(map(repr, extra))}" if extra else "",
-                    f"missing: {', '.join(map(repr, lacking))}" if lacking else "",
-                    "same columns in another order" if not extra and not lacking else "",
-                )
-                if x
-            )
-            raise fail(f"columns differ from {first.file} ({detail})", t.file)
+            raise columns_differ(list(first.columns), list(t.columns), first.file, t.file)
     columns = {}
     for name in first.columns:
         parts = [t.columns[name] for t in tables]

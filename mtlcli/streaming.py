@@ -201,18 +201,7 @@ def columns_of(value: str, base_dir: Path | None) -> tuple[list[Path], list[str]
     for f in files[1:]:
         cols = _header(f)
         if cols != first:
-            extra = [c for c in cols if c not in first]
-            lacking = [c for c in first if c not in cols]
-            detail = "; ".join(
-                x
-                for x in (
-                    f"extra: {', '.join(map(repr, extra))}" if extra else "",
-                    f"missing: {', '.join(map(repr, lacking))}" if lacking else "",
-                    "same columns in another order" if not extra and not lacking else "",
-                )
-                if x
-            )
-            raise sources.fail(f"columns differ from {files[0]} ({detail})", str(f))
+            raise sources.columns_differ(list(first), list(cols), files[0], f)
     return files, first
 
 
@@ -335,18 +324,7 @@ class SplitPlan:
         owner = {data._norm(v): key for key in SPLITS for v in spec.get(key) or []}
         keys = [owner.get(v) for v in data._normed(table.columns[column])]
         if None in keys:
-            i = keys.index(None)
-            listed = ", ".join(repr(v) for v in spec["train"])
-            raise DataError(
-                problems=[
-                    Problem(
-                        f"value {data._label_key(table.columns[column][i])!r} is in none of "
-                        f"data.split.train/validation/test (train: [{listed}], ...); list it in one of them",
-                        f"column {column!r}",
-                        *table.where(i),
-                    )
-                ]
-            )
+            raise data.unassigned_split_value(spec, table, keys.index(None))
         arr = np.array(keys, dtype=object)
         return {key: np.flatnonzero(arr == key) for key in SPLITS if spec.get(key) is not None}
 

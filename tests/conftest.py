@@ -80,3 +80,22 @@ def cli():
         return runner.invoke(app, [str(a) for a in args], catch_exceptions=False, **kwargs)
 
     return invoke
+
+
+def load_recipe(tmp_path: Path, text: str):
+    """Write ``text`` as tmp_path/recipe.yaml and load it."""
+    from mtlcli import recipe as R
+
+    path = tmp_path / "recipe.yaml"
+    path.write_text(text)
+    return R.load(path)
+
+
+def data_errors(loaded) -> list[str]:
+    """The rendered problems of the DataError that preparing ``loaded``'s data raises."""
+    from mtlcli import data
+    from mtlcli.errors import DataError
+
+    with pytest.raises(DataError) as info:
+        data.prepare(loaded)
+    return [p.render() for p in info.value.problems]

@@ -16,19 +16,10 @@ from mtlcli import data, multifashion, sources
 from mtlcli import recipe as R
 from mtlcli.errors import DataError
 
-from .conftest import TINY_RECIPE, write_tiny_csv
+from .conftest import TINY_RECIPE, data_errors, load_recipe, write_tiny_csv
 
-
-def load(tmp_path, text):
-    path = tmp_path / "recipe.yaml"
-    path.write_text(text)
-    return R.load(path)
-
-
-def errors(loaded) -> list[str]:
-    with pytest.raises(DataError) as info:
-        data.prepare(loaded)
-    return [p.render() for p in info.value.problems]
+load = load_recipe
+errors = data_errors
 
 
 def write_png(path: Path, pixels: np.ndarray) -> Path:

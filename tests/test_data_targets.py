@@ -6,20 +6,12 @@ import numpy as np
 import pytest
 
 from mtlcli import data
-from mtlcli import recipe as R
-from mtlcli.errors import DataError, RecipeError
+from mtlcli.errors import RecipeError
 
+from .conftest import data_errors, load_recipe
 
-def load(tmp_path, text):
-    path = tmp_path / "recipe.yaml"
-    path.write_text(text)
-    return R.load(path)
-
-
-def errors(loaded) -> list[str]:
-    with pytest.raises(DataError) as info:
-        data.prepare(loaded)
-    return [p.render() for p in info.value.problems]
+load = load_recipe
+errors = data_errors
 
 
 def recipe_errors(tmp_path, text) -> list[str]:
