@@ -18,7 +18,7 @@ Architectures (one expert = a copy of the hard-sharing trunk, ``dense 64 relu ->
 ``hard_sharing`` the trunk; ``mmoe`` 3 experts; ``cgc`` 2 shared + 1 per task; ``ple`` 2 levels of
 2 shared + 1 per task; ``cross_stitch`` the trunk replicated per task. Heads as in the demo (penguins)
 or just the output layer (yeast). Weighting ``static``, Adam, early stopping on ``val_loss`` with the
-best weights restored. Everything goes through ``mtlcli.runner.train`` (the same code as ``mtl train``).
+best weights restored. Everything goes through ``mtlcli.run.runner.train`` (the same code as ``mtl train``).
 
 Reported per run (one JSON line each): per-task test metrics, parameters (shared, per task, total),
 epochs run and the median epoch time (first epoch excluded: it includes tracing). Then a markdown table
@@ -109,8 +109,9 @@ def recipe_text(dataset: str, arch: str, quick: bool) -> str | None:
 
 
 def run_one(dataset: str, arch: str, seed: int, quick: bool, workdir: Path) -> dict | None:
-    from mtlcli import events, runner
-    from mtlcli import recipe as R
+    from mtlcli import events
+    from mtlcli.recipe import schema as R
+    from mtlcli.run import runner
 
     text = recipe_text(dataset, arch, quick)
     if text is None:

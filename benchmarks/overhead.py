@@ -116,7 +116,7 @@ def keras_baseline(model_spec: dict, prepared, recipe):
     """The hand-written equivalent: a functional model with loss_weights, built-in train_step."""
     import keras
 
-    from mtlcli.model import make_layer
+    from mtlcli.model.network import make_layer
 
     shapes = model_spec["input_shapes"]
     inputs = {k: keras.Input(shape=tuple(v), name=k) for k, v in shapes.items()}
@@ -178,8 +178,9 @@ def alternate(run, rounds: int) -> tuple[list[float], list[float], list[float]]:
 def epoch_ratio(recipe_path: Path, rounds: int) -> dict:
     import tensorflow as tf
 
-    from mtlcli import data, runner
-    from mtlcli import recipe as R
+    from mtlcli.data import preprocess as data
+    from mtlcli.recipe import schema as R
+    from mtlcli.run import runner
 
     loaded = R.load(recipe_path)
     prepared = data.prepare(loaded)
@@ -218,7 +219,9 @@ tf = import_tf()
 import keras
 sys.path.insert(0, {bench!r})
 from overhead import keras_baseline
-from mtlcli import data, runner, recipe as R
+from mtlcli.data import preprocess as data
+from mtlcli.run import runner
+from mtlcli.recipe import schema as R
 loaded = R.load({recipe!r})
 prepared = data.prepare(loaded)
 keras.utils.set_random_seed(0)

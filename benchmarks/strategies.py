@@ -57,8 +57,9 @@ train:
 
 
 def build(workdir: Path, tasks: int, weighting: str, samples: int):
-    from mtlcli import data, runner
-    from mtlcli import recipe as R
+    from mtlcli.data import preprocess as data
+    from mtlcli.recipe import schema as R
+    from mtlcli.run import runner
 
     npz = workdir / "data.npz"
     if not npz.exists():
@@ -160,8 +161,10 @@ def time_strategies(tasks: int, specs: list[str], rounds: int, samples: int, wor
 
 def accuracy_table(epochs: int) -> list[dict]:
     """Train every strategy on recipes/multifashion.yaml and report per-task test accuracy."""
-    from mtlcli import data, errors, runner
-    from mtlcli import recipe as R
+    from mtlcli import errors
+    from mtlcli.data import preprocess as data
+    from mtlcli.recipe import schema as R
+    from mtlcli.run import runner
 
     path = ROOT / "recipes" / "multifashion.yaml"
     if not path.exists():
@@ -199,7 +202,7 @@ def _with_weighting(text: str, spec: str) -> str:
     import yaml
 
     recipe = yaml.safe_load(text)
-    from mtlcli.yamlio import load_text
+    from mtlcli.recipe.yamlio import load_text
 
     recipe.setdefault("train", {})["weighting"] = load_text(spec, "<spec>").data
     return yaml.safe_dump(recipe, sort_keys=False)

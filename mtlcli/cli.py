@@ -85,8 +85,8 @@ def validate(
     no_data: Annotated[bool, typer.Option("--no-data", help="Check the recipe only, not its data.")] = False,
 ) -> None:
     """Check a recipe (and its data) without training. Exit 0 when valid, 2 otherwise."""
-    from mtlcli import data as data_mod
-    from mtlcli import recipe as recipe_mod
+    from mtlcli.data import preprocess as data_mod
+    from mtlcli.recipe import schema as recipe_mod
 
     out = _console()
     with _user_errors():
@@ -157,8 +157,8 @@ def train(
     Ctrl-C (SIGINT) or SIGTERM finishes the current step, writes a checkpoint, prints the command that
     resumes the run and exits with 130 (143 for SIGTERM).
     """
-    from mtlcli import recipe as recipe_mod
-    from mtlcli.checkpoint import Interrupted
+    from mtlcli.recipe import schema as recipe_mod
+    from mtlcli.run.checkpoint import Interrupted
 
     out = _console()
     stopped: Interrupted | None = None
@@ -166,7 +166,7 @@ def train(
         if recipe is None and resume is None:
             raise UsageError("missing RECIPE: give a recipe file (or --resume RUN_DIR)")
         loaded = recipe_mod.load(recipe) if recipe is not None else None
-        from mtlcli import runner
+        from mtlcli.run import runner
 
         view = TrainView(out)
         try:
@@ -451,7 +451,7 @@ def evaluate(
     with _user_errors():
         if split is not None and split not in ("validation", "test"):
             raise UsageError(f"--split: expected validation or test, received {split!r}")
-        from mtlcli import runner
+        from mtlcli.run import runner
 
         result = runner.evaluate(target, data_path=data, split=split)
     if as_json:
@@ -505,8 +505,8 @@ def plan(
 ) -> None:
     """Show what RECIPE builds, without training: the model graph, the parameters shared and per task,
     and the objective with its resolved weights."""
-    from mtlcli import plan as plan_mod
-    from mtlcli import recipe as recipe_mod
+    from mtlcli.recipe import schema as recipe_mod
+    from mtlcli.run import plan as plan_mod
 
     with _user_errors():
         loaded = recipe_mod.load(recipe)

@@ -84,7 +84,7 @@ def cli():
 
 def load_recipe(tmp_path: Path, text: str):
     """Write ``text`` as tmp_path/recipe.yaml and load it."""
-    from mtlcli import recipe as R
+    from mtlcli.recipe import schema as R
 
     path = tmp_path / "recipe.yaml"
     path.write_text(text)
@@ -93,7 +93,7 @@ def load_recipe(tmp_path: Path, text: str):
 
 def data_errors(loaded) -> list[str]:
     """The rendered problems of the DataError that preparing ``loaded``'s data raises."""
-    from mtlcli import data
+    from mtlcli.data import preprocess as data
     from mtlcli.errors import DataError
 
     with pytest.raises(DataError) as info:

@@ -16,7 +16,7 @@ import numpy as np
 def _recipe(path: str, weighting: str, distribute: str = "none", devices: int | None = None):
     from pathlib import Path
 
-    from mtlcli import recipe as R
+    from mtlcli.recipe import schema as R
 
     text = Path(path).read_text().replace("weighting: static", f"weighting: {weighting}")
     if distribute != "none":
@@ -25,7 +25,9 @@ def _recipe(path: str, weighting: str, distribute: str = "none", devices: int | 
 
 
 def one_step(path: str, weightings: list[str]) -> None:
-    from mtlcli import data, distribute, runner
+    from mtlcli import distribute
+    from mtlcli.data import preprocess as data
+    from mtlcli.run import runner
     from mtlcli.tfutil import import_tf
 
     tf = import_tf()

@@ -10,8 +10,8 @@ import textwrap
 import numpy as np
 import pytest
 
-from mtlcli import recipe as R
 from mtlcli.errors import RecipeError
+from mtlcli.recipe import schema as R
 
 from .conftest import TINY_RECIPE
 
@@ -176,9 +176,10 @@ def test_recipe_error_from_the_cli_exits_2(cli, tmp_path):
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
-from mtlcli import architectures as arch  # noqa: E402
-from mtlcli import data, runner  # noqa: E402
-from mtlcli import model as mtl_model  # noqa: E402
+from mtlcli.data import preprocess as data  # noqa: E402
+from mtlcli.model import architectures as arch  # noqa: E402
+from mtlcli.model import network as mtl_model  # noqa: E402
+from mtlcli.run import runner  # noqa: E402
 
 
 def build(tmp_path, name: str, weighting: str = "static", inputs_from: bool = True):
@@ -458,7 +459,7 @@ def test_plan_of_a_gradient_strategy_on_the_representation(cli, tmp_path):
 
 
 def test_plan_warns_when_initial_losses_differ_in_scale():
-    from mtlcli.plan import scale_warning
+    from mtlcli.run.plan import scale_warning
 
     assert scale_warning({"a": 1.0, "b": 9.9}) is None
     assert scale_warning({"a": 0.0, "b": 50.0}) is None  # a task without labels in the batch reports 0

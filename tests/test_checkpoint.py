@@ -9,14 +9,15 @@ import shutil
 import numpy as np
 import pytest
 
-from mtlcli import checkpoint, data
-from mtlcli import recipe as R
+from mtlcli.data import preprocess as data
 from mtlcli.errors import CheckpointError, RunError
+from mtlcli.recipe import schema as R
+from mtlcli.run import checkpoint
 
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
-from mtlcli import runner  # noqa: E402
+from mtlcli.run import runner  # noqa: E402
 
 DROPOUT = "- dense: {units: 16, activation: relu}\n    - dropout: {rate: 0.3}"
 

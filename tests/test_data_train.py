@@ -8,13 +8,13 @@ import json
 import numpy as np
 import pytest
 
-from mtlcli import data
-from mtlcli import recipe as R
+from mtlcli.data import preprocess as data
+from mtlcli.recipe import schema as R
 
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
-from mtlcli import runner  # noqa: E402
+from mtlcli.run import runner  # noqa: E402
 
 from .test_data_sources import image_folder  # noqa: E402
 
@@ -143,7 +143,7 @@ def test_multilabel_and_several_column_regression_train_save_and_load(tmp_path):
 
 
 def test_metric_classes_round_trip_their_config():
-    from mtlcli import target_metrics as tm
+    from mtlcli.model import target_metrics as tm
 
     for metric in (
         tm.MultiLabelMetric("exact_match", name="t_exact_match"),

@@ -11,9 +11,9 @@ import textwrap
 import numpy as np
 import pytest
 
-from mtlcli import data
-from mtlcli import recipe as R
+from mtlcli.data import preprocess as data
 from mtlcli.errors import RecipeError
+from mtlcli.recipe import schema as R
 
 from .conftest import TINY_RECIPE, write_tiny_csv
 
@@ -127,8 +127,8 @@ def test_streamed_chunks_carry_the_same_ids(tmp_path):
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
-from mtlcli import runner  # noqa: E402
-from mtlcli.embedding import CategoryEmbedding  # noqa: E402
+from mtlcli.model.embedding import CategoryEmbedding  # noqa: E402
+from mtlcli.run import runner  # noqa: E402
 
 
 def build(tmp_path, arch: str = "hard_sharing", weighting: str = "static", color: str = EMBED):

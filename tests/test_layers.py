@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from mtlcli import layer_table
+from mtlcli.recipe import layer_table
 
 
 def test_table_is_current():
     assert layer_table.generate() == layer_table.table(), (
-        "mtlcli/keras_layers.json is out of date: run `python -m mtlcli.layer_table`"
+        "mtlcli/keras_layers.json is out of date: run `python -m mtlcli.recipe.layer_table`"
     )
 
 

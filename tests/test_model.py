@@ -8,14 +8,14 @@ import zipfile
 import numpy as np
 import pytest
 
-from mtlcli import data
-from mtlcli import recipe as R
+from mtlcli.data import preprocess as data
 from mtlcli.errors import CheckpointError
+from mtlcli.recipe import schema as R
 
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
-from mtlcli import runner  # noqa: E402
+from mtlcli.run import runner  # noqa: E402
 
 
 @pytest.fixture

@@ -8,14 +8,15 @@ import re
 import numpy as np
 import pytest
 
-from mtlcli import checkpoint, data
-from mtlcli import recipe as R
+from mtlcli.data import preprocess as data
+from mtlcli.recipe import schema as R
+from mtlcli.run import checkpoint
 
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
-from mtlcli import runner  # noqa: E402
-from mtlcli.callbacks import NonFinite, RunCallback, RunState, Selection  # noqa: E402
+from mtlcli.run import runner  # noqa: E402
+from mtlcli.run.callbacks import NonFinite, RunCallback, RunState, Selection  # noqa: E402
 
 EXPLODE = "weighting: static\n  optimizer: {adam: {learning_rate: 1.0e10}}"
 
@@ -54,7 +55,7 @@ def test_the_last_good_checkpoint_is_kept(cli, tiny_project, tmp_path):
     )
     state = checkpoint.read_state(last)
     assert (state["epoch"], state["step_in_epoch"]) == (1, 0)
-    import mtlcli.model  # noqa: F401
+    import mtlcli.model.network  # noqa: F401
 
     model = keras.saving.load_model(last / "model.keras", compile=False)
     assert all(np.isfinite(w).all() for w in model.get_weights())

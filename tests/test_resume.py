@@ -11,19 +11,20 @@ import signal
 import numpy as np
 import pytest
 
-from mtlcli import checkpoint, events
-from mtlcli import recipe as R
+from mtlcli import events
+from mtlcli.recipe import schema as R
+from mtlcli.run import checkpoint
 from tests.conftest import write_tiny_csv
 
 keras = pytest.importorskip("keras")
 
-from mtlcli import runner  # noqa: E402
+from mtlcli.run import runner  # noqa: E402
 
 DROPOUT = "- dense: {units: 16, activation: relu}\n    - dropout: {rate: 0.3}"
 
 
 def _weights(path):
-    import mtlcli.model  # noqa: F401 - registers the custom objects
+    import mtlcli.model.network  # noqa: F401 - registers the custom objects
 
     return keras.saving.load_model(path, compile=False).get_weights()
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from mtlcli import checkpoint
+from mtlcli.run import checkpoint
 from tests.conftest import TINY_RECIPE, write_tiny_csv
 
 pytestmark = pytest.mark.slow

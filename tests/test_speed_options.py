@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mtlcli import data
-from mtlcli import recipe as R
+from mtlcli.data import preprocess as data
+from mtlcli.recipe import schema as R
 
 keras = pytest.importorskip("keras")
 
-from mtlcli import runner  # noqa: E402
+from mtlcli.run import runner  # noqa: E402
 
 
 def _loaded(tiny_project, extra: str):

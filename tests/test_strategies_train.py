@@ -8,12 +8,12 @@ import math
 import numpy as np
 import pytest
 
-from mtlcli import recipe as R
 from mtlcli import weighting
+from mtlcli.recipe import schema as R
 
 pytest.importorskip("tensorflow")
 
-from mtlcli import runner  # noqa: E402
+from mtlcli.run import runner  # noqa: E402
 
 SPECS = [
     *weighting.available(),

@@ -1,4 +1,4 @@
-"""Larger-than-memory data (mtlcli.streaming): the chunked statistics pass, hashed splits, the streamed
+"""Larger-than-memory data (mtlcli.data.stream): the chunked statistics pass, hashed splits, the streamed
 epoch order, errors with the right line across chunk boundaries, and training / evaluating streamed runs
 against the in-memory path."""
 
@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mtlcli import data, streaming
-from mtlcli import recipe as R
+from mtlcli.data import preprocess as data
+from mtlcli.data import stream as streaming
 from mtlcli.errors import DataError
+from mtlcli.recipe import schema as R
 
 from .conftest import REPO, write_tiny_csv
 
@@ -115,7 +116,7 @@ def test_epoch_order_is_a_function_of_seed_and_epoch_and_resumes_mid_epoch(tmp_p
     assert epoch0 == sorted(v for b in full[8:] for v in b) and len(epoch0) == 120  # every row once
     assert full[:8] != full[8:]  # another order each epoch
     # a buffer as large as the split gives exactly the in-memory order (checkpoint.epoch_order)
-    from mtlcli import checkpoint
+    from mtlcli.run import checkpoint
 
     split.shuffle_buffer = 1000
     first = [v for b in rows(0, 0, 1) for v in b]
@@ -222,7 +223,7 @@ def test_auto_streams_above_the_size_threshold(tmp_path, monkeypatch):
 def test_validate_streams_without_tensorflow(tmp_path):
     path = project(tmp_path)
     code = (
-        "import sys; from mtlcli import data, recipe; p = data.prepare(recipe.load(sys.argv[1])); "
+        "import sys; from mtlcli.data import preprocess as data; from mtlcli.recipe import schema as recipe; p = data.prepare(recipe.load(sys.argv[1])); "
         "assert 'tensorflow' not in sys.modules; print(p.info['split_rows'])"
     )
     out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, cwd=REPO)
@@ -233,7 +234,7 @@ def test_validate_streams_without_tensorflow(tmp_path):
 @pytest.mark.slow
 def test_a_streamed_run_equals_the_in_memory_run_and_evaluates(tmp_path):
     pytest.importorskip("tensorflow")
-    from mtlcli import runner
+    from mtlcli.run import runner
 
     mem, streamed = both(tmp_path)
     a = runner.train(mem, output=tmp_path / "ra")

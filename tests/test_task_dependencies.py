@@ -10,8 +10,8 @@ import textwrap
 import numpy as np
 import pytest
 
-from mtlcli import recipe as R
 from mtlcli.errors import RecipeError
+from mtlcli.recipe import schema as R
 
 from .conftest import TINY_RECIPE, write_tiny_csv
 from .test_architectures import MODELS
@@ -106,8 +106,9 @@ def test_dependency_errors_from_the_cli_exit_2(cli, tmp_path):
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
-from mtlcli import data, runner  # noqa: E402
-from mtlcli import model as mtl_model  # noqa: E402
+from mtlcli.data import preprocess as data  # noqa: E402
+from mtlcli.model import network as mtl_model  # noqa: E402
+from mtlcli.run import runner  # noqa: E402
 
 
 def build(

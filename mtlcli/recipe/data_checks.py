@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from mtlcli.errors import Problem
-from mtlcli.yamlio import Located, dotted
+from mtlcli.recipe.yamlio import Located, dotted
 
 #: keys of a source mapping and what each means
 SOURCE_KEYS = {
@@ -27,13 +27,13 @@ SPLIT_KEYS = ("column", "train", "validation", "test")
 
 
 def _kind(value: Any) -> str:
-    from mtlcli.recipe import _kind as kind
+    from mtlcli.recipe.schema import _kind as kind
 
     return kind(value)
 
 
 def _dym(word: Any, choices) -> str:
-    from mtlcli.recipe import did_you_mean
+    from mtlcli.recipe.schema import did_you_mean
 
     return did_you_mean(word, choices)
 
@@ -73,7 +73,7 @@ def data_problems(data: dict, tasks: dict, src: Located) -> list[Problem]:
     if group_by is not None and not isinstance(group_by, str):
         add(f"expected a column name, received {_kind(group_by)}", ("data", "group_by"))
     if data.get("stream") is not None:
-        from mtlcli.streaming import stream_problems
+        from mtlcli.data.stream import stream_problems
 
         stream_problems(data, add)
 

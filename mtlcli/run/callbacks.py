@@ -20,8 +20,8 @@ from typing import Any
 import keras
 import numpy as np
 
-from mtlcli import checkpoint
 from mtlcli.events import BatchEnd, EpochEnd, Notice
+from mtlcli.run import checkpoint
 
 
 def _scalar(v) -> float:
@@ -229,6 +229,6 @@ def write_history(run_dir: Path, history: list[dict[str, Any]]) -> None:
     writer.writeheader()
     for row in history:
         writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-    from mtlcli.runner import atomic_write
+    from mtlcli.run.runner import atomic_write
 
     atomic_write(run_dir / "history.csv", buf.getvalue())

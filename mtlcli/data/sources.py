@@ -114,7 +114,7 @@ def read_source(value: Any, base_dir: Path | None = None) -> Table:
     if isinstance(value, dict):
         if "idx" in value:
             return read_idx_pair(Path(value["idx"]), Path(value["labels"]) if value.get("labels") else None)
-        from mtlcli.multifashion import load as load_multifashion
+        from mtlcli.data.multifashion import load as load_multifashion
 
         return load_multifashion(
             Path(value["multifashion"]),
@@ -136,7 +136,7 @@ def source_files(value: Any, base_dir: Path | None = None) -> list[Path]:
     if isinstance(value, dict):
         if "idx" in value:
             return [Path(value["idx"])] + ([Path(value["labels"])] if value.get("labels") else [])
-        from mtlcli.multifashion import source_files as mf_files
+        from mtlcli.data.multifashion import source_files as mf_files
 
         return mf_files(Path(value["multifashion"]), value.get("split", "train"))
     if value.startswith("pkg://"):

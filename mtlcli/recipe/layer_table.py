@@ -1,7 +1,7 @@
 """The Keras layers a recipe may name, with their keyword arguments -- checked without TensorFlow.
 
 ``keras_layers.json`` is generated from the installed Keras by :func:`generate` (run
-``python -m mtlcli.layer_table`` after a Keras upgrade); ``tests/test_layers.py`` fails when it is
+``python -m mtlcli.recipe.layer_table`` after a Keras upgrade); ``tests/test_layers.py`` fails when it is
 out of date. Layers that take Python callables or other layers (``Lambda``, wrappers, RNN cells) are
 excluded: nothing in a recipe may execute code.
 """

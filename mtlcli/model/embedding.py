@@ -1,6 +1,6 @@
 """Learned embeddings of categorical inputs (``encoding: embedding``).
 
-The data side (:func:`mtlcli.data.transform`) turns such an input into one int32 id per row, shape
+The data side (:func:`mtlcli.data.preprocess.transform`) turns such an input into one int32 id per row, shape
 ``(batch, 1)``: 0 is the unknown bucket (a value not seen in training, or missing), ``1..V`` the
 training vocabulary in sorted order. :class:`CategoryEmbedding` maps each id to a learned vector of
 ``dim`` values before the model joins its inputs; it is part of the shared network (every task reads it).

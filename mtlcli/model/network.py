@@ -30,11 +30,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mtlcli import architectures as arch
 from mtlcli import distribute, weighting
-from mtlcli.architectures import make_layer  # noqa: F401  (re-exported: the recipe-name -> layer map)
-from mtlcli.embedding import CategoryEmbedding, embedded_inputs
-from mtlcli.recipe import dependencies
+from mtlcli.model import architectures as arch
+from mtlcli.model.architectures import make_layer  # noqa: F401  (re-exported: the recipe-name -> layer map)
+from mtlcli.model.embedding import CategoryEmbedding, embedded_inputs
+from mtlcli.recipe.schema import dependencies
 
 PACKAGE = "mtl"
 
@@ -144,7 +144,7 @@ class VectorMean(keras.metrics.Metric):
 
 def make_metric(metric: str, task_type: str, task: str, target: dict) -> keras.metrics.Metric:
     name = f"{task}_{metric}"
-    from mtlcli import target_metrics  # multilabel and several-column regression targets
+    from mtlcli.model import target_metrics  # multilabel and several-column regression targets
 
     special = target_metrics.make(metric, task_type, task, target)
     if special is not None:

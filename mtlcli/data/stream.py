@@ -9,7 +9,7 @@ numpy + pandas (+ pyarrow for Parquet) at import time; TensorFlow only inside th
 * **Statistics.** :func:`prepare` reads every source once, ``chunk_rows`` rows at a time (pandas
   ``read_csv(chunksize=...)``, pyarrow ``iter_batches``). It accumulates means and standard deviations
   (Chan's parallel update), class and label counts, coverage per split, and the first row of every
-  distinct category / label. :func:`mtlcli.data.fit` then runs on those first rows (so vocabularies,
+  distinct category / label. :func:`mtlcli.data.preprocess.fit` then runs on those first rows (so vocabularies,
   classes and their errors are the in-memory ones) and the moments replace its means and deviations.
   The same checks as in memory run on every chunk, naming the file and line.
 * **Splits.** Fractions hash ``(seed, row number)`` (splitmix64) into [0, 1): a row goes to ``test``
@@ -19,7 +19,7 @@ numpy + pandas (+ pyarrow for Parquet) at import time; TensorFlow only inside th
 * **Order.** Epoch ``e`` reads the training rows in file order, ``chunk_rows`` at a time, through a
   shuffle pool of ``shuffle_buffer`` rows drawn with ``numpy.random.default_rng([seed, e])``: when the
   pool overflows it is permuted and the overflow goes out. With a buffer at least as large as the
-  training split the order is exactly the in-memory one (:func:`mtlcli.checkpoint.epoch_order`).
+  training split the order is exactly the in-memory one (:func:`mtlcli.run.checkpoint.epoch_order`).
   A mid-epoch resume replays the epoch's stream and drops the batches already done (exact, at the
   cost of re-reading that part of the file).
 * **Pipeline.** Python runs once per piece (a chunk, or a pool's overflow), not per step: the generator
@@ -38,10 +38,11 @@ from typing import Any
 
 import numpy as np
 
-from mtlcli import data, pipeline, sources
+from mtlcli.data import pipeline, sources
+from mtlcli.data import preprocess as data
 from mtlcli.errors import DataError, Problem, RecipeError
-from mtlcli.recipe import LoadedRecipe
-from mtlcli.recipe_data import target_columns
+from mtlcli.recipe.data_checks import target_columns
+from mtlcli.recipe.schema import LoadedRecipe
 
 AUTO_BYTES = 1 << 30  # 1 GiB on disk
 DEFAULT_CHUNK_ROWS = 65_536
@@ -58,13 +59,13 @@ Feed = tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]
 
 
 def stream_problems(data_spec: dict, add: Callable[[str, tuple], None]) -> None:
-    """Checks of ``data.stream`` (called from :func:`mtlcli.recipe_data.data_problems`)."""
+    """Checks of ``data.stream`` (called from :func:`mtlcli.recipe.data_checks.data_problems`)."""
     value = data_spec.get("stream")
     path = ("data", "stream")
     if isinstance(value, dict):
         for key, v in value.items():
             if key not in STREAM_KEYS:
-                from mtlcli.recipe import did_you_mean
+                from mtlcli.recipe.schema import did_you_mean
 
                 add(
                     f"unknown key {key!r}; expected {', '.join(STREAM_KEYS)}{did_you_mean(key, STREAM_KEYS)}",
@@ -394,7 +395,7 @@ def shuffled(parts: Iterator[Feed], rng: np.random.Generator, buffer: int) -> It
 
 @dataclass
 class StreamSplit:
-    """One split of streamed data: quacks like :class:`mtlcli.data.Arrays` where the runner needs it
+    """One split of streamed data: quacks like :class:`mtlcli.data.preprocess.Arrays` where the runner needs it
     (``n``, ``support()``) and builds its own tf.data datasets."""
 
     key: str
@@ -954,8 +955,8 @@ def evaluate_run(run_dir: Path, split: str | None, model_path: Path, verbose: bo
     did not stream. The file's sha256 must match data.json, as in memory."""
     import json
 
-    from mtlcli import runner
     from mtlcli.errors import CheckpointError
+    from mtlcli.run import runner
 
     info_path = run_dir / "data.json"
     try:

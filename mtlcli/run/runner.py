@@ -3,14 +3,14 @@
 Run directory (``runs/<name>/<N>/`` or ``--output DIR``)::
 
     model.keras      the trained model (weights, optimizer state, recipe spec, preprocessing); loads with
-                     keras.saving.load_model(..., safe_mode=True) after ``import mtlcli.model``
+                     keras.saving.load_model(..., safe_mode=True) after ``import mtlcli.model.network``
     recipe.yaml      the recipe exactly as given
     resolved.yaml    the recipe with every default filled in
     history.csv      one row per epoch, one column per logged value (per task and metric)
     metrics.json     final per-task results on the validation and test splits
     data.json        data files (absolute path, sha256, rows), split sizes, seeded split indices, label coverage
     env.json         versions (mtl, TensorFlow, Keras, numpy, Python), seed, command line, timings
-    checkpoints/     last/ and best/ (see mtlcli.checkpoint): what --resume and --fork continue from
+    checkpoints/     last/ and best/ (see mtlcli.run.checkpoint): what --resume and --fork continue from
 """
 
 from __future__ import annotations
@@ -31,10 +31,11 @@ from typing import Any
 import numpy as np
 import yaml
 
-from mtlcli import __version__, data
+from mtlcli import __version__
+from mtlcli.data import preprocess as data
 from mtlcli.errors import CheckpointError, DataError, Problem, RunError, UsageError
 from mtlcli.events import Event, Finished, Resumed, Started
-from mtlcli.recipe import LoadedRecipe, monitor_mode
+from mtlcli.recipe.schema import LoadedRecipe, monitor_mode
 
 # ------------------------------------------------------------------------------------------------
 # Files
@@ -130,9 +131,9 @@ class RunResult:
 def _datasets(tf, arrays: data.Arrays, batch_size: int, seed: int, shuffle: bool):
     """(x, y, mask) batches. Class weights ride in the mask dict as ``<task>.weight``; image-file
     inputs hold paths and are decoded, resized and scaled here (after shuffling, in parallel)."""
-    from mtlcli import pipeline
+    from mtlcli.data import pipeline
 
-    if getattr(arrays, "streamed", False):  # mtlcli.streaming.StreamSplit: read in chunks, file order
+    if getattr(arrays, "streamed", False):  # mtlcli.data.stream.StreamSplit: read in chunks, file order
         return arrays.dataset(tf, batch_size)
     ds = tf.data.Dataset.from_tensor_slices(pipeline.feed(arrays))
     if shuffle:
@@ -145,7 +146,7 @@ def build_model(loaded: LoadedRecipe, prepared: data.Prepared, seed: int):
     """Build and compile the Keras model for a recipe (imports TensorFlow)."""
     import keras
 
-    from mtlcli import model as mtl_model
+    from mtlcli.model import network as mtl_model
 
     recipe = loaded.recipe
     spec = mtl_model.spec_from_recipe(recipe, prepared.prep, seed)
@@ -199,10 +200,10 @@ def train(
     ``resume=RUN_DIR`` continues RUN_DIR from ``checkpoints/last`` in place (``loaded`` may be None: the
     run's own recipe is used). With ``fork=NEW_DIR`` as well, a new run starts in NEW_DIR from that
     checkpoint (``resume`` may then also name a checkpoint directory such as ``RUN_DIR/checkpoints/best``).
-    The recipe may differ from the run's only in :data:`mtlcli.checkpoint.RESUME_SAFE` keys (a fork:
-    :data:`~mtlcli.checkpoint.FORK_SAFE`); other differences are refused, naming the keys.
+    The recipe may differ from the run's only in :data:`mtlcli.run.checkpoint.RESUME_SAFE` keys (a fork:
+    :data:`~mtlcli.run.checkpoint.FORK_SAFE`); other differences are refused, naming the keys.
     """
-    from mtlcli import checkpoint
+    from mtlcli.run import checkpoint
 
     if fork is not None and resume is None:
         raise UsageError("--fork NEW_DIR needs --resume RUN_DIR: the run (or checkpoint) to start from")
@@ -321,7 +322,7 @@ def train(
 
                 shutil.copytree(best, run_dir / "checkpoints" / "best")
             if history:
-                from mtlcli.callbacks import write_history
+                from mtlcli.run.callbacks import write_history
 
                 write_history(run_dir, history)
 
@@ -333,7 +334,7 @@ def train(
         }
         for t, spec in recipe.model.tasks.items()
     }
-    from mtlcli import model as mtl_model
+    from mtlcli.model import network as mtl_model
 
     params = {"shared": mtl_model.count_params(model.shared_variables)}
     for t, layers in model.heads.items():
@@ -360,7 +361,7 @@ def train(
 
     import shlex
 
-    from mtlcli.callbacks import NonFinite, RunCallback, RunState
+    from mtlcli.run.callbacks import NonFinite, RunCallback, RunState
 
     run = RunState(
         run_dir=run_dir,
@@ -474,7 +475,7 @@ def train(
 
 
 def _selection(recipe, has_validation: bool):
-    from mtlcli.callbacks import Selection
+    from mtlcli.run.callbacks import Selection
 
     es = recipe.train.early_stopping
     if es is None:
@@ -504,8 +505,8 @@ class _Source:
 
 
 def _resume_source(path: Path, forking: bool) -> _Source:
-    from mtlcli import checkpoint
-    from mtlcli import recipe as recipe_mod
+    from mtlcli.recipe import schema as recipe_mod
+    from mtlcli.run import checkpoint
 
     if not path.is_dir():
         raise UsageError(f"--resume {path}: no such run directory")
@@ -564,7 +565,7 @@ def _comparable(resolved: dict[str, Any], info: dict[str, Any]) -> dict[str, Any
 
 
 def _data_changes(old: dict[str, Any], new: dict[str, Any]) -> list:
-    from mtlcli.checkpoint import Change
+    from mtlcli.run.checkpoint import Change
 
     out = []
     a, b = old.get("files") or {}, new.get("files") or {}
@@ -690,7 +691,7 @@ def load_model(path: Path, verbose: bool = False):
     import_tf(verbose)
     import keras
 
-    from mtlcli import model as mtl_model  # registers the custom objects
+    from mtlcli.model import network as mtl_model  # registers the custom objects
 
     if not path.exists():
         raise CheckpointError(f"{path}: file not found")
@@ -732,7 +733,7 @@ def evaluate(
     if split is not None and data_path is not None:
         raise UsageError("give either --data or --split, not both")
     if data_path is None and run_dir is not None:
-        from mtlcli import streaming
+        from mtlcli.data import stream as streaming
 
         streamed = streaming.evaluate_run(run_dir, split, model_path, verbose)
         if streamed is not None:  # a streamed run: its split is read in chunks again

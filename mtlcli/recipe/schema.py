@@ -13,9 +13,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from mtlcli import layer_table
 from mtlcli.errors import Problem, RecipeError
-from mtlcli.yamlio import Located, dotted, load_file, load_text
+from mtlcli.recipe import layer_table
+from mtlcli.recipe.yamlio import Located, dotted, load_file, load_text
 
 TASK_TYPES = ("classification", "binary", "regression", "multilabel")
 INPUT_KINDS = ("numeric", "categorical", "image", "array")
@@ -493,7 +493,7 @@ def _semantic_problems(data: dict, src: Located) -> list[Problem]:
                 f"expected a fraction between 0 and 1 (exclusive) or a path, received {value!r}",
                 ("data", key),
             )
-    from mtlcli.recipe_data import data_problems  # data: sources, splits, inputs, when, class_weight
+    from mtlcli.recipe.data_checks import data_problems  # data: sources, splits, inputs, when, class_weight
 
     out.extend(data_problems(data_spec, tasks if isinstance(tasks, dict) else {}, src))
 

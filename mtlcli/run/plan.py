@@ -11,8 +11,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from mtlcli import data
-from mtlcli.recipe import LoadedRecipe
+from mtlcli.data import preprocess as data
+from mtlcli.recipe.schema import LoadedRecipe
 
 #: Loss-based strategies whose weights never change during training.
 FIXED_WEIGHTS = ("static", "mean", "equal", "sum")
@@ -63,7 +63,7 @@ class Plan:
 
 def describe(layer) -> str:
     """A short human description of a layer (recipe layers by their main arguments)."""
-    from mtlcli import architectures as arch
+    from mtlcli.model import architectures as arch
 
     if isinstance(layer, arch.LayerStack):
         return " -> ".join(describe(x) for x in layer.stack) or "identity"
@@ -100,7 +100,7 @@ def describe(layer) -> str:
 
 def plan(loaded: LoadedRecipe, seed: int | None = None) -> Plan:
     """Prepare the data, build the model and describe it (nothing is trained or written)."""
-    from mtlcli import runner
+    from mtlcli.run import runner
     from mtlcli.tfutil import import_tf
 
     recipe = loaded.recipe
@@ -109,7 +109,7 @@ def plan(loaded: LoadedRecipe, seed: int | None = None) -> Plan:
     import_tf(False)
     import keras
 
-    from mtlcli import model as mtl_model
+    from mtlcli.model import network as mtl_model
 
     keras.utils.set_random_seed(seed)  # as mtl train does: the same initial weights and losses
     model = runner.build_model(loaded, prepared, seed)
@@ -234,7 +234,7 @@ def _loss_term(model, task: str) -> str:
 
 def _initial_losses(model, prepared, batch_size: int, seed: int) -> tuple[dict[str, float], int]:
     """Each task's loss on the first training batch (unshuffled), before any training step."""
-    from mtlcli import runner
+    from mtlcli.run import runner
 
     tf = __import__("tensorflow")
     arrays = prepared.splits["train"]

@@ -18,7 +18,7 @@ architecture       blocks
 =================  ============================================================================
 
 How the model splits into a shared part and a task-specific part (what the gradient-based weighting
-strategies need) is documented on :class:`mtlcli.model.MultiTaskModel`.
+strategies need) is documented on :class:`mtlcli.model.network.MultiTaskModel`.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ SELF_WEIGHT = 0.9
 
 def make_layer(spec: dict[str, Any] | str, name: str | None = None) -> keras.layers.Layer:
     """``{dense: {units: 8}}`` -> ``keras.layers.Dense(units=8)`` (names checked by the recipe layer)."""
-    from mtlcli import layer_table
+    from mtlcli.recipe import layer_table
 
     if isinstance(spec, str):
         spec = {spec: {}}

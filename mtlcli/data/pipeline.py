@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mtlcli import data
+from mtlcli.data import preprocess as data
 
 
 def feed(arrays: data.Arrays) -> tuple[dict, dict, dict]:

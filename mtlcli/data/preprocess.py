@@ -2,7 +2,7 @@
 
 Preprocessing is fitted on the training split only (means, standard deviations, vocabularies) and
 kept as plain JSON-able data (:class:`Preprocessing`) that is saved inside the model, so a saved run
-can evaluate new raw data without the recipe. Reading lives in :mod:`mtlcli.sources`; image files are
+can evaluate new raw data without the recipe. Reading lives in :mod:`mtlcli.data.sources`; image files are
 only checked here (existence and header bytes) and decoded by the tf.data pipeline at training time.
 """
 
@@ -15,11 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from mtlcli import sources
+from mtlcli.data import sources
+from mtlcli.data.sources import SUPPORTED, Table, file_digest, read_table  # noqa: F401 - re-exported
 from mtlcli.errors import DataError, Problem
-from mtlcli.recipe import LoadedRecipe, Recipe
-from mtlcli.recipe_data import target_columns, when_conditions
-from mtlcli.sources import SUPPORTED, Table, file_digest, read_table  # noqa: F401 - re-exported
+from mtlcli.recipe.data_checks import target_columns, when_conditions
+from mtlcli.recipe.schema import LoadedRecipe, Recipe
 
 OOV = "[OOV]"
 _missing = sources.missing
@@ -761,7 +761,7 @@ def _multilabel(st: TargetStats, table: Table, task: str, problems: list[Problem
 
 
 def did_you_mean(word: str, choices) -> str:
-    from mtlcli.recipe import did_you_mean as dym
+    from mtlcli.recipe.schema import did_you_mean as dym
 
     return dym(word, list(choices))
 
@@ -980,7 +980,9 @@ def prepare(loaded: LoadedRecipe, seed: int | None = None) -> Prepared:
     """Read, split, fit and transform the recipe's data. Raises DataError with every problem found."""
     recipe = loaded.recipe
     seed = recipe.seed if seed is None else seed
-    from mtlcli import streaming  # larger-than-memory data: a chunked statistics pass (no TensorFlow)
+    from mtlcli.data import (
+        stream as streaming,  # larger-than-memory data: a chunked statistics pass (no TensorFlow)
+    )
 
     stream = streaming.settings(loaded)
     if stream is not None:

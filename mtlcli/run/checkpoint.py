@@ -110,7 +110,7 @@ def _write_file(path: Path, raw: bytes) -> None:
 
 
 def sha256(path: Path) -> str:
-    from mtlcli.sources import file_digest
+    from mtlcli.data.sources import file_digest
 
     return file_digest(path)
 
@@ -249,7 +249,7 @@ def restore(
             else:
                 import keras
 
-                from mtlcli import model as _registered  # noqa: F401 - registers the custom objects
+                from mtlcli.model import network as _registered  # noqa: F401 - registers the custom objects
 
                 # A fork with another optimizer or weighting: copy the layers' weights (and the epoch
                 # counters) in order, leaving the weighting strategy's variables as they start.
@@ -371,11 +371,11 @@ def train_stream(tf, arrays, batch_size: int, seed: int, first_epoch: int, first
     """A ``tf.data.Dataset`` of the training batches of epochs ``first_epoch..end_epoch-1``, starting at
     batch ``first_step`` of the first one. Use with ``fit(steps_per_epoch=...)`` (the iterator then runs
     across epochs). The last batch of an epoch may be smaller; batches never mix epochs."""
-    if getattr(arrays, "streamed", False):  # larger-than-memory data: mtlcli.streaming (same contract)
+    if getattr(arrays, "streamed", False):  # larger-than-memory data: mtlcli.data.stream (same contract)
         return arrays.train_dataset(tf, batch_size, seed, first_epoch, first_step, end_epoch)
     n = arrays.n
     steps = -(-n // batch_size)
-    from mtlcli import pipeline  # class weights ride in the mask dict; image files are decoded below
+    from mtlcli.data import pipeline  # class weights ride in the mask dict; image files are decoded below
 
     del steps
     # The arrays live in memory as tensors; per epoch, one call computes the order (numpy, a pure
