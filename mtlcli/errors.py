@@ -6,7 +6,9 @@ The CLI catches :class:`MtlError` (and only it), prints its message and exits wi
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -76,3 +78,9 @@ class RunError(MtlError):
     """Training started but failed (non-finite loss, ...)."""
 
     exit_code = 1
+
+
+def did_you_mean(word: Any, choices) -> str:
+    """``"; did you mean 'x'?"`` for the closest of ``choices`` to ``word``, or ``""`` when none is close."""
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""

@@ -21,7 +21,7 @@ GITIGNORE = "runs/\n"
 def init(directory: Path, template: str = "penguins") -> list[Path]:
     """Create ``directory`` (if needed) and write the template's files; never overwrite anything."""
     if template not in TEMPLATES:
-        from mtlcli.recipe.schema import did_you_mean
+        from mtlcli.errors import did_you_mean
 
         raise UsageError(
             f"--template: unknown template {template!r}{did_you_mean(template, TEMPLATES)} "

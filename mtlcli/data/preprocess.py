@@ -17,7 +17,7 @@ import numpy as np
 
 from mtlcli.data import sources
 from mtlcli.data.sources import SUPPORTED, Table, file_digest, read_table  # noqa: F401 - re-exported
-from mtlcli.errors import DataError, Problem
+from mtlcli.errors import DataError, Problem, did_you_mean
 from mtlcli.recipe.data_checks import target_columns, when_conditions
 from mtlcli.recipe.schema import LoadedRecipe, Recipe
 
@@ -758,12 +758,6 @@ def _multilabel(st: TargetStats, table: Table, task: str, problems: list[Problem
                 return y, present
             y[i, index[token]] = 1.0
     return y, present
-
-
-def did_you_mean(word: str, choices) -> str:
-    from mtlcli.recipe.schema import did_you_mean as dym
-
-    return dym(word, list(choices))
 
 
 # ------------------------------------------------------------------------------------------------

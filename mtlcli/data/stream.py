@@ -41,79 +41,16 @@ import numpy as np
 from mtlcli.data import pipeline, sources
 from mtlcli.data import preprocess as data
 from mtlcli.errors import DataError, Problem, RecipeError
-from mtlcli.recipe.data_checks import target_columns
+from mtlcli.recipe.data_checks import stream_unsupported, target_columns
 from mtlcli.recipe.schema import LoadedRecipe
 
 AUTO_BYTES = 1 << 30  # 1 GiB on disk
 DEFAULT_CHUNK_ROWS = 65_536
 DEFAULT_SHUFFLE_BUFFER = 100_000
-STREAM_KEYS = ("chunk_rows", "shuffle_buffer")
 TABULAR = (".csv", ".csv.gz", ".parquet")
 SPLITS = ("train", "validation", "test")
 
 Feed = tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]
-
-
-# ------------------------------------------------------------------------------------------------
-# Recipe
-
-
-def stream_problems(data_spec: dict, add: Callable[[str, tuple], None]) -> None:
-    """Checks of ``data.stream`` (called from :func:`mtlcli.recipe.data_checks.data_problems`)."""
-    value = data_spec.get("stream")
-    path = ("data", "stream")
-    if isinstance(value, dict):
-        for key, v in value.items():
-            if key not in STREAM_KEYS:
-                from mtlcli.recipe.schema import did_you_mean
-
-                add(
-                    f"unknown key {key!r}; expected {', '.join(STREAM_KEYS)}{did_you_mean(key, STREAM_KEYS)}",
-                    (*path, key),
-                )
-            elif not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                add(f"expected a positive integer (rows), received {v!r}", (*path, key))
-    elif not isinstance(value, bool):
-        add(
-            f"expected true, false or {{chunk_rows: N, shuffle_buffer: M}}, received {value!r}",
-            path,
-        )
-        return
-    if value is False:
-        return
-    for problem in _unsupported(data_spec):
-        add(*problem)
-
-
-def _unsupported(data_spec: dict) -> list[tuple[str, tuple]]:
-    out = []
-    if data_spec.get("group_by") is not None:
-        out.append(
-            (
-                "group_by is not supported when streaming (data.stream): grouping needs every key in memory; "
-                "split by a column (data.split) or set stream: false",
-                ("data", "group_by"),
-            )
-        )
-    for name, spec in (data_spec.get("inputs") or {}).items():
-        kind = spec.get("kind") if isinstance(spec, dict) else spec
-        if kind in ("image", "array"):
-            out.append(
-                (
-                    f"{kind} inputs are not supported when streaming (data.stream); streamed data has "
-                    f"numeric and categorical inputs",
-                    ("data", "inputs", name),
-                )
-            )
-    for key in SPLITS:
-        if isinstance(data_spec.get(key), dict):
-            out.append(
-                (
-                    "streaming reads CSV, CSV.gz and Parquet files; this source is not one (set stream: false)",
-                    ("data", key),
-                )
-            )
-    return out
 
 
 def settings(loaded: LoadedRecipe) -> dict[str, int] | None:
@@ -720,7 +657,7 @@ class _Pass:
 def prepare(loaded: LoadedRecipe, seed: int, opts: dict[str, int]) -> data.Prepared:
     """The statistics pass over streamed data (see the module docstring); no TensorFlow."""
     recipe = loaded.recipe
-    unsupported = _unsupported(recipe.model_dump(mode="python")["data"])
+    unsupported = stream_unsupported(recipe.model_dump(mode="python")["data"])
     if unsupported:
         raise RecipeError(problems=[loaded.problem(m, p) for m, p in unsupported])
     chunk_rows = int(opts["chunk_rows"])

@@ -7,9 +7,10 @@ multi-column targets. Each problem names the recipe path and line.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from mtlcli.errors import Problem
+from mtlcli.errors import Problem, did_you_mean
 from mtlcli.recipe.yamlio import Located, dotted
 
 #: keys of a source mapping and what each means
@@ -30,12 +31,6 @@ def _kind(value: Any) -> str:
     from mtlcli.recipe.schema import _kind as kind
 
     return kind(value)
-
-
-def _dym(word: Any, choices) -> str:
-    from mtlcli.recipe.schema import did_you_mean
-
-    return did_you_mean(word, choices)
 
 
 def target_columns(spec: Any, task: str) -> list[str]:
@@ -73,8 +68,6 @@ def data_problems(data: dict, tasks: dict, src: Located) -> list[Problem]:
     if group_by is not None and not isinstance(group_by, str):
         add(f"expected a column name, received {_kind(group_by)}", ("data", "group_by"))
     if data.get("stream") is not None:
-        from mtlcli.data.stream import stream_problems
-
         stream_problems(data, add)
 
     inputs = data.get("inputs")
@@ -126,7 +119,7 @@ def _source_problems(value: dict, path: tuple, add) -> list[Problem]:
     for key in value:
         if key not in SOURCE_KEYS:
             add(
-                f"unknown key {key!r}{_dym(key, SOURCE_KEYS)}; a data source is a path, a glob, "
+                f"unknown key {key!r}{did_you_mean(key, SOURCE_KEYS)}; a data source is a path, a glob, "
                 f"{{idx: IMAGES, labels: LABELS}} or {{multifashion: DIR, split: train}}",
                 (*path, key),
             )
@@ -160,7 +153,10 @@ def _split_problems(split: dict, data: dict, add) -> None:
     base = ("data", "split")
     for key in split:
         if key not in SPLIT_KEYS:
-            add(f"unknown key {key!r}{_dym(key, SPLIT_KEYS)}; expected {', '.join(SPLIT_KEYS)}", (*base, key))
+            add(
+                f"unknown key {key!r}{did_you_mean(key, SPLIT_KEYS)}; expected {', '.join(SPLIT_KEYS)}",
+                (*base, key),
+            )
     if not isinstance(split.get("column"), str):
         add(
             "a split needs the column that assigns rows, e.g. {column: fold, train: [0, 1, 2], "
@@ -263,7 +259,7 @@ def _when_problems(when: Any, path: tuple, add) -> None:
         for key in cond:
             if key != "column" and key not in WHEN_OPS:
                 add(
-                    f"unknown key {key!r}{_dym(key, ('column', *WHEN_OPS))}; a condition has a column and "
+                    f"unknown key {key!r}{did_you_mean(key, ('column', *WHEN_OPS))}; a condition has a column and "
                     f"one of {', '.join(WHEN_OPS)}",
                     (*at, key),
                 )
@@ -292,3 +288,68 @@ def _when_problems(when: Any, path: tuple, add) -> None:
                 f"expected one value (a number or text), received {_kind(value)}; use in: for several",
                 (*at, op),
             )
+
+
+STREAM_KEYS = ("chunk_rows", "shuffle_buffer")
+SPLITS = ("train", "validation", "test")
+
+
+# ------------------------------------------------------------------------------------------------
+# data.stream
+
+
+def stream_problems(data_spec: dict, add: Callable[[str, tuple], None]) -> None:
+    """Checks of ``data.stream`` (called from :func:`data_problems`)."""
+    value = data_spec.get("stream")
+    path = ("data", "stream")
+    if isinstance(value, dict):
+        for key, v in value.items():
+            if key not in STREAM_KEYS:
+                add(
+                    f"unknown key {key!r}; expected {', '.join(STREAM_KEYS)}{did_you_mean(key, STREAM_KEYS)}",
+                    (*path, key),
+                )
+            elif not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                add(f"expected a positive integer (rows), received {v!r}", (*path, key))
+    elif not isinstance(value, bool):
+        add(
+            f"expected true, false or {{chunk_rows: N, shuffle_buffer: M}}, received {value!r}",
+            path,
+        )
+        return
+    if value is False:
+        return
+    for problem in stream_unsupported(data_spec):
+        add(*problem)
+
+
+def stream_unsupported(data_spec: dict) -> list[tuple[str, tuple]]:
+    """The parts of ``data`` that streaming cannot handle, as ``(message, path)`` pairs."""
+    out = []
+    if data_spec.get("group_by") is not None:
+        out.append(
+            (
+                "group_by is not supported when streaming (data.stream): grouping needs every key in memory; "
+                "split by a column (data.split) or set stream: false",
+                ("data", "group_by"),
+            )
+        )
+    for name, spec in (data_spec.get("inputs") or {}).items():
+        kind = spec.get("kind") if isinstance(spec, dict) else spec
+        if kind in ("image", "array"):
+            out.append(
+                (
+                    f"{kind} inputs are not supported when streaming (data.stream); streamed data has "
+                    f"numeric and categorical inputs",
+                    ("data", "inputs", name),
+                )
+            )
+    for key in SPLITS:
+        if isinstance(data_spec.get(key), dict):
+            out.append(
+                (
+                    "streaming reads CSV, CSV.gz and Parquet files; this source is not one (set stream: false)",
+                    ("data", key),
+                )
+            )
+    return out

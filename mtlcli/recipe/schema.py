@@ -6,14 +6,13 @@ the YAML file, what was expected and what was received, and "did you mean" for n
 
 from __future__ import annotations
 
-import difflib
 import re
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from mtlcli.errors import Problem, RecipeError
+from mtlcli.errors import Problem, RecipeError, did_you_mean
 from mtlcli.recipe import layer_table
 from mtlcli.recipe.yamlio import Located, dotted, load_file, load_text
 
@@ -59,11 +58,6 @@ DEFAULT_METRICS = {
 }
 
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
-
-
-def did_you_mean(word: Any, choices) -> str:
-    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 class _Strict(BaseModel):

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import typing
 from collections.abc import Mapping
 from typing import Any
 
+from mtlcli.errors import did_you_mean
 from mtlcli.weighting.base import Strategy
 
 REGISTRY: dict[str, type[Strategy]] = {}
@@ -30,11 +30,6 @@ class SpecProblem(typing.NamedTuple):
 
     path: tuple[str, ...]
     message: str
-
-
-def did_you_mean(word: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(str(word), choices, n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def _split(spec: Any) -> tuple[str | None, Any, list[SpecProblem]]:
