@@ -110,7 +110,7 @@ def recipe_text(dataset: str, arch: str, quick: bool) -> str | None:
 
 def run_one(dataset: str, arch: str, seed: int, quick: bool, workdir: Path) -> dict | None:
     from mtlcli import events
-    from mtlcli.recipe import schema as R
+    from mtlcli import recipe as R
     from mtlcli.run import runner
 
     text = recipe_text(dataset, arch, quick)

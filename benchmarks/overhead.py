@@ -178,8 +178,8 @@ def alternate(run, rounds: int) -> tuple[list[float], list[float], list[float]]:
 def epoch_ratio(recipe_path: Path, rounds: int) -> dict:
     import tensorflow as tf
 
+    from mtlcli import recipe as R
     from mtlcli.data import preprocess as data
-    from mtlcli.recipe import schema as R
     from mtlcli.run import runner
 
     loaded = R.load(recipe_path)
@@ -221,7 +221,7 @@ sys.path.insert(0, {bench!r})
 from overhead import keras_baseline
 from mtlcli.data import preprocess as data
 from mtlcli.run import runner
-from mtlcli.recipe import schema as R
+from mtlcli import recipe as R
 loaded = R.load({recipe!r})
 prepared = data.prepare(loaded)
 keras.utils.set_random_seed(0)

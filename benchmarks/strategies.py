@@ -57,8 +57,8 @@ train:
 
 
 def build(workdir: Path, tasks: int, weighting: str, samples: int):
+    from mtlcli import recipe as R
     from mtlcli.data import preprocess as data
-    from mtlcli.recipe import schema as R
     from mtlcli.run import runner
 
     npz = workdir / "data.npz"
@@ -162,8 +162,8 @@ def time_strategies(tasks: int, specs: list[str], rounds: int, samples: int, wor
 def accuracy_table(epochs: int) -> list[dict]:
     """Train every strategy on recipes/multifashion.yaml and report per-task test accuracy."""
     from mtlcli import errors
+    from mtlcli import recipe as R
     from mtlcli.data import preprocess as data
-    from mtlcli.recipe import schema as R
     from mtlcli.run import runner
 
     path = ROOT / "recipes" / "multifashion.yaml"

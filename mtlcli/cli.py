@@ -85,8 +85,8 @@ def validate(
     no_data: Annotated[bool, typer.Option("--no-data", help="Check the recipe only, not its data.")] = False,
 ) -> None:
     """Check a recipe (and its data) without training. Exit 0 when valid, 2 otherwise."""
+    from mtlcli import recipe as recipe_mod
     from mtlcli.data import preprocess as data_mod
-    from mtlcli.recipe import schema as recipe_mod
 
     out = _console()
     with _user_errors():
@@ -157,7 +157,7 @@ def train(
     Ctrl-C (SIGINT) or SIGTERM finishes the current step, writes a checkpoint, prints the command that
     resumes the run and exits with 130 (143 for SIGTERM).
     """
-    from mtlcli.recipe import schema as recipe_mod
+    from mtlcli import recipe as recipe_mod
     from mtlcli.run.checkpoint import Interrupted
 
     out = _console()
@@ -505,7 +505,7 @@ def plan(
 ) -> None:
     """Show what RECIPE builds, without training: the model graph, the parameters shared and per task,
     and the objective with its resolved weights."""
-    from mtlcli.recipe import schema as recipe_mod
+    from mtlcli import recipe as recipe_mod
     from mtlcli.run import plan as plan_mod
 
     with _user_errors():

@@ -84,7 +84,7 @@ def cli():
 
 def load_recipe(tmp_path: Path, text: str):
     """Write ``text`` as tmp_path/recipe.yaml and load it."""
-    from mtlcli.recipe import schema as R
+    from mtlcli import recipe as R
 
     path = tmp_path / "recipe.yaml"
     path.write_text(text)

@@ -16,7 +16,7 @@ import numpy as np
 def _recipe(path: str, weighting: str, distribute: str = "none", devices: int | None = None):
     from pathlib import Path
 
-    from mtlcli.recipe import schema as R
+    from mtlcli import recipe as R
 
     text = Path(path).read_text().replace("weighting: static", f"weighting: {weighting}")
     if distribute != "none":

@@ -10,8 +10,8 @@ import textwrap
 import numpy as np
 import pytest
 
+from mtlcli import recipe as R
 from mtlcli.errors import RecipeError
-from mtlcli.recipe import schema as R
 
 from .conftest import TINY_RECIPE
 

@@ -9,9 +9,9 @@ import shutil
 import numpy as np
 import pytest
 
+from mtlcli import recipe as R
 from mtlcli.data import preprocess as data
 from mtlcli.errors import CheckpointError, RunError
-from mtlcli.recipe import schema as R
 from mtlcli.run import checkpoint
 
 tf = pytest.importorskip("tensorflow")

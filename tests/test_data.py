@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from mtlcli import recipe as R
 from mtlcli.data import preprocess as data
 from mtlcli.errors import DataError
-from mtlcli.recipe import schema as R
 
 from .conftest import PENGUINS, TINY_RECIPE
 

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 from mtlcli import distribute
+from mtlcli import recipe as R
 from mtlcli.errors import UsageError
-from mtlcli.recipe import schema as R
 
 REPO = Path(__file__).resolve().parents[1]
 

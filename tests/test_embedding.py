@@ -11,9 +11,9 @@ import textwrap
 import numpy as np
 import pytest
 
+from mtlcli import recipe as R
 from mtlcli.data import preprocess as data
 from mtlcli.errors import RecipeError
-from mtlcli.recipe import schema as R
 
 from .conftest import TINY_RECIPE, write_tiny_csv
 

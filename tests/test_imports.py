@@ -10,7 +10,7 @@ import pytest
 
 @pytest.mark.parametrize(
     "module",
-    ["mtlcli.cli", "mtlcli.recipe.schema", "mtlcli.data.preprocess", "mtlcli.weighting", "mtlcli.scaffold"],
+    ["mtlcli.cli", "mtlcli.recipe", "mtlcli.data.preprocess", "mtlcli.weighting", "mtlcli.scaffold"],
 )
 def test_module_does_not_import_tensorflow(module):
     code = f"import sys, {module}; print('tensorflow' in sys.modules or 'keras' in sys.modules)"

@@ -8,9 +8,9 @@ import zipfile
 import numpy as np
 import pytest
 
+from mtlcli import recipe as R
 from mtlcli.data import preprocess as data
 from mtlcli.errors import CheckpointError
-from mtlcli.recipe import schema as R
 
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")

@@ -10,9 +10,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from mtlcli import recipe as R
 from mtlcli.data import preprocess as data
 from mtlcli.errors import MtlError
-from mtlcli.recipe import schema as R
 from tests.conftest import TINY_RECIPE, write_tiny_csv
 
 VALID = yaml.safe_load(TINY_RECIPE)

@@ -7,8 +7,8 @@ import textwrap
 import pytest
 import yaml
 
+from mtlcli import recipe as R
 from mtlcli.errors import RecipeError
-from mtlcli.recipe import schema as R
 
 from .conftest import REPO, TINY_RECIPE
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from mtlcli import events
-from mtlcli.recipe import schema as R
+from mtlcli import recipe as R
 from mtlcli.run import checkpoint
 from tests.conftest import write_tiny_csv
 

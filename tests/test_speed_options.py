@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from mtlcli import recipe as R
 from mtlcli.data import preprocess as data
-from mtlcli.recipe import schema as R
 
 keras = pytest.importorskip("keras")
 

@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
+from mtlcli import recipe as R
 from mtlcli import weighting
-from mtlcli.recipe import schema as R
 
 pytest.importorskip("tensorflow")
 

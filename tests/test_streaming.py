@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mtlcli import recipe as R
 from mtlcli.data import preprocess as data
 from mtlcli.data import stream as streaming
 from mtlcli.errors import DataError
-from mtlcli.recipe import schema as R
 
 from .conftest import REPO, write_tiny_csv
 
@@ -223,7 +223,7 @@ def test_auto_streams_above_the_size_threshold(tmp_path, monkeypatch):
 def test_validate_streams_without_tensorflow(tmp_path):
     path = project(tmp_path)
     code = (
-        "import sys; from mtlcli.data import preprocess as data; from mtlcli.recipe import schema as recipe; p = data.prepare(recipe.load(sys.argv[1])); "
+        "import sys; from mtlcli.data import preprocess as data; from mtlcli import recipe as recipe; p = data.prepare(recipe.load(sys.argv[1])); "
         "assert 'tensorflow' not in sys.modules; print(p.info['split_rows'])"
     )
     out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, cwd=REPO)

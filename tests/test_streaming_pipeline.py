@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mtlcli import recipe as R
 from mtlcli.data import preprocess as data
 from mtlcli.data import sources
 from mtlcli.data import stream as streaming
-from mtlcli.recipe import schema as R
 
 from .test_streaming import project
 

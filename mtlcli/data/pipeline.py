@@ -1,27 +1,116 @@
-"""The data side of the tf.data input pipeline (imports TensorFlow lazily through its callers).
+"""Every tf.data dataset of the project: evaluation batches, training streams, streamed splits.
 
-* :func:`feed` gives the ``(x, y, mask)`` dicts the model consumes: the per-task class weights ride in the
-  mask dict as ``<task>.weight`` (``MultiTaskModel.task_losses`` multiplies the per-row losses by them).
-* Image-file inputs hold paths until here: :func:`decode_batched` / :func:`decode_rows` read, decode,
-  resize and scale them inside the pipeline (in parallel), so they never sit in memory as pixels.
+TensorFlow arrives as the ``tf`` argument (the callers import it lazily), so importing this module costs
+nothing. One split is either in memory (:class:`mtlcli.data.preprocess.Arrays`) or streamed
+(:class:`mtlcli.data.stream.StreamSplit`); both give the same contract:
+
+* :func:`dataset` -- ``(x, y, mask)`` batches in file order (validation, test, evaluation), or shuffled
+  by tf.data when asked.
+* :func:`train_stream` -- the training batches of epochs ``first_epoch..end_epoch-1`` from batch
+  ``first_step`` of the first one, in the order of :func:`epoch_order` (a pure function of (seed,
+  epoch)), so a mid-epoch resume is exact. Batches never mix epochs; the last one of an epoch may be
+  smaller. Use with ``fit(steps_per_epoch=...)``: one iterator runs across epochs.
+
+The per-task class weights ride in the mask dict as ``<task>.weight``. Image-file inputs hold paths
+until here and are decoded, resized and scaled inside the pipeline (in parallel), so they never sit in
+memory as pixels. Python runs once per epoch (in memory) or once per chunk (streamed), never per step.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 import numpy as np
 
 from mtlcli.data import preprocess as data
+from mtlcli.data.stream import Feed, StreamSplit, aligned, piece_rows
 
 
-def feed(arrays: data.Arrays) -> tuple[dict, dict, dict]:
-    mask = dict(arrays.mask)
-    mask.update({data.weight_key(t): w for t, w in arrays.weight.items()})
-    return arrays.x, arrays.y, mask
+def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The row order of epoch ``epoch`` (0-based): a pure function of (seed, epoch)."""
+    return np.random.default_rng([int(seed) & 0xFFFFFFFF, int(epoch)]).permutation(n)
 
 
 def tensor_spec(tf, values: np.ndarray):
+    """The ``tf.TensorSpec`` of a batch of ``values`` (strings for object / text arrays)."""
     dtype = tf.string if values.dtype.kind in "OUS" else tf.as_dtype(values.dtype)
     return tf.TensorSpec((None, *values.shape[1:]), dtype)
+
+
+def dataset(tf, split, batch_size: int, seed: int = 0, shuffle: bool = False):
+    """``(x, y, mask)`` batches of a split: in file order, or (in memory only) reshuffled each
+    iteration by tf.data with ``seed``. A streamed split is always read in file order."""
+    if isinstance(split, StreamSplit):
+        steps = -(-split.n // batch_size)
+        return _stacked(tf, split, lambda: aligned(split.parts(), batch_size), batch_size, steps)
+    ds = tf.data.Dataset.from_tensor_slices(split.feed())
+    if shuffle:
+        ds = ds.shuffle(split.n, seed=seed, reshuffle_each_iteration=True)
+    ds = _decode_rows(tf, ds, split.images)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def train_stream(tf, split, batch_size: int, seed: int, first_epoch: int, first_step: int, end_epoch: int):
+    """The training batches of epochs ``first_epoch..end_epoch-1``, from batch ``first_step`` of the
+    first one (see the module docstring)."""
+    if isinstance(split, StreamSplit):
+        steps = -(-split.n // batch_size) * (end_epoch - first_epoch) - first_step
+
+        def pieces() -> Iterator[Feed]:
+            return split.epoch_pieces(batch_size, seed, first_epoch, first_step, end_epoch)
+
+        return _stacked(tf, split, pieces, batch_size, steps)
+    n = split.n
+    # The arrays live in memory as tensors; per epoch, one call computes the order (numpy, a pure
+    # function of (seed, epoch)) and tf.data gathers the batches -- no Python work per step.
+    parts = [
+        {k: tf.constant(v.astype(str) if v.dtype.kind == "O" else v) for k, v in d.items()}
+        for d in split.feed()
+    ]
+
+    def order_of(epoch):
+        return epoch_order(n, seed, int(epoch)).astype(np.int64)
+
+    def epoch_batches(epoch):
+        order = tf.numpy_function(order_of, [epoch], tf.int64, stateful=False)
+        order.set_shape([n])
+        skip = tf.where(
+            tf.equal(epoch, first_epoch), tf.constant(first_step, tf.int64), tf.constant(0, tf.int64)
+        )
+        return tf.data.Dataset.from_tensor_slices(order).batch(batch_size).skip(skip)
+
+    def gather(idx):
+        return tuple({k: tf.gather(v, idx) for k, v in part.items()} for part in parts)
+
+    stream = tf.data.Dataset.range(first_epoch, end_epoch).flat_map(epoch_batches)
+    stream = stream.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return _decode_batched(tf, stream, split.images).prefetch(tf.data.AUTOTUNE)
+
+
+def _stacked(tf, split: StreamSplit, pieces: Callable[[], Iterator[Feed]], batch_size: int, steps: int):
+    """Batches from batch-aligned pieces of a streamed split: Python runs once per piece (a chunk, or a
+    shuffle pool's overflow), ahead of training in tf.data's background thread, and hands over each
+    piece as a stack of batches (``(k, batch_size, ...)``, reshaped, not copied) that ``unbatch``
+    takes apart."""
+
+    def stacks() -> Iterator[Feed]:
+        for piece in pieces():
+            n = piece_rows(piece)
+            full = n // batch_size * batch_size
+            for lo, hi, k in ((0, full, full // batch_size), (full, n, 1)):
+                if hi > lo:
+                    yield tuple(
+                        {key: v[lo:hi].reshape(k, -1, *v.shape[1:]) for key, v in d.items()} for d in piece
+                    )  # type: ignore[misc]
+
+    def stacked(values: np.ndarray):
+        spec = tensor_spec(tf, values)
+        return tf.TensorSpec((None, *spec.shape), spec.dtype)
+
+    signature = tuple({k: stacked(v) for k, v in d.items()} for d in split.example())
+    ds = tf.data.Dataset.from_generator(stacks, output_signature=signature).prefetch(2).unbatch()
+    # a known length: Keras' evaluate() of a dataset of unknown length averages in one empty step
+    return ds.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(tf.data.AUTOTUNE)
 
 
 def _decoder(tf, spec: dict):
@@ -36,11 +125,11 @@ def _decoder(tf, spec: dict):
     return decode
 
 
-def decode_rows(tf, ds, arrays: data.Arrays):
+def _decode_rows(tf, ds, images: dict[str, dict]):
     """Decode image paths in a dataset of single rows."""
-    if not arrays.images:
+    if not images:
         return ds
-    decoders = {name: _decoder(tf, spec) for name, spec in arrays.images.items()}
+    decoders = {name: _decoder(tf, spec) for name, spec in images.items()}
 
     def fn(x, y, m):
         x = dict(x)
@@ -51,11 +140,11 @@ def decode_rows(tf, ds, arrays: data.Arrays):
     return ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
-def decode_batched(tf, ds, arrays: data.Arrays):
+def _decode_batched(tf, ds, images: dict[str, dict]):
     """Decode image paths in a dataset of batches."""
-    if not arrays.images:
+    if not images:
         return ds
-    decoders = {name: (_decoder(tf, spec), spec) for name, spec in arrays.images.items()}
+    decoders = {name: (_decoder(tf, spec), spec) for name, spec in images.items()}
 
     def fn(x, y, m):
         x = dict(x)
@@ -66,3 +155,6 @@ def decode_batched(tf, ds, arrays: data.Arrays):
         return x, y, m
 
     return ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+__all__ = ["data", "dataset", "epoch_order", "tensor_spec", "train_stream"]

@@ -19,7 +19,7 @@ from mtlcli.data import sources
 from mtlcli.data.sources import SUPPORTED, Table, file_digest, read_table  # noqa: F401 - re-exported
 from mtlcli.errors import DataError, Problem, did_you_mean
 from mtlcli.recipe.data_checks import target_columns, when_conditions
-from mtlcli.recipe.schema import LoadedRecipe, Recipe
+from mtlcli.recipe import LoadedRecipe, Recipe
 
 OOV = "[OOV]"
 _missing = sources.missing

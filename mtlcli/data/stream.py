@@ -42,7 +42,7 @@ from mtlcli.data import pipeline, sources
 from mtlcli.data import preprocess as data
 from mtlcli.errors import DataError, Problem, RecipeError
 from mtlcli.recipe.data_checks import stream_unsupported, target_columns
-from mtlcli.recipe.schema import LoadedRecipe
+from mtlcli.recipe import LoadedRecipe
 
 AUTO_BYTES = 1 << 30  # 1 GiB on disk
 DEFAULT_CHUNK_ROWS = 65_536

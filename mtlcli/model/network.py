@@ -34,7 +34,7 @@ from mtlcli import distribute, weighting
 from mtlcli.model import architectures as arch
 from mtlcli.model.architectures import make_layer  # noqa: F401  (re-exported: the recipe-name -> layer map)
 from mtlcli.model.embedding import CategoryEmbedding, embedded_inputs
-from mtlcli.recipe.schema import dependencies
+from mtlcli.recipe import dependencies
 
 PACKAGE = "mtl"
 

@@ -1,4 +1,30 @@
 """The recipe stage: YAML with line numbers, the pydantic schema and every check made before data is read.
 
-Nothing here imports TensorFlow or the data stage.
+This package's ``__init__`` is its public face: other stages import ``from mtlcli.recipe import ...``
+(or ``from mtlcli import recipe``). Modules inside the package import their siblings directly. Nothing
+here imports TensorFlow or the data stage.
 """
+
+from mtlcli.errors import RecipeError
+from mtlcli.recipe.schema import (
+    LoadedRecipe,
+    Recipe,
+    dependencies,
+    from_located,
+    load,
+    loads,
+    monitor_mode,
+    monitor_names,
+)
+
+__all__ = [
+    "LoadedRecipe",
+    "Recipe",
+    "RecipeError",
+    "dependencies",
+    "from_located",
+    "load",
+    "loads",
+    "monitor_mode",
+    "monitor_names",
+]

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mtlcli.data import preprocess as data
-from mtlcli.recipe.schema import LoadedRecipe
+from mtlcli.recipe import LoadedRecipe
 
 #: Loss-based strategies whose weights never change during training.
 FIXED_WEIGHTS = ("static", "mean", "equal", "sum")

@@ -35,7 +35,7 @@ from mtlcli import __version__
 from mtlcli.data import preprocess as data
 from mtlcli.errors import CheckpointError, DataError, Problem, RunError, UsageError
 from mtlcli.events import Event, Finished, Resumed, Started
-from mtlcli.recipe.schema import LoadedRecipe, monitor_mode
+from mtlcli.recipe import LoadedRecipe, monitor_mode
 
 # ------------------------------------------------------------------------------------------------
 # Files
@@ -505,7 +505,7 @@ class _Source:
 
 
 def _resume_source(path: Path, forking: bool) -> _Source:
-    from mtlcli.recipe import schema as recipe_mod
+    from mtlcli import recipe as recipe_mod
     from mtlcli.run import checkpoint
 
     if not path.is_dir():
