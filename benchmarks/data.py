@@ -180,9 +180,10 @@ def throughput(rounds: int, steps: int) -> list[dict]:
 def throughput_one(only: str, rounds: int, steps: int) -> list[dict]:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from mtlcli import recipe as R
+    from mtlcli.data import pipeline
     from mtlcli.data import preprocess as data
     from mtlcli.data import stream as streaming
-    from mtlcli.run import checkpoint, runner
+    from mtlcli.run import runner
     from mtlcli.tfutil import import_tf
 
     tf = import_tf(False)
@@ -211,11 +212,11 @@ def throughput_one(only: str, rounds: int, steps: int) -> list[dict]:
             epochs = -(-steps * (rounds + 1) // per_epoch) + 1
             keras.utils.set_random_seed(0)
             model = runner.build_model(rec, prepared, 0)
-            real = checkpoint.train_stream(tf, train, batch, 0, 0, 0, epochs).repeat()
+            real = pipeline.train_stream(tf, train, batch, 0, 0, 0, epochs).repeat()
             cached = [
                 b
                 for _, b in zip(
-                    range(per_epoch), checkpoint.train_stream(tf, train, batch, 0, 0, 0, 1), strict=False
+                    range(per_epoch), pipeline.train_stream(tf, train, batch, 0, 0, 0, 1), strict=False
                 )
             ]
             # one epoch of batches held as tensors in the dataset graph, repeated: no Python, no reading.

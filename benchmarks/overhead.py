@@ -179,6 +179,7 @@ def epoch_ratio(recipe_path: Path, rounds: int) -> dict:
     import tensorflow as tf
 
     from mtlcli import recipe as R
+    from mtlcli.data import pipeline
     from mtlcli.data import preprocess as data
     from mtlcli.run import runner
 
@@ -188,7 +189,7 @@ def epoch_ratio(recipe_path: Path, rounds: int) -> dict:
     keras_model = keras_baseline(mtl_model.spec, prepared, loaded.recipe)
     arr = prepared.splits["train"]
     bs = loaded.recipe.train.batch_size
-    mtl_ds = runner._datasets(tf, arr, bs, 0, shuffle=True)
+    mtl_ds = pipeline.dataset(tf, arr, bs, 0, shuffle=True)
     keras_ds = (
         tf.data.Dataset.from_tensor_slices((arr.x, arr.y))
         .shuffle(arr.n, seed=0)

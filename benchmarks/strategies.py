@@ -58,6 +58,7 @@ train:
 
 def build(workdir: Path, tasks: int, weighting: str, samples: int):
     from mtlcli import recipe as R
+    from mtlcli.data import pipeline
     from mtlcli.data import preprocess as data
     from mtlcli.run import runner
 
@@ -76,7 +77,7 @@ def build(workdir: Path, tasks: int, weighting: str, samples: int):
     import tensorflow as tf
 
     model = runner.build_model(loaded, prepared, seed=0)
-    ds = runner._datasets(tf, prepared.splits["train"], 256, 0, shuffle=False).cache()
+    ds = pipeline.dataset(tf, prepared.splits["train"], 256).cache()
     return model, ds
 
 

@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 
 from mtlcli import recipe as R
+from mtlcli.data import pipeline
 from mtlcli.data import preprocess as data
 from mtlcli.errors import CheckpointError, RunError
-from mtlcli.run import checkpoint
+from mtlcli import fsio
+from mtlcli.run import checkpoint, resume
 
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
@@ -33,7 +35,7 @@ def trained(tiny_project):
     keras.utils.set_random_seed(3)
     model = runner.build_model(loaded, prepared, seed=3)
     model.optimizer.build(model.trainable_variables)
-    stream = checkpoint.train_stream(tf, prepared.splits["train"], 32, 3, 0, 0, 1)
+    stream = pipeline.train_stream(tf, prepared.splits["train"], 32, 3, 0, 0, 1)
     model.fit(stream, epochs=1, steps_per_epoch=3, verbose=0, shuffle=False)
     return loaded, prepared, model
 
@@ -112,14 +114,14 @@ def test_corrupted_truncated_and_foreign_checkpoints_are_refused(trained, tmp_pa
 def test_disk_full_leaves_the_previous_checkpoint_and_no_half_written_one(trained, tmp_path, monkeypatch):
     _, _, model = trained
     checkpoint.save(model, tmp_path, "last", {"epoch": 1, "step_in_epoch": 0})
-    real = checkpoint._write_file
+    real = fsio.write_synced
 
     def full(path, raw):
         if path.name == "state.json":
             raise OSError(errno.ENOSPC, "No space left on device")
         real(path, raw)
 
-    monkeypatch.setattr(checkpoint, "_write_file", full)
+    monkeypatch.setattr(fsio, "write_synced", full)
     with pytest.raises(RunError) as exc:
         checkpoint.save(model, tmp_path, "last", {"epoch": 2, "step_in_epoch": 0})
     root = tmp_path / "checkpoints"
@@ -165,40 +167,40 @@ def test_recipe_diff_classifies_safe_and_refused_changes():
         "train": {"epochs": 6, "batch_size": 64, "early_stopping": {"patience": 5}},
         "model": {"shared": [2]},
     }
-    changes = checkpoint.diff(old, new)
+    changes = resume.diff(old, new)
     assert [c.render() for c in changes] == [
         "train.epochs: 4 -> 6",
         "train.batch_size: 32 -> 64",
         "train.early_stopping.patience: 3 -> 5",
         "model.shared[0]: 1 -> 2",
     ]
-    applied, refused = checkpoint.split_changes(changes, fork=False)
+    applied, refused = resume.split_changes(changes, fork=False)
     assert [c.key for c in applied] == ["train.epochs", "train.early_stopping.patience"]
     assert [c.key for c in refused] == ["train.batch_size", "model.shared[0]"]
-    applied, refused = checkpoint.split_changes(changes, fork=True)
+    applied, refused = resume.split_changes(changes, fork=True)
     assert [c.key for c in refused] == ["model.shared[0]"]
-    added = checkpoint.diff({"train": {}}, {"train": {"on_nan": "skip_batch"}})
+    added = resume.diff({"train": {}}, {"train": {"on_nan": "skip_batch"}})
     assert [c.render() for c in added] == ["train: {} -> (absent)", 'train.on_nan: (absent) -> "skip_batch"']
 
 
 def test_epoch_order_depends_only_on_seed_and_epoch():
-    a = checkpoint.epoch_order(100, 7, 3)
+    a = pipeline.epoch_order(100, 7, 3)
     assert sorted(a.tolist()) == list(range(100))
-    np.testing.assert_array_equal(a, checkpoint.epoch_order(100, 7, 3))
-    assert not np.array_equal(a, checkpoint.epoch_order(100, 7, 4))
-    assert not np.array_equal(a, checkpoint.epoch_order(100, 8, 3))
+    np.testing.assert_array_equal(a, pipeline.epoch_order(100, 7, 3))
+    assert not np.array_equal(a, pipeline.epoch_order(100, 7, 4))
+    assert not np.array_equal(a, pipeline.epoch_order(100, 8, 3))
 
 
 def test_stream_resumes_at_a_batch_and_never_mixes_epochs(tiny_project):
     prepared = data.prepare(R.load(tiny_project))
     arr = prepared.splits["train"]  # 90 rows: batches of 32, 32, 26
-    full = [b[2]["kind"].numpy() for b in checkpoint.train_stream(tf, arr, 32, 5, 0, 0, 3)]
+    full = [b[2]["kind"].numpy() for b in pipeline.train_stream(tf, arr, 32, 5, 0, 0, 3)]
     assert [len(b) for b in full] == [32, 32, 26] * 3
-    part = [b[2]["kind"].numpy() for b in checkpoint.train_stream(tf, arr, 32, 5, 1, 2, 3)]
+    part = [b[2]["kind"].numpy() for b in pipeline.train_stream(tf, arr, 32, 5, 1, 2, 3)]
     assert len(part) == 4
     for a, b in zip(full[5:], part, strict=True):
         np.testing.assert_array_equal(a, b)
-    ids = [b[0]["a"].numpy() for b in checkpoint.train_stream(tf, arr, 32, 5, 0, 0, 1)]
+    ids = [b[0]["a"].numpy() for b in pipeline.train_stream(tf, arr, 32, 5, 0, 0, 1)]
     np.testing.assert_array_equal(
-        np.concatenate(ids)[:, 0], arr.x["a"][checkpoint.epoch_order(90, 5, 0)][:, 0]
+        np.concatenate(ids)[:, 0], arr.x["a"][pipeline.epoch_order(90, 5, 0)][:, 0]
     )

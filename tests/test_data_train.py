@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from mtlcli import recipe as R
+from mtlcli.data import pipeline
 from mtlcli.data import preprocess as data
 
 tf = pytest.importorskip("tensorflow")
@@ -176,7 +177,7 @@ train: {epochs: 1, batch_size: 4}
 """,
     )
     prepared = data.prepare(loaded)
-    ds = runner._datasets(tf, prepared.splits["train"], 4, 0, shuffle=False)
+    ds = pipeline.dataset(tf, prepared.splits["train"], 4)
     x, _, _ = next(iter(ds))
     assert x["image"].shape == (4, 4, 4, 1) and x["image"].dtype == tf.float32
     assert float(tf.reduce_max(x["image"])) <= 1.0 and float(tf.reduce_min(x["image"])) >= 0.0

@@ -115,13 +115,13 @@ def test_epoch_order_is_a_function_of_seed_and_epoch_and_resumes_mid_epoch(tmp_p
     epoch0 = sorted(v for b in full[:8] for v in b)
     assert epoch0 == sorted(v for b in full[8:] for v in b) and len(epoch0) == 120  # every row once
     assert full[:8] != full[8:]  # another order each epoch
-    # a buffer as large as the split gives exactly the in-memory order (checkpoint.epoch_order)
-    from mtlcli.run import checkpoint
+    # a buffer as large as the split gives exactly the in-memory order (pipeline.epoch_order)
+    from mtlcli.data import pipeline
 
     split.shuffle_buffer = 1000
     first = [v for b in rows(0, 0, 1) for v in b]
     in_order = [v for p in split.parts() for v in p[0]["a"][:, 0].tolist()]
-    assert first == [in_order[i] for i in checkpoint.epoch_order(120, 3, 0)]
+    assert first == [in_order[i] for i in pipeline.epoch_order(120, 3, 0)]
 
 
 def test_a_bad_value_after_a_chunk_boundary_names_its_line(tmp_path):

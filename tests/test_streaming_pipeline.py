@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from mtlcli import recipe as R
+from mtlcli.data import pipeline, sources
 from mtlcli.data import preprocess as data
-from mtlcli.data import sources
 from mtlcli.data import stream as streaming
 
 from .test_streaming import project
@@ -56,8 +56,8 @@ def test_tf_datasets_equal_the_python_batches_and_resume(tmp_path):
 
     for first_epoch, first_step in ((0, 0), (1, 3)):
         python = rows(split.epoch_batches(16, 3, first_epoch, first_step, 2))
-        ds = split.train_dataset(tf, 16, 3, first_epoch, first_step, 2)
+        ds = pipeline.train_stream(tf, split, 16, 3, first_epoch, first_step, 2)
         assert int(ds.cardinality()) == len(python)
         assert rows(ds) == python  # 120 rows: 7 full batches and one of 8 an epoch
-    files = rows(split.dataset(tf, 16))
+    files = rows(pipeline.dataset(tf, split, 16))
     assert files == rows(split.batches(16)) and [len(b) for b in files] == [16] * 7 + [8]

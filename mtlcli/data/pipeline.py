@@ -22,7 +22,6 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from mtlcli.data import preprocess as data
 from mtlcli.data.stream import Feed, StreamSplit, aligned, piece_rows
 
 
@@ -155,6 +154,3 @@ def _decode_batched(tf, ds, images: dict[str, dict]):
         return x, y, m
 
     return ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-
-
-__all__ = ["data", "dataset", "epoch_order", "tensor_spec", "train_stream"]

@@ -18,8 +18,8 @@ import numpy as np
 from mtlcli.data import sources
 from mtlcli.data.sources import SUPPORTED, Table, file_digest, read_table  # noqa: F401 - re-exported
 from mtlcli.errors import DataError, Problem, did_you_mean
-from mtlcli.recipe.data_checks import target_columns, when_conditions
 from mtlcli.recipe import LoadedRecipe, Recipe
+from mtlcli.recipe.data_checks import target_columns, when_conditions
 
 OOV = "[OOV]"
 _missing = sources.missing
@@ -556,6 +556,12 @@ class Arrays:
 
     def support(self) -> dict[str, int]:
         return {t: int(m.sum()) for t, m in self.mask.items()}
+
+    def feed(self) -> tuple[dict, dict, dict]:
+        """The ``(x, y, mask)`` dicts the model consumes; class weights ride in the mask dict."""
+        mask = dict(self.mask)
+        mask.update({weight_key(t): w for t, w in self.weight.items()})
+        return self.x, self.y, mask
 
 
 def transform(

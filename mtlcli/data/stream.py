@@ -31,18 +31,18 @@ numpy + pandas (+ pyarrow for Parquet) at import time; TensorFlow only inside th
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mtlcli.data import pipeline, sources
 from mtlcli.data import preprocess as data
+from mtlcli.data import sources
 from mtlcli.errors import DataError, Problem, RecipeError
-from mtlcli.recipe.data_checks import stream_unsupported, target_columns
 from mtlcli.recipe import LoadedRecipe
+from mtlcli.recipe.data_checks import stream_unsupported, target_columns
 
 AUTO_BYTES = 1 << 30  # 1 GiB on disk
 DEFAULT_CHUNK_ROWS = 65_536
@@ -271,7 +271,8 @@ class SplitPlan:
 # The streamed split
 
 
-def _n(part: Feed) -> int:
+def piece_rows(part: Feed) -> int:
+    """The number of rows of a piece."""
     return len(next(iter(part[0].values())))
 
 
@@ -292,11 +293,11 @@ def aligned(parts: Iterator[Feed], batch_size: int, skip_rows: int = 0) -> Itera
     pending: Feed | None = None
     for part in parts:
         if skip_rows:
-            drop = min(skip_rows, _n(part))
+            drop = min(skip_rows, piece_rows(part))
             skip_rows -= drop
             part = _take(part, slice(drop, None))
         pending = _cat(pending, part)
-        n = _n(pending)
+        n = piece_rows(pending)
         full = n // batch_size * batch_size
         if full == n:
             yield pending
@@ -304,14 +305,14 @@ def aligned(parts: Iterator[Feed], batch_size: int, skip_rows: int = 0) -> Itera
         elif full:
             yield _take(pending, slice(0, full))
             pending = _take(pending, slice(full, n))
-    if pending is not None and _n(pending):
+    if pending is not None and piece_rows(pending):
         yield pending
 
 
 def rebatch(parts: Iterator[Feed], batch_size: int) -> Iterator[Feed]:
     """Exact batches of ``batch_size`` rows from parts of any size; the last one may be smaller."""
     for piece in aligned(parts, batch_size):
-        for s in range(0, _n(piece), batch_size):
+        for s in range(0, piece_rows(piece), batch_size):
             yield _take(piece, slice(s, s + batch_size))
 
 
@@ -321,19 +322,20 @@ def shuffled(parts: Iterator[Feed], rng: np.random.Generator, buffer: int) -> It
     pool: Feed | None = None
     for part in parts:
         pool = _cat(pool, part)
-        n = _n(pool)
+        n = piece_rows(pool)
         if n > buffer:
             perm = rng.permutation(n)
             yield _take(pool, perm[: n - buffer])
             pool = _take(pool, perm[n - buffer :])
-    if pool is not None and _n(pool):
-        yield _take(pool, rng.permutation(_n(pool)))
+    if pool is not None and piece_rows(pool):
+        yield _take(pool, rng.permutation(piece_rows(pool)))
 
 
 @dataclass
 class StreamSplit:
     """One split of streamed data: quacks like :class:`mtlcli.data.preprocess.Arrays` where the runner needs it
-    (``n``, ``support()``) and builds its own tf.data datasets."""
+    (``n``, ``support()``); :mod:`mtlcli.data.pipeline` builds its tf.data datasets from :meth:`parts`
+    and :meth:`epoch_pieces`."""
 
     key: str
     n: int
@@ -358,7 +360,7 @@ class StreamSplit:
             if idx is None or not len(idx):
                 continue
             table = chunk.table if len(idx) == chunk.table.n_rows else chunk.table.take(idx)
-            yield pipeline.feed(data.transform(self.prep, table, weights=self.weights))
+            yield data.transform(self.prep, table, weights=self.weights).feed()
 
     def batches(self, batch_size: int) -> Iterator[Feed]:
         return rebatch(self.parts(), batch_size)
@@ -377,58 +379,13 @@ class StreamSplit:
         self, batch_size: int, seed: int, first_epoch: int, first_step: int, end_epoch: int
     ) -> Iterator[Feed]:
         for piece in self.epoch_pieces(batch_size, seed, first_epoch, first_step, end_epoch):
-            for s in range(0, _n(piece), batch_size):
+            for s in range(0, piece_rows(piece), batch_size):
                 yield _take(piece, slice(s, s + batch_size))
 
-    def _signature(self, tf):
+    def example(self) -> Feed:
+        """One transformed row of missing values: the dtypes and shapes of the split's batches."""
         table = data.Table({c: np.array([None], dtype=object) for c in self.columns}, 1, "", first_row=0)
-        x, y, m = pipeline.feed(_transform_lenient(self.prep, table, self.weights))
-
-        def spec(part: dict):
-            return {k: pipeline.tensor_spec(tf, v) for k, v in part.items()}
-
-        return spec(x), spec(y), spec(m)
-
-    def _batched(self, tf, pieces: Callable[[], Iterator[Feed]], batch_size: int, steps: int):
-        """Batches from batch-aligned pieces: Python runs once per piece (a chunk, or a shuffle pool's
-        overflow), ahead of training in tf.data's background thread, and hands over each piece as a
-        stack of batches (``(k, batch_size, ...)``, reshaped, not copied) that ``unbatch`` takes apart."""
-
-        def stacks() -> Iterator[Feed]:
-            for piece in pieces():
-                n = _n(piece)
-                full = n // batch_size * batch_size
-                for lo, hi, k in ((0, full, full // batch_size), (full, n, 1)):
-                    if hi > lo:
-                        yield tuple(
-                            {key: v[lo:hi].reshape(k, -1, *v.shape[1:]) for key, v in d.items()}
-                            for d in piece
-                        )  # type: ignore[misc]
-
-        def stacked(spec):
-            return tf.TensorSpec((None, *spec.shape), spec.dtype)
-
-        signature = tf.nest.map_structure(stacked, self._signature(tf))
-        ds = tf.data.Dataset.from_generator(stacks, output_signature=signature).prefetch(2).unbatch()
-        # a known length: Keras' evaluate() of a dataset of unknown length averages in one empty step
-        return ds.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(tf.data.AUTOTUNE)
-
-    def dataset(self, tf, batch_size: int):
-        """Batches in file order (validation, test, evaluation)."""
-        steps = -(-self.n // batch_size)
-        return self._batched(tf, lambda: aligned(self.parts(), batch_size), batch_size, steps)
-
-    def train_dataset(
-        self, tf, batch_size: int, seed: int, first_epoch: int, first_step: int, end_epoch: int
-    ):
-        """Shuffled training batches of epochs ``first_epoch..end_epoch-1`` (see the module docstring)."""
-        steps = -(-self.n // batch_size) * (end_epoch - first_epoch) - first_step
-        return self._batched(
-            tf,
-            lambda: self.epoch_pieces(batch_size, seed, first_epoch, first_step, end_epoch),
-            batch_size,
-            steps,
-        )
+        return _transform_lenient(self.prep, table, self.weights).feed()
 
 
 def _transform_lenient(prep: data.Preprocessing, table: data.Table, weights: bool) -> data.Arrays:

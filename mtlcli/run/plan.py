@@ -234,11 +234,11 @@ def _loss_term(model, task: str) -> str:
 
 def _initial_losses(model, prepared, batch_size: int, seed: int) -> tuple[dict[str, float], int]:
     """Each task's loss on the first training batch (unshuffled), before any training step."""
-    from mtlcli.run import runner
+    from mtlcli.data import pipeline
 
     tf = __import__("tensorflow")
     arrays = prepared.splits["train"]
-    ds = runner._datasets(tf, arrays, batch_size, seed, shuffle=False).take(1)
+    ds = pipeline.dataset(tf, arrays, batch_size, seed).take(1)
     logs = model.evaluate(ds, verbose=0, return_dict=True)
     losses = {t: float(logs[f"{t}_loss"]) for t in model.task_names}
     model.reset_metrics()

@@ -32,6 +32,7 @@ import numpy as np
 import yaml
 
 from mtlcli import __version__
+from mtlcli.data import pipeline
 from mtlcli.data import preprocess as data
 from mtlcli.errors import CheckpointError, DataError, Problem, RunError, UsageError
 from mtlcli.events import Event, Finished, Resumed, Started
@@ -126,20 +127,6 @@ class RunResult:
     history: list[dict[str, float]] = field(default_factory=list)
     chief: bool = True  # False: a multi_worker worker that is not the chief (run_dir was its scratch copy)
     task: str = ""  # "worker 1" under multi_worker
-
-
-def _datasets(tf, arrays: data.Arrays, batch_size: int, seed: int, shuffle: bool):
-    """(x, y, mask) batches. Class weights ride in the mask dict as ``<task>.weight``; image-file
-    inputs hold paths and are decoded, resized and scaled here (after shuffling, in parallel)."""
-    from mtlcli.data import pipeline
-
-    if getattr(arrays, "streamed", False):  # mtlcli.data.stream.StreamSplit: read in chunks, file order
-        return arrays.dataset(tf, batch_size)
-    ds = tf.data.Dataset.from_tensor_slices(pipeline.feed(arrays))
-    if shuffle:
-        ds = ds.shuffle(arrays.n, seed=seed, reshuffle_each_iteration=True)
-    ds = pipeline.decode_rows(tf, ds, arrays)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
 def build_model(loaded: LoadedRecipe, prepared: data.Prepared, seed: int):
@@ -385,7 +372,7 @@ def train(
         if first_step:
             checkpoint.restore_metrics(model, source.ckpt)
         checkpoint.save(model, run_dir, "last", callback.state_at(first_epoch, first_step), with_metrics=True)
-    val_ds = dist.dataset(_datasets(tf, val_arr, max(batch, 256), seed, shuffle=False)) if val_arr else None
+    val_ds = dist.dataset(pipeline.dataset(tf, val_arr, max(batch, 256), seed)) if val_arr else None
     started = time.time()
     try:
         with checkpoint.SignalGuard() as guard:
@@ -393,7 +380,7 @@ def train(
             epoch = first_epoch
             if first_step and not finished:  # the rest of a partly done epoch
                 stream = dist.dataset(
-                    checkpoint.train_stream(tf, train_arr, batch, seed, epoch, first_step, epoch + 1)
+                    pipeline.train_stream(tf, train_arr, batch, seed, epoch, first_step, epoch + 1)
                 )
                 model.fit(
                     stream,
@@ -407,7 +394,7 @@ def train(
                 )
                 epoch += 1
             if epoch < epochs and not selection.stopped and not finished:
-                stream = dist.dataset(checkpoint.train_stream(tf, train_arr, batch, seed, epoch, 0, epochs))
+                stream = dist.dataset(pipeline.train_stream(tf, train_arr, batch, seed, epoch, 0, epochs))
                 model.fit(
                     stream,
                     validation_data=val_ds,
@@ -672,7 +659,7 @@ def _scalar(v) -> float:
 
 
 def evaluate_arrays(tf, model, arrays: data.Arrays, batch_size: int = 1024) -> dict[str, Any]:
-    ds = _datasets(tf, arrays, batch_size, 0, shuffle=False)
+    ds = pipeline.dataset(tf, arrays, batch_size)
     logs = model.evaluate(ds, verbose=0, return_dict=True)
     support = arrays.support()
     out: dict[str, Any] = {"loss": _scalar(logs["loss"]), "n": arrays.n, "tasks": {}}
