@@ -6,16 +6,9 @@ here imports TensorFlow or the data stage.
 """
 
 from mtlcli.errors import RecipeError
-from mtlcli.recipe.schema import (
-    LoadedRecipe,
-    Recipe,
-    dependencies,
-    from_located,
-    load,
-    loads,
-    monitor_mode,
-    monitor_names,
-)
+from mtlcli.recipe.checks import dependencies, monitor_mode, monitor_names
+from mtlcli.recipe.loader import LoadedRecipe, from_located, load, loads
+from mtlcli.recipe.spec import Recipe
 
 __all__ = [
     "LoadedRecipe",

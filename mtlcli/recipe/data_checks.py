@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mtlcli.errors import Problem, did_you_mean
-from mtlcli.recipe.yamlio import Located, dotted
+from mtlcli.recipe.yamlio import Located, describe, dotted
 
 #: keys of a source mapping and what each means
 SOURCE_KEYS = {
@@ -25,12 +25,6 @@ SOURCE_KEYS = {
 #: operators of a ``when:`` condition
 WHEN_OPS = ("equals", "not_equals", "in", "not_in", "greater_than", "less_than", "present")
 SPLIT_KEYS = ("column", "train", "validation", "test")
-
-
-def _kind(value: Any) -> str:
-    from mtlcli.recipe.schema import _kind as kind
-
-    return kind(value)
 
 
 def target_columns(spec: Any, task: str) -> list[str]:
@@ -66,7 +60,7 @@ def data_problems(data: dict, tasks: dict, src: Located) -> list[Problem]:
         _split_problems(split, data, add)
     group_by = data.get("group_by")
     if group_by is not None and not isinstance(group_by, str):
-        add(f"expected a column name, received {_kind(group_by)}", ("data", "group_by"))
+        add(f"expected a column name, received {describe(group_by)}", ("data", "group_by"))
     if data.get("stream") is not None:
         stream_problems(data, add)
 
@@ -133,7 +127,7 @@ def _source_problems(value: dict, path: tuple, add) -> list[Problem]:
         return []
     for key in ("idx", "labels", "multifashion", "cache"):
         if key in value and not isinstance(value[key], str):
-            add(f"expected a path, received {_kind(value[key])}", (*path, key))
+            add(f"expected a path, received {describe(value[key])}", (*path, key))
     if kinds == ["idx"]:
         for key in ("split", "seed", "cache"):
             if key in value:
@@ -142,10 +136,10 @@ def _source_problems(value: dict, path: tuple, add) -> list[Problem]:
         if "labels" in value:
             add("labels applies to idx sources only", (*path, "labels"))
         if value.get("split", "train") not in ("train", "test"):
-            add(f"expected train or test, received {_kind(value.get('split'))}", (*path, "split"))
+            add(f"expected train or test, received {describe(value.get('split'))}", (*path, "split"))
         seed = value.get("seed", 0)
         if not isinstance(seed, int) or isinstance(seed, bool):
-            add(f"expected an integer, received {_kind(seed)}", (*path, "seed"))
+            add(f"expected an integer, received {describe(seed)}", (*path, "seed"))
     return []
 
 
@@ -171,11 +165,11 @@ def _split_problems(split: dict, data: dict, add) -> None:
                 add("a split needs the train values, e.g. train: [0, 1, 2]", base)
             continue
         if not isinstance(values, list) or not values:
-            add(f"expected a non-empty list of column values, received {_kind(values)}", (*base, key))
+            add(f"expected a non-empty list of column values, received {describe(values)}", (*base, key))
             continue
         for v in values:
             if isinstance(v, (dict, list)) or v is None:
-                add(f"expected column values (numbers or text), received {_kind(v)}", (*base, key))
+                add(f"expected column values (numbers or text), received {describe(v)}", (*base, key))
                 break
             k = str(v)
             if k in seen:
@@ -238,9 +232,9 @@ def _task_data_problems(task: str, spec: dict, add) -> None:
                     or not weight >= 0
                     or weight == float("inf")
                 ):
-                    add(f"expected a finite weight >= 0, received {_kind(weight)}", (*path, label))
+                    add(f"expected a finite weight >= 0, received {describe(weight)}", (*path, label))
         else:
-            add(f"expected balanced or a mapping {{label: weight}}, received {_kind(cw)}", path)
+            add(f"expected balanced or a mapping {{label: weight}}, received {describe(cw)}", path)
 
 
 def _when_problems(when: Any, path: tuple, add) -> None:
@@ -252,7 +246,7 @@ def _when_problems(when: Any, path: tuple, add) -> None:
         at = (*path, i) if isinstance(when, list) else path
         if not isinstance(cond, dict):
             add(
-                f"expected a condition {{column: name, <operator>: value}}, {example}; received {_kind(cond)}",
+                f"expected a condition {{column: name, <operator>: value}}, {example}; received {describe(cond)}",
                 at,
             )
             continue
@@ -276,16 +270,16 @@ def _when_problems(when: Any, path: tuple, add) -> None:
         op, value = ops[0], cond[ops[0]]
         if op in ("in", "not_in"):
             if not isinstance(value, list) or not value or any(isinstance(v, (list, dict)) for v in value):
-                add(f"expected a non-empty list of values, received {_kind(value)}", (*at, op))
+                add(f"expected a non-empty list of values, received {describe(value)}", (*at, op))
         elif op in ("greater_than", "less_than"):
             if not isinstance(value, (int, float)) or isinstance(value, bool):
-                add(f"expected a number, received {_kind(value)}", (*at, op))
+                add(f"expected a number, received {describe(value)}", (*at, op))
         elif op == "present":
             if not isinstance(value, bool):
-                add(f"expected true or false, received {_kind(value)}", (*at, op))
+                add(f"expected true or false, received {describe(value)}", (*at, op))
         elif isinstance(value, (list, dict)) or value is None:
             add(
-                f"expected one value (a number or text), received {_kind(value)}; use in: for several",
+                f"expected one value (a number or text), received {describe(value)}; use in: for several",
                 (*at, op),
             )
 

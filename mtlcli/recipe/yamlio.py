@@ -168,3 +168,20 @@ def load_file(path: str | Path) -> Located:
             problems=[Problem(f"not UTF-8 text (invalid byte at offset {exc.start})", "", str(path))]
         ) from None
     return load_text(text, str(path))
+
+
+def describe(value: Any) -> str:
+    """What a YAML value is, for messages: ``text ('x')``, ``a number (3)``, ``a list``, ``null``."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"a boolean ({str(value).lower()})"
+    if isinstance(value, (int, float)):
+        return f"a number ({value!r})"
+    if isinstance(value, str):
+        return f"text ({value!r})"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return type(value).__name__

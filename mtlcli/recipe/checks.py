@@ -1,0 +1,372 @@
+"""Checks the schema cannot express: names of layers, losses, metrics, strategies, monitors, task graphs.
+
+Each check reads the raw YAML mapping (so it can run even where pydantic already found a problem) and
+returns :class:`~mtlcli.errors.Problem` s with the recipe path and line. The data keys are checked in
+:mod:`mtlcli.recipe.data_checks`, strategies by :func:`mtlcli.weighting.registry.check`.
+"""
+
+from __future__ import annotations
+
+import re
+
+from mtlcli.errors import Problem, did_you_mean
+from mtlcli.recipe import layer_table
+from mtlcli.recipe.data_checks import data_problems
+from mtlcli.recipe.spec import (
+    ARCHITECTURES,
+    DEFAULT_METRICS,
+    EXPERT_ARCHITECTURES,
+    LOSSES,
+    METRICS,
+    NAME_RE,
+    TASK_TYPES,
+)
+from mtlcli.recipe.yamlio import Located, describe, dotted
+from mtlcli.weighting.registry import check as check_weighting
+
+
+def _adder(out: list[Problem], src: Located):
+    """``add(message, path)``: append a problem placed at ``path``'s line of ``src``."""
+
+    def add(message: str, path: tuple) -> None:
+        out.append(Problem(message, dotted(path), src.file, src.line(path)))
+
+    return add
+
+
+def recipe_problems(data: dict, src: Located) -> list[Problem]:
+    """Every problem of a recipe mapping that the schema alone does not find."""
+    out: list[Problem] = []
+    add = _adder(out, src)
+    name = data.get("name")
+    if isinstance(name, str) and not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", name):
+        add(f"expected a run name of letters, digits, '_', '-' or '.', received {name!r}", ("name",))
+    model = data.get("model") if isinstance(data.get("model"), dict) else {}
+    tasks = model.get("tasks") if isinstance(model.get("tasks"), dict) else None
+    out.extend(_model_problems(model, src))
+    data_spec = data.get("data") if isinstance(data.get("data"), dict) else {}
+    _fraction_problems(data_spec, add)
+    out.extend(data_problems(data_spec, tasks or {}, src))
+    train = data.get("train") if isinstance(data.get("train"), dict) else {}
+    _train_problems(train, tasks, add)
+    return out
+
+
+def _model_problems(model: dict, src: Located) -> list[Problem]:
+    out: list[Problem] = []
+    add = _adder(out, src)
+    shared = model.get("shared")
+    if isinstance(shared, list):
+        out.extend(layer_problems(shared, ("model", "shared"), src))
+    tasks = model.get("tasks")
+    if isinstance(tasks, dict):  # any other type: pydantic reports it
+        if not tasks:
+            add("expected at least one task", ("model", "tasks"))
+        for task, spec in tasks.items():
+            if not NAME_RE.match(str(task)):
+                add(
+                    f"task names must start with a letter and use letters, digits and '_', received {task!r}",
+                    ("model", "tasks", task),
+                )
+            if isinstance(spec, dict):
+                out.extend(_task_problems(str(task), spec, src))
+    out.extend(architecture_problems(model, src))
+    return out
+
+
+def _fraction_problems(data_spec: dict, add) -> None:
+    for key in ("validation", "test"):
+        value = data_spec.get(key)
+        if isinstance(value, bool):
+            add(
+                f"expected a fraction between 0 and 1 (exclusive) or a path, received a boolean "
+                f"({str(value).lower()})",
+                ("data", key),
+            )
+        elif isinstance(value, float | int) and not 0 < value < 1:
+            add(
+                f"expected a fraction between 0 and 1 (exclusive) or a path, received {value!r}",
+                ("data", key),
+            )
+
+
+def _train_problems(train: dict, tasks: dict | None, add) -> None:
+    if "weighting" in train:
+        for problem in check_weighting(train["weighting"]):
+            add(problem.message, ("train", "weighting", *problem.path))
+    if train.get("devices") is not None and train.get("distribute", "none") in ("none", None):
+        add(
+            "devices applies to distributed training only: expected train.distribute mirrored or "
+            "multi_worker, received none",
+            ("train", "devices"),
+        )
+    if train.get("on_nan") == "skip_batch" and train.get("distribute") in ("mirrored", "multi_worker"):
+        add(
+            f"skip_batch is not available with train.distribute {train['distribute']} (the replicas' "
+            f"update cannot be skipped conditionally): expected stop",
+            ("train", "on_nan"),
+        )
+    stopping = train.get("early_stopping")
+    if isinstance(stopping, dict) and isinstance(stopping.get("monitor"), str) and tasks is not None:
+        names = monitor_names(tasks)
+        if stopping["monitor"] not in names:
+            add(
+                f"unknown metric {stopping['monitor']!r}{did_you_mean(stopping['monitor'], names)} "
+                f"(available: {', '.join(names)})",
+                ("train", "early_stopping", "monitor"),
+            )
+
+
+#: what ``inputs_from`` reads of another task besides its output: ``click.hidden`` is click's last hidden
+#: layer (the input of its output layer)
+DEPENDENCY_LAYERS = ("hidden",)
+
+
+def dependencies(inputs_from: list[str] | None) -> list[tuple[str, str]]:
+    """``["click", "view.hidden"]`` -> ``[("click", "output"), ("view", "hidden")]`` (the recipe check
+    has refused anything else)."""
+    out = []
+    for dep in inputs_from or []:
+        task, _, layer = str(dep).partition(".")
+        out.append((task, layer or "output"))
+    return out
+
+
+def architecture_problems(model: dict, src: Located) -> list[Problem]:
+    """``model.architecture`` with the keys it uses (experts, task_experts, levels) and ``inputs_from``."""
+    out: list[Problem] = []
+    arch = model.get("architecture", "hard_sharing")
+    if isinstance(arch, str) and arch in ARCHITECTURES:  # else pydantic reports it
+        out.extend(_architecture_key_problems(arch, model, src))
+    experts = model.get("experts")
+    if isinstance(experts, dict) and isinstance(experts.get("layers"), list):
+        if not experts["layers"]:
+            _adder(out, src)("expected at least one layer in each expert", ("model", "experts", "layers"))
+        out.extend(layer_problems(experts["layers"], ("model", "experts", "layers"), src))
+    out.extend(_inputs_from_problems(model.get("tasks") if isinstance(model.get("tasks"), dict) else {}, src))
+    return out
+
+
+def _architecture_key_problems(arch: str, model: dict, src: Located) -> list[Problem]:
+    out: list[Problem] = []
+    add = _adder(out, src)
+    tasks = model.get("tasks") if isinstance(model.get("tasks"), dict) else {}
+    if arch in EXPERT_ARCHITECTURES and model.get("experts") is None:
+        add(
+            f"the {arch} architecture needs model.experts, e.g. "
+            f"experts: {{count: 4, layers: [{{dense: {{units: 64, activation: relu}}}}]}}",
+            ("model", "architecture"),
+        )
+    if arch not in EXPERT_ARCHITECTURES and "experts" in model:
+        add(
+            f"experts apply to the mmoe, cgc and ple architectures only; the architecture is {arch!r}",
+            ("model", "experts"),
+        )
+    if arch not in ("cgc", "ple") and "task_experts" in model:
+        add(
+            f"task_experts applies to the cgc and ple architectures only; the architecture is {arch!r}",
+            ("model", "task_experts"),
+        )
+    if arch != "ple" and "levels" in model:
+        add(f"levels applies to the ple architecture only; the architecture is {arch!r}", ("model", "levels"))
+    if arch == "cross_stitch":
+        if not model.get("shared"):
+            where = ("model", "shared") if "shared" in model else ("model", "architecture")
+            out.append(
+                Problem(
+                    "cross_stitch replicates model.shared once per task: expected at least one layer",
+                    "model.shared",
+                    src.file,
+                    src.line(where),
+                )
+            )
+        if len(tasks) == 1:
+            add(
+                "cross_stitch mixes one column per task: expected at least two tasks, received 1",
+                ("model", "tasks"),
+            )
+    return out
+
+
+def _inputs_from_problems(tasks: dict, src: Located) -> list[Problem]:
+    """Each ``inputs_from`` entry names another task (or its ``.hidden`` layer) once, with no cycle."""
+    out: list[Problem] = []
+    add = _adder(out, src)
+    graph: dict[str, list[str]] = {}
+    for task, spec in tasks.items():
+        deps = spec.get("inputs_from") if isinstance(spec, dict) else None
+        if not isinstance(deps, list):
+            continue
+        graph[task], listed = [], set()
+        for i, dep in enumerate(deps):
+            if not isinstance(dep, str):
+                continue  # pydantic reports the type
+            problem = _dependency_problem(task, dep, tasks, listed)
+            if problem:
+                add(problem, ("model", "tasks", task, "inputs_from", i))
+                continue
+            name, _, layer = dep.partition(".")
+            listed.add((name, layer))
+            if name not in graph[task]:
+                graph[task].append(name)
+    for cycle in _cycles(graph):
+        add(
+            f"tasks read each other's outputs in a cycle: {' -> '.join(cycle)}",
+            ("model", "tasks", cycle[0], "inputs_from"),
+        )
+    return out
+
+
+def _dependency_problem(task: str, dep: str, tasks: dict, listed: set) -> str | None:
+    name, dot, layer = dep.partition(".")
+    if name == task:
+        return f"task {task!r} cannot read its own {'hidden layer' if dot else 'output'}"
+    if name not in tasks:
+        others = [t for t in tasks if t != task]
+        return f"unknown task {name!r}{did_you_mean(name, others)} (tasks: {', '.join(map(str, tasks))})"
+    if dot and layer not in DEPENDENCY_LAYERS:
+        return (
+            f"expected {name} (its output) or {name}.hidden (its last hidden layer), received "
+            f"{dep!r}{did_you_mean(dep, [f'{name}.{x}' for x in DEPENDENCY_LAYERS])}"
+        )
+    if (name, layer) in listed:
+        return f"task {name!r} is listed twice" if not dot else f"{dep!r} is listed twice"
+    return None
+
+
+def _cycles(graph: dict[str, list[str]]) -> list[list[str]]:
+    """Each cycle of ``task -> tasks it reads`` once, as ``[a, b, a]`` starting at its first task."""
+    found: list[list[str]] = []
+    seen_sets: set[frozenset] = set()
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        path.append(node)
+        for dep in graph.get(node, []):
+            if state.get(dep) == 1:
+                cycle = path[path.index(dep) :]
+                if frozenset(cycle) not in seen_sets:
+                    seen_sets.add(frozenset(cycle))
+                    found.append([*cycle, dep])
+            elif state.get(dep) is None:
+                visit(dep, path)
+        path.pop()
+        state[node] = 2
+
+    for node in graph:
+        if node not in state:
+            visit(node, [])
+    return found
+
+
+def _task_problems(task: str, spec: dict, src: Located) -> list[Problem]:
+    out: list[Problem] = []
+    base = ("model", "tasks", task)
+    add = _adder(out, src)
+
+    ttype = spec.get("type")
+    if isinstance(spec.get("head"), list):
+        out.extend(layer_problems(spec["head"], (*base, "head"), src))
+    if isinstance(spec.get("output"), dict):
+        out.extend(layer_problems([spec["output"]], (*base, "output"), src, single=True))
+    if ttype not in TASK_TYPES:
+        return out
+    loss = spec.get("loss")
+    if isinstance(loss, str):
+        fits = [name for name, types in LOSSES.items() if ttype in types]
+        if loss not in LOSSES:
+            add(
+                f"unknown loss {loss!r}{did_you_mean(loss, LOSSES)} (for {ttype}: {', '.join(fits)})",
+                (*base, "loss"),
+            )
+        elif ttype not in LOSSES[loss]:
+            add(
+                f"loss {loss!r} does not fit a {ttype} task; expected one of {', '.join(fits)}",
+                (*base, "loss"),
+            )
+    metrics = spec.get("metrics")
+    if isinstance(metrics, list):
+        fits = [name for name, (types, _) in METRICS.items() if ttype in types]
+        for i, metric in enumerate(metrics):
+            if not isinstance(metric, str):
+                continue
+            if metric not in METRICS:
+                add(
+                    f"unknown metric {metric!r}{did_you_mean(metric, METRICS)} (for {ttype}: {', '.join(fits)})",
+                    (*base, "metrics", i),
+                )
+            elif ttype not in METRICS[metric][0]:
+                add(
+                    f"metric {metric!r} does not fit a {ttype} task; expected one of {', '.join(fits)}",
+                    (*base, "metrics", i),
+                )
+        if len(set(m for m in metrics if isinstance(m, str))) != len(metrics):
+            add("a metric is listed twice", (*base, "metrics"))
+    if ttype == "binary" and isinstance(spec.get("classes"), int) and spec["classes"] != 2:
+        add(f"a binary task has 2 classes, received classes: {spec['classes']}", (*base, "classes"))
+    return out
+
+
+def layer_problems(layers: list, path: tuple, src: Located, single: bool = False) -> list[Problem]:
+    """Check ``[{dense: {units: 8}}, ...]`` against the Keras layer table (no TensorFlow)."""
+    out: list[Problem] = []
+    known = layer_table.table()
+    for i, item in enumerate(layers):
+        at = path if single else (*path, i)
+
+        def add(message: str, where: tuple = at) -> None:
+            out.append(Problem(message, dotted(where), src.file, src.line(where)))
+
+        if isinstance(item, str):
+            item = {item: {}}
+        if not isinstance(item, dict) or len(item) != 1:
+            add(
+                f"expected one layer written as {{name: {{arguments}}}}, e.g. {{dense: {{units: 32}}}}; "
+                f"received {describe(item)}"
+            )
+            continue
+        ((name, kwargs),) = item.items()
+        if name not in known:
+            hint = did_you_mean(name, known)
+            if name == "lambda":
+                hint = "; Lambda layers are not allowed (they would run code from a recipe)"
+            add(f"unknown layer {name!r}{hint}", (*at, name))
+            continue
+        if kwargs is None:
+            kwargs = {}
+        if not isinstance(kwargs, dict):
+            add(f"expected the layer's arguments as a mapping, received {describe(kwargs)}", (*at, name))
+            continue
+        params = known[name]["params"]
+        for key in kwargs:
+            if key not in params:
+                add(
+                    f"{known[name]['class']} has no argument {key!r}{did_you_mean(key, params)}",
+                    (*at, name, key),
+                )
+        for key in known[name]["required"]:
+            if key not in kwargs:
+                add(f"{known[name]['class']} needs the argument {key!r}", (*at, name))
+    return out
+
+
+def monitor_names(tasks: dict) -> list[str]:
+    """Every metric name training logs for ``tasks`` (usable as ``early_stopping.monitor``)."""
+    names = ["loss"]
+    for task, spec in tasks.items():
+        names.append(f"{task}_loss")
+        ttype = spec.get("type") if isinstance(spec, dict) else getattr(spec, "type", None)
+        metrics = spec.get("metrics") if isinstance(spec, dict) else getattr(spec, "metrics", None)
+        if metrics is None:
+            metrics = DEFAULT_METRICS.get(ttype, [])
+        names.extend(f"{task}_{m}" for m in metrics if isinstance(m, str) and m in METRICS)
+    return names + [f"val_{n}" for n in names]
+
+
+def monitor_mode(name: str) -> str:
+    """``min`` or ``max`` for a logged metric name (Keras cannot infer it for per-task names)."""
+    for metric, (_, direction) in METRICS.items():
+        if name.endswith(f"_{metric}") and not name.endswith("_loss"):
+            return direction
+    return "min"

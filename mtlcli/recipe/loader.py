@@ -1,0 +1,196 @@
+"""Load a recipe: YAML with lines -> the schema -> every check, all problems at once.
+
+:class:`LoadedRecipe` is what the other stages receive: the validated :class:`~mtlcli.recipe.spec.Recipe`
+plus where it came from (its directory, for data paths; its lines, for messages). pydantic's errors are
+translated here into mtl's (recipe path, line, expected vs received, did-you-mean).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from pydantic import BaseModel, ValidationError
+
+from mtlcli.errors import Problem, RecipeError, did_you_mean
+from mtlcli.recipe.checks import recipe_problems
+from mtlcli.recipe.spec import (
+    AdamSpec,
+    DataSpec,
+    EarlyStoppingSpec,
+    ExpertsSpec,
+    InputSpec,
+    ModelSpec,
+    OptimizerSpec,
+    Recipe,
+    TaskSpec,
+    TrainSpec,
+)
+from mtlcli.recipe.yamlio import Located, describe, dotted, load_file, load_text
+
+
+class LoadedRecipe:
+    """A validated recipe plus where it came from (for data paths and error lines)."""
+
+    def __init__(self, recipe: Recipe, source: Located, path: Path | None):
+        self.recipe = recipe
+        self.source = source
+        self.path = path
+        self.base_dir = path.parent if path else Path.cwd()
+        self.name = recipe.name or (path.stem if path else "recipe")
+
+    def problem(self, message: str, path: tuple) -> Problem:
+        return Problem(message, dotted(path), self.source.file, self.source.line(path))
+
+    def resolve_path(self, value: str) -> Path:
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else (self.base_dir / p)
+
+
+def load(path: str | Path) -> LoadedRecipe:
+    path = Path(path)
+    return from_located(load_file(path), path)
+
+
+def loads(text: str, file: str = "<recipe>", base_dir: Path | None = None) -> LoadedRecipe:
+    located = load_text(text, file)
+    loaded = from_located(located, None)
+    if base_dir is not None:
+        loaded.base_dir = base_dir
+    return loaded
+
+
+def from_located(src: Located, path: Path | None) -> LoadedRecipe:
+    data = src.data
+    if data is None:
+        raise RecipeError(
+            problems=[
+                Problem("the recipe is empty; expected a mapping with data, model, train", "", src.file, 1)
+            ]
+        )
+    if not isinstance(data, dict):
+        raise RecipeError(
+            problems=[
+                Problem(f"expected a mapping at the top level, received {describe(data)}", "", src.file, 1)
+            ]
+        )
+    problems: list[Problem] = []
+    recipe = None
+    try:
+        recipe = Recipe.model_validate(data)
+    except ValidationError as exc:
+        problems.extend(_pydantic_problems(exc, src))
+    problems.extend(recipe_problems(data, src))
+    # One message per location: keep the first for each path+message pair.
+    seen, unique = set(), []
+    for p in problems:
+        if (p.path, p.message) not in seen:
+            seen.add((p.path, p.message))
+            unique.append(p)
+    if unique:
+        unique.sort(key=lambda p: (p.line or 0, p.path))
+        raise RecipeError(problems=unique)
+    assert recipe is not None
+    return LoadedRecipe(recipe, src, path)
+
+
+_EXPECT = {
+    "int_type": "an integer",
+    "int_parsing": "an integer",
+    "int_from_float": "an integer",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "string_type": "text",
+    "list_type": "a list",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+    "model_attributes_type": "a mapping",
+}
+
+# Fields of each schema model, to suggest the right key for an unknown one.
+_MODELS_BY_PATH: list[tuple[tuple, type[BaseModel]]] = [
+    ((), Recipe),
+    (("data",), DataSpec),
+    (("data", "inputs", "*"), InputSpec),
+    (("model",), ModelSpec),
+    (("model", "experts"), ExpertsSpec),
+    (("model", "tasks", "*"), TaskSpec),
+    (("train",), TrainSpec),
+    (("train", "optimizer"), OptimizerSpec),
+    (("train", "optimizer", "adam"), AdamSpec),
+    (("train", "early_stopping"), EarlyStoppingSpec),
+]
+
+
+def _fields_at(path: tuple) -> list[str]:
+    for pattern, model in _MODELS_BY_PATH:
+        if len(pattern) == len(path) and all(p == "*" or p == q for p, q in zip(pattern, path, strict=True)):
+            return list(model.model_fields)
+    return []
+
+
+def _pydantic_problems(exc: ValidationError, src: Located) -> list[Problem]:
+    out = []
+    unions: dict[tuple, list] = {}
+    for err in exc.errors(include_url=False):
+        loc = tuple(err["loc"])
+        # Union members report as an extra loc element such as 'float' or 'str': group them.
+        clean = tuple(
+            p
+            for p in loc
+            if not (
+                isinstance(p, str)
+                and (p in {"float", "str", "int", "bool"} or p.startswith(("function-", "dict[", "list[")))
+            )
+        )
+        if clean != loc:
+            unions.setdefault(clean, []).append(err)
+            continue
+        out.append(_one_problem(err, loc, src))
+    for loc, errs in unions.items():
+        value = errs[0].get("input")
+        expected = " or ".join(dict.fromkeys(_EXPECT.get(e["type"], e["msg"].lower()) for e in errs))
+        if any(e["type"] == "float_type" for e in errs) and any(e["type"] == "string_type" for e in errs):
+            expected = "a number or a path"
+        if any(e["type"] == "none_required" for e in errs):
+            expected += " or null"
+        out.append(
+            Problem(f"expected {expected}, received {describe(value)}", dotted(loc), src.file, src.line(loc))
+        )
+    return out
+
+
+def _one_problem(err: dict, loc: tuple, src: Located) -> Problem:
+    kind, value = err["type"], err.get("input")
+    line = src.line(loc)
+    if kind == "extra_forbidden":
+        key = loc[-1]
+        fields = _fields_at(loc[:-1])
+        hint = did_you_mean(key, fields) or (f"; expected one of: {', '.join(fields)}" if fields else "")
+        return Problem(f"unknown key {key!r}{hint}", dotted(loc), src.file, line)
+    if kind == "missing":
+        return Problem("required key is missing", dotted(loc), src.file, src.line(loc[:-1]))
+    if kind in ("literal_error", "enum"):
+        choices = err.get("ctx", {}).get("expected", "")
+        options = re.findall(r"'([^']*)'", choices)
+        return Problem(
+            f"expected one of {', '.join(options)}; received {describe(value)}{did_you_mean(value, options)}",
+            dotted(loc),
+            src.file,
+            line,
+        )
+    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        ctx = err.get("ctx", {})
+        bound = {
+            "greater_than": "> {gt}",
+            "greater_than_equal": ">= {ge}",
+            "less_than": "< {lt}",
+            "less_than_equal": "<= {le}",
+        }[kind].format(**ctx)
+        return Problem(f"expected a value {bound}, received {value!r}", dotted(loc), src.file, line)
+    expected = _EXPECT.get(kind)
+    if expected:
+        return Problem(f"expected {expected}, received {describe(value)}", dotted(loc), src.file, line)
+    return Problem(f"{err['msg']}, received {describe(value)}", dotted(loc), src.file, line)

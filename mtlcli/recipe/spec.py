@@ -1,0 +1,244 @@
+"""The recipe schema: pydantic models of every key, their defaults, and the tables of names.
+
+What a recipe may contain, and nothing else: the models are strict (unknown keys are errors) and frozen.
+Checks that need more than one key, or names from other tables (layers, strategies), are in
+:mod:`mtlcli.recipe.checks`; turning pydantic's errors into mtl's messages is :mod:`mtlcli.recipe.loader`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+TASK_TYPES = ("classification", "binary", "regression", "multilabel")
+INPUT_KINDS = ("numeric", "categorical", "image", "array")
+
+#: loss name -> task types it fits. The first listed per type is the default.
+LOSSES: dict[str, tuple[str, ...]] = {
+    "sparse_categorical_crossentropy": ("classification",),
+    "binary_crossentropy": ("binary", "multilabel"),
+    "binary_focal_crossentropy": ("binary", "multilabel"),
+    "mse": ("regression",),
+    "mae": ("regression",),
+    "huber": ("regression",),
+    "log_cosh": ("regression",),
+}
+DEFAULT_LOSS = {
+    "classification": "sparse_categorical_crossentropy",
+    "binary": "binary_crossentropy",
+    "regression": "mse",
+    "multilabel": "binary_crossentropy",
+}
+
+#: metric name -> (task types, direction). Regression metrics are reported in the target's units.
+METRICS: dict[str, tuple[tuple[str, ...], str]] = {
+    "accuracy": (("classification", "binary", "multilabel"), "max"),
+    "crossentropy": (("classification", "binary", "multilabel"), "min"),
+    "auc": (("binary", "multilabel"), "max"),
+    "precision": (("binary", "multilabel"), "max"),
+    "recall": (("binary", "multilabel"), "max"),
+    "hamming": (("multilabel",), "min"),
+    "exact_match": (("multilabel",), "max"),
+    "mae": (("regression",), "min"),
+    "mse": (("regression",), "min"),
+    "rmse": (("regression",), "min"),
+    "r2": (("regression",), "max"),
+}
+DEFAULT_METRICS = {
+    "classification": ["accuracy"],
+    "binary": ["accuracy", "auc"],
+    "regression": ["mae", "rmse"],
+    "multilabel": ["hamming", "auc"],
+}
+
+NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+class InputSpec(_Strict):
+    """One model input: a CSV column or an NPZ array."""
+
+    kind: Literal["numeric", "categorical", "image", "array"]
+    shape: list[int] | None = Field(None, description="image/array only: e.g. [28, 28, 1]")
+    column: str | None = Field(None, description="source column or array; defaults to the input name")
+    missing: Literal["mean", "zero", "error"] | None = Field(None, description="numeric only (mean)")
+    flag: bool = Field(False, description="numeric only: add a 0/1 'was missing' feature")
+    encoding: Literal["one_hot", "embedding"] | None = Field(
+        None, description="categorical only: one_hot (default) or embedding (a learned vector per value)"
+    )
+    dim: int | None = Field(None, ge=1, description="categorical with encoding: embedding: vector size")
+
+
+class TaskSpec(_Strict):
+    type: Literal["classification", "binary", "regression", "multilabel"]
+    target: str | list[str] | None = None
+    separator: str | None = Field(None, description="multilabel: labels in one column split on this")
+    when: Any = Field(None, description="rows where the task counts: {column: c, equals: v} or a list")
+    class_weight: Any = Field(None, description="balanced or {label: weight}: per-row loss weights")
+    head: list[dict[str, Any] | str] = Field(default_factory=list)
+    output: dict[str, Any] | None = None
+    loss: str | None = None
+    metrics: list[str] | None = None
+    weight: float = Field(1.0, ge=0)
+    classes: int | None = Field(None, ge=2)
+    inputs_from: list[str] = Field(
+        default_factory=list,
+        description="tasks this head reads: 'click' (its output) or 'click.hidden' (its last hidden layer)",
+    )
+
+
+class AdamSpec(_Strict):
+    learning_rate: float = Field(0.001, gt=0)
+    beta_1: float = Field(0.9, ge=0, lt=1)
+    beta_2: float = Field(0.999, ge=0, lt=1)
+    epsilon: float = Field(1e-7, gt=0)
+    amsgrad: bool = False
+    weight_decay: float | None = Field(None, ge=0)
+    clipnorm: float | None = Field(None, gt=0)
+
+
+class OptimizerSpec(_Strict):
+    adam: AdamSpec = Field(default_factory=AdamSpec)
+
+
+class EarlyStoppingSpec(_Strict):
+    monitor: str = "val_loss"
+    patience: int = Field(10, ge=0)
+    min_delta: float = Field(0.0, ge=0)
+    mode: Literal["auto", "min", "max"] = "auto"
+    restore_best: bool = True
+
+
+class TrainSpec(_Strict):
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(32, ge=1)
+    optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
+    weighting: Any = "static"
+    early_stopping: EarlyStoppingSpec | None = None
+    checkpoint_every: int | None = Field(
+        None, ge=1, description="also write checkpoints/last every N steps (always at each epoch end)"
+    )
+    on_nan: Literal["stop", "skip_batch"] = Field(
+        "stop", description="a non-finite task loss: stop the run (exit 1) or skip that batch's update"
+    )
+    distribute: Literal["none", "mirrored", "multi_worker"] = Field(
+        "none", description="tf.distribute: mirrored (local devices) or multi_worker (TF_CONFIG cluster)"
+    )
+    devices: int | None = Field(
+        None, ge=1, description="local devices per process: the first N GPUs, or N logical CPU devices"
+    )
+    jit_compile: bool | Literal["auto"] = Field(
+        "auto", description="XLA-compile the train step; auto = Keras's choice (off on CPU-only machines)"
+    )
+    mixed_precision: Literal["bfloat16"] | None = Field(
+        None, description="compute in bfloat16 with float32 variables, outputs and losses"
+    )
+
+    @field_validator("optimizer", mode="before")
+    @classmethod
+    def _optimizer_name(cls, value):
+        return {value: {}} if isinstance(value, str) else value
+
+    @field_validator("early_stopping", mode="before")
+    @classmethod
+    def _early_stopping_bool(cls, value):
+        if value is True:
+            return {}
+        return None if value is False else value
+
+
+class DataSpec(_Strict):
+    # A source is a path/glob or a mapping such as {idx: ..., labels: ...} (checked in recipe_data).
+    train: str | dict[str, Any]
+    validation: float | str | dict[str, Any] | None = 0.2
+    test: float | str | dict[str, Any] | None = None
+    split: dict[str, Any] | None = Field(None, description="{column: c, train: [..], validation: [..]}")
+    group_by: str | None = Field(None, description="rows sharing this column's value stay in one split")
+    inputs: dict[str, InputSpec]
+    stream: Any = Field(
+        None,
+        description="true | false | {chunk_rows, shuffle_buffer}; default: stream a train file over 1 GiB",
+    )
+
+    @field_validator("inputs", mode="before")
+    @classmethod
+    def _input_shorthand(cls, value):
+        if isinstance(value, dict):
+            return {k: {"kind": v} if isinstance(v, str) else v for k, v in value.items()}
+        return value
+
+
+ARCHITECTURES = ("hard_sharing", "mmoe", "cgc", "ple", "cross_stitch")
+#: Architectures built from experts and gates (they need ``model.experts``).
+EXPERT_ARCHITECTURES = ("mmoe", "cgc", "ple")
+
+
+class ExpertsSpec(_Strict):
+    """The experts of mmoe, cgc and ple: shared experts per level and the layers of every expert."""
+
+    count: int = Field(4, ge=1)
+    layers: list[dict[str, Any] | str]
+
+
+class ModelSpec(_Strict):
+    architecture: Literal["hard_sharing", "mmoe", "cgc", "ple", "cross_stitch"] = "hard_sharing"
+    shared: list[dict[str, Any] | str] = Field(default_factory=list)
+    experts: ExpertsSpec | None = None
+    task_experts: int | None = Field(None, ge=1, description="cgc/ple: experts per task (default 1)")
+    levels: int | None = Field(None, ge=1, description="ple: extraction levels (default 2)")
+    tasks: dict[str, TaskSpec]
+
+    def architecture_spec(self) -> dict[str, Any]:
+        """``{"name": ..., "experts": ..., "task_experts": ..., "levels": ...}`` with defaults filled in,
+        holding only the keys the architecture uses (the model spec's ``architecture`` entry)."""
+        out: dict[str, Any] = {"name": self.architecture}
+        if self.architecture in EXPERT_ARCHITECTURES and self.experts is not None:
+            out["experts"] = {"count": self.experts.count, "layers": list(self.experts.layers)}
+        if self.architecture in ("cgc", "ple"):
+            out["task_experts"] = self.task_experts or 1
+        if self.architecture == "ple":
+            out["levels"] = self.levels or 2
+        return out
+
+
+class Recipe(_Strict):
+    name: str | None = None
+    seed: int = 0
+    data: DataSpec
+    model: ModelSpec
+    train: TrainSpec = Field(default_factory=TrainSpec)
+
+    # -- derived values (not part of the schema) ------------------------------------------------
+    def task_names(self) -> list[str]:
+        return list(self.model.tasks)
+
+    def target(self, task: str) -> str:
+        return self.model.tasks[task].target or task
+
+    def loss(self, task: str) -> str:
+        spec = self.model.tasks[task]
+        return spec.loss or DEFAULT_LOSS[spec.type]
+
+    def metrics(self, task: str) -> list[str]:
+        spec = self.model.tasks[task]
+        return list(spec.metrics if spec.metrics is not None else DEFAULT_METRICS[spec.type])
+
+    def column(self, input_name: str) -> str:
+        return self.data.inputs[input_name].column or input_name
+
+    def resolved(self) -> dict[str, Any]:
+        """The recipe with every default filled in (what ``resolved.yaml`` holds)."""
+        out = self.model_dump(mode="json")
+        for task, spec in out["model"]["tasks"].items():
+            spec["target"] = self.target(task)
+            spec["loss"] = self.loss(task)
+            spec["metrics"] = self.metrics(task)
+        for key in ("experts", "task_experts", "levels"):  # only those the architecture uses, filled in
+            out["model"].pop(key, None)
+        out["model"].update({k: v for k, v in self.model.architecture_spec().items() if k != "name"})
+        return out
