@@ -20,7 +20,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("mtlcli.data",),
     ("mtlcli.model",),
     ("mtlcli.run",),
-    ("mtlcli.scaffold", "mtlcli.cli", "mtlcli.__main__", "mtlcli"),
+    ("mtlcli.scaffold", "mtlcli.views", "mtlcli.cli", "mtlcli.__main__", "mtlcli"),
 ]
 MAX_MODULE_LINES = 600
 MAX_FUNCTION_LINES = 80

@@ -143,3 +143,10 @@ def get(spec: Any) -> Strategy:
 def spec_name(spec: Any) -> str:
     name, _, _ = _split(spec)
     return name or "?"
+
+
+def label(spec: Any) -> str:
+    """A strategy spec for display: ``pcgrad``, ``cagrad(c=0.4)``."""
+    name, params, _ = _split(spec)
+    inner = ", ".join(f"{k}={v}" for k, v in (params or {}).items()) if isinstance(params, dict) else ""
+    return f"{name}({inner})" if inner else str(name or spec)
