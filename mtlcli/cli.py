@@ -81,8 +81,8 @@ def validate(
     no_data: Annotated[bool, typer.Option("--no-data", help="Check the recipe only, not its data.")] = False,
 ) -> None:
     """Check a recipe (and its data) without training. Exit 0 when valid, 2 otherwise."""
+    from mtlcli import data as data_mod
     from mtlcli import recipe as recipe_mod
-    from mtlcli.data import preprocess as data_mod
 
     out = _console()
     with _user_errors():
@@ -116,8 +116,12 @@ OutputOption = Annotated[
 ForceOption = Annotated[
     bool, typer.Option("--force", help="Allow a non-empty --output (or --fork) directory.")
 ]
-SeedOption = Annotated[int | None, typer.Option("--seed", help="Override the recipe's seed.")]
-EpochsOption = Annotated[int | None, typer.Option("--epochs", min=1, help="Override train.epochs.")]
+SeedOption = Annotated[
+    int | None, typer.Option("--seed", min=0, max=2**32 - 1, help="Override the recipe's seed.")
+]
+EpochsOption = Annotated[
+    int | None, typer.Option("--epochs", min=1, max=2**31 - 1, help="Override train.epochs.")
+]
 ResumeOption = Annotated[
     Path | None,
     typer.Option(
@@ -274,7 +278,7 @@ def init(
 def plan(
     recipe: Annotated[Path, typer.Argument(help="The recipe YAML file.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
-    seed: Annotated[int | None, typer.Option("--seed", help="Override the recipe's seed.")] = None,
+    seed: SeedOption = None,
 ) -> None:
     """Show what RECIPE builds, without training: the model graph, the parameters shared and per task,
     and the objective with its resolved weights."""

@@ -7,11 +7,13 @@ returns :class:`~mtlcli.errors.Problem` s with the recipe path and line. The dat
 
 from __future__ import annotations
 
+import math
 import re
 
 from mtlcli.errors import Problem, did_you_mean
 from mtlcli.recipe import layer_table
 from mtlcli.recipe.data_checks import data_problems
+from mtlcli.recipe.layer_args import argument_problem
 from mtlcli.recipe.spec import (
     ARCHITECTURES,
     DEFAULT_METRICS,
@@ -41,6 +43,7 @@ def recipe_problems(data: dict, src: Located) -> list[Problem]:
     name = data.get("name")
     if isinstance(name, str) and not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", name):
         add(f"expected a run name of letters, digits, '_', '-' or '.', received {name!r}", ("name",))
+    _non_finite_problems(data, (), add)
     model = data.get("model") if isinstance(data.get("model"), dict) else {}
     tasks = model.get("tasks") if isinstance(model.get("tasks"), dict) else None
     out.extend(_model_problems(model, src))
@@ -50,6 +53,25 @@ def recipe_problems(data: dict, src: Located) -> list[Problem]:
     train = data.get("train") if isinstance(data.get("train"), dict) else {}
     _train_problems(train, tasks, add)
     return out
+
+
+def _non_finite_problems(value, path: tuple, add) -> None:
+    """``.inf``, ``.nan`` or a number too large for a float (``1e400``) anywhere in the recipe."""
+    if isinstance(value, float) and not math.isfinite(value):
+        add(f"expected a finite number, received {describe(value)}", path)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _non_finite_problems(item, (*path, key), add)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _non_finite_problems(item, (*path, i), add)
+
+
+def _all_weights_zero(tasks: dict) -> bool:
+    weights = [spec.get("weight", 1.0) if isinstance(spec, dict) else None for spec in tasks.values()]
+    return bool(weights) and all(
+        isinstance(w, (int, float)) and not isinstance(w, bool) and w == 0 for w in weights
+    )
 
 
 def _model_problems(model: dict, src: Located) -> list[Problem]:
@@ -70,6 +92,12 @@ def _model_problems(model: dict, src: Located) -> list[Problem]:
                 )
             if isinstance(spec, dict):
                 out.extend(_task_problems(str(task), spec, src))
+        if _all_weights_zero(tasks):
+            add(
+                "every task has weight 0, so the run would train nothing: expected at least one task "
+                "with a weight > 0",
+                ("model", "tasks"),
+            )
     out.extend(architecture_problems(model, src))
     return out
 
@@ -339,12 +367,14 @@ def layer_problems(layers: list, path: tuple, src: Located, single: bool = False
             add(f"expected the layer's arguments as a mapping, received {describe(kwargs)}", (*at, name))
             continue
         params = known[name]["params"]
-        for key in kwargs:
+        for key, value in kwargs.items():
             if key not in params:
                 add(
                     f"{known[name]['class']} has no argument {key!r}{did_you_mean(key, params)}",
                     (*at, name, key),
                 )
+            elif problem := argument_problem(name, key, value):
+                add(f"{known[name]['class']} {key}: {problem}", (*at, name, key))
         for key in known[name]["required"]:
             if key not in kwargs:
                 add(f"{known[name]['class']} needs the argument {key!r}", (*at, name))

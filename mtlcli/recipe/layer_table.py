@@ -1,8 +1,9 @@
-"""The Keras layers a recipe may name, with their keyword arguments -- checked without TensorFlow.
+"""The Keras layers a recipe may name, their keyword arguments and the kinds of their defaults.
 
-``keras_layers.json`` is generated from the installed Keras by :func:`generate` (run
-``python -m mtlcli.recipe.layer_table`` after a Keras upgrade); ``tests/test_layers.py`` fails when it is
-out of date. Layers that take Python callables or other layers (``Lambda``, wrappers, RNN cells) are
+``keras_layers.json`` (layers) and ``keras_names.json`` (activation, initializer, regularizer and
+constraint names) are generated from the installed Keras by :func:`generate` and :func:`generate_names`
+(run ``python -m mtlcli.recipe.layer_table`` after a Keras upgrade); ``tests/test_layers.py`` fails when
+they are out of date. :mod:`mtlcli.recipe.layer_args` checks argument values with them. Layers that take Python callables or other layers (``Lambda``, wrappers, RNN cells) are
 excluded: nothing in a recipe may execute code.
 """
 
@@ -13,6 +14,7 @@ import json
 from pathlib import Path
 
 TABLE_PATH = Path(__file__).with_name("keras_layers.json")
+NAMES_PATH = Path(__file__).with_name("keras_names.json")
 
 # Never allowed: they execute code or wrap other layers given as Python objects.
 EXCLUDED = {
@@ -60,9 +62,27 @@ BASE_KWARGS = ["name", "dtype", "trainable"]
 
 
 @functools.cache
-def table() -> dict[str, dict[str, list[str]]]:
-    """``snake_case name -> {"class": ClassName, "params": [...], "required": [...]}``."""
+def table() -> dict[str, dict]:
+    """``snake_case name -> {"class": ClassName, "params": [...], "required": [...], "defaults": {...}}``.
+
+    ``defaults`` maps each argument to the kind of its default value (``bool``, ``int``, ``float``,
+    ``str``, ``null``, ``list``, ``other``): what the argument takes when nothing else says more."""
     return json.loads(TABLE_PATH.read_text())
+
+
+@functools.cache
+def names() -> dict[str, list[str]]:
+    """``{"activation": [...], "initializer": [...], "regularizer": [...], "constraint": [...]}``."""
+    return json.loads(NAMES_PATH.read_text())
+
+
+def _kind_of_default(value) -> str:
+    if value is None:
+        return "null"
+    for kind in (bool, int, float, str):
+        if isinstance(value, kind):
+            return kind.__name__
+    return "list" if isinstance(value, (list, tuple)) else "other"
 
 
 def generate() -> dict[str, dict]:
@@ -78,22 +98,46 @@ def generate() -> dict[str, dict]:
         if not (inspect.isclass(cls) and issubclass(cls, keras.layers.Layer)) or cls_name in EXCLUDED:
             continue
         sig = inspect.signature(cls.__init__)
-        params, required = [], []
+        params, required, defaults = [], [], {}
         for p in list(sig.parameters.values())[1:]:
             if p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
                 continue
             params.append(p.name)
             if p.default is inspect.Parameter.empty:
                 required.append(p.name)
+            else:
+                defaults[p.name] = _kind_of_default(p.default)
         for base in BASE_KWARGS:
             if base not in params:
                 params.append(base)
-        out[to_snake_case(cls_name)] = {"class": cls_name, "params": params, "required": required}
+        out[to_snake_case(cls_name)] = {
+            "class": cls_name,
+            "params": params,
+            "required": required,
+            "defaults": defaults,
+        }
     for alias, target in ALIASES.items():
         out[alias] = out[target]
     return out
 
 
+def generate_names() -> dict[str, list[str]]:
+    """The names Keras resolves for activations, initializers, regularizers and constraints."""
+    import keras
+
+    def public(module, drop=("deserialize", "get", "serialize")) -> list[str]:
+        return sorted(n for n in dir(module) if not n.startswith("_") and n not in drop)
+
+    base = {"Initializer", "Regularizer", "Constraint"}  # abstract: not usable by name
+    return {
+        "activation": public(keras.activations),
+        "initializer": [n for n in public(keras.initializers) if n not in base],
+        "regularizer": [n for n in public(keras.regularizers) if n not in base],
+        "constraint": [n for n in public(keras.constraints) if n not in base],
+    }
+
+
 if __name__ == "__main__":
     TABLE_PATH.write_text(json.dumps(generate(), indent=1, sort_keys=True) + "\n")
-    print(f"wrote {TABLE_PATH}")
+    NAMES_PATH.write_text(json.dumps(generate_names(), indent=1, sort_keys=True) + "\n")
+    print(f"wrote {TABLE_PATH} and {NAMES_PATH}")

@@ -8,9 +8,10 @@ Checks that need more than one key, or names from other tables (layers, strategi
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
 TASK_TYPES = ("classification", "binary", "regression", "multilabel")
 INPUT_KINDS = ("numeric", "categorical", "image", "array")
@@ -54,6 +55,29 @@ DEFAULT_METRICS = {
 }
 
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+#: the largest count TensorFlow holds in a shape or a step counter (int32)
+INT32_MAX = 2**31 - 1
+#: seeds are unsigned 32-bit (numpy, TensorFlow and Python's random all accept that range)
+SEED_MAX = 2**32 - 1
+
+
+def _no_bool_int(value: Any) -> Any:
+    """YAML ``true`` is not the integer 1 here: a boolean where a count is expected is a mistake."""
+    if isinstance(value, bool):
+        raise PydanticCustomError("int_type", "Input should be a valid integer")
+    return value
+
+
+def _no_bool_float(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise PydanticCustomError("float_type", "Input should be a valid number")
+    return value
+
+
+#: an integer that refuses booleans; every use also bounds it (``le=INT32_MAX`` at most)
+Int = Annotated[int, BeforeValidator(_no_bool_int)]
+#: a finite number that refuses booleans (``1e400`` parses as inf: refused)
+Float = Annotated[float, BeforeValidator(_no_bool_float), Field(allow_inf_nan=False)]
 
 
 class _Strict(BaseModel):
@@ -64,14 +88,18 @@ class InputSpec(_Strict):
     """One model input: a CSV column or an NPZ array."""
 
     kind: Literal["numeric", "categorical", "image", "array"]
-    shape: list[int] | None = Field(None, description="image/array only: e.g. [28, 28, 1]")
+    shape: list[Annotated[Int, Field(ge=1, le=INT32_MAX)]] | None = Field(
+        None, description="image/array only: e.g. [28, 28, 1]"
+    )
     column: str | None = Field(None, description="source column or array; defaults to the input name")
     missing: Literal["mean", "zero", "error"] | None = Field(None, description="numeric only (mean)")
     flag: bool = Field(False, description="numeric only: add a 0/1 'was missing' feature")
     encoding: Literal["one_hot", "embedding"] | None = Field(
         None, description="categorical only: one_hot (default) or embedding (a learned vector per value)"
     )
-    dim: int | None = Field(None, ge=1, description="categorical with encoding: embedding: vector size")
+    dim: Int | None = Field(
+        None, ge=1, le=INT32_MAX, description="categorical with encoding: embedding: vector size"
+    )
 
 
 class TaskSpec(_Strict):
@@ -84,8 +112,8 @@ class TaskSpec(_Strict):
     output: dict[str, Any] | None = None
     loss: str | None = None
     metrics: list[str] | None = None
-    weight: float = Field(1.0, ge=0)
-    classes: int | None = Field(None, ge=2)
+    weight: Float = Field(1.0, ge=0)
+    classes: Int | None = Field(None, ge=2, le=INT32_MAX)
     inputs_from: list[str] = Field(
         default_factory=list,
         description="tasks this head reads: 'click' (its output) or 'click.hidden' (its last hidden layer)",
@@ -93,13 +121,13 @@ class TaskSpec(_Strict):
 
 
 class AdamSpec(_Strict):
-    learning_rate: float = Field(0.001, gt=0)
-    beta_1: float = Field(0.9, ge=0, lt=1)
-    beta_2: float = Field(0.999, ge=0, lt=1)
-    epsilon: float = Field(1e-7, gt=0)
+    learning_rate: Float = Field(0.001, gt=0)
+    beta_1: Float = Field(0.9, ge=0, lt=1)
+    beta_2: Float = Field(0.999, ge=0, lt=1)
+    epsilon: Float = Field(1e-7, gt=0)
     amsgrad: bool = False
-    weight_decay: float | None = Field(None, ge=0)
-    clipnorm: float | None = Field(None, gt=0)
+    weight_decay: Float | None = Field(None, ge=0)
+    clipnorm: Float | None = Field(None, gt=0)
 
 
 class OptimizerSpec(_Strict):
@@ -108,20 +136,23 @@ class OptimizerSpec(_Strict):
 
 class EarlyStoppingSpec(_Strict):
     monitor: str = "val_loss"
-    patience: int = Field(10, ge=0)
-    min_delta: float = Field(0.0, ge=0)
+    patience: Int = Field(10, ge=0, le=INT32_MAX)
+    min_delta: Float = Field(0.0, ge=0)
     mode: Literal["auto", "min", "max"] = "auto"
     restore_best: bool = True
 
 
 class TrainSpec(_Strict):
-    epochs: int = Field(20, ge=1)
-    batch_size: int = Field(32, ge=1)
+    epochs: Int = Field(20, ge=1, le=INT32_MAX)
+    batch_size: Int = Field(32, ge=1, le=INT32_MAX)
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
     weighting: Any = "static"
     early_stopping: EarlyStoppingSpec | None = None
-    checkpoint_every: int | None = Field(
-        None, ge=1, description="also write checkpoints/last every N steps (always at each epoch end)"
+    checkpoint_every: Int | None = Field(
+        None,
+        ge=1,
+        le=INT32_MAX,
+        description="also write checkpoints/last every N steps (always at each epoch end)",
     )
     on_nan: Literal["stop", "skip_batch"] = Field(
         "stop", description="a non-finite task loss: stop the run (exit 1) or skip that batch's update"
@@ -129,8 +160,11 @@ class TrainSpec(_Strict):
     distribute: Literal["none", "mirrored", "multi_worker"] = Field(
         "none", description="tf.distribute: mirrored (local devices) or multi_worker (TF_CONFIG cluster)"
     )
-    devices: int | None = Field(
-        None, ge=1, description="local devices per process: the first N GPUs, or N logical CPU devices"
+    devices: Int | None = Field(
+        None,
+        ge=1,
+        le=INT32_MAX,
+        description="local devices per process: the first N GPUs, or N logical CPU devices",
     )
     jit_compile: bool | Literal["auto"] = Field(
         "auto", description="XLA-compile the train step; auto = Keras's choice (off on CPU-only machines)"
@@ -181,7 +215,7 @@ EXPERT_ARCHITECTURES = ("mmoe", "cgc", "ple")
 class ExpertsSpec(_Strict):
     """The experts of mmoe, cgc and ple: shared experts per level and the layers of every expert."""
 
-    count: int = Field(4, ge=1)
+    count: Int = Field(4, ge=1, le=INT32_MAX)
     layers: list[dict[str, Any] | str]
 
 
@@ -189,8 +223,10 @@ class ModelSpec(_Strict):
     architecture: Literal["hard_sharing", "mmoe", "cgc", "ple", "cross_stitch"] = "hard_sharing"
     shared: list[dict[str, Any] | str] = Field(default_factory=list)
     experts: ExpertsSpec | None = None
-    task_experts: int | None = Field(None, ge=1, description="cgc/ple: experts per task (default 1)")
-    levels: int | None = Field(None, ge=1, description="ple: extraction levels (default 2)")
+    task_experts: Int | None = Field(
+        None, ge=1, le=INT32_MAX, description="cgc/ple: experts per task (default 1)"
+    )
+    levels: Int | None = Field(None, ge=1, le=INT32_MAX, description="ple: extraction levels (default 2)")
     tasks: dict[str, TaskSpec]
 
     def architecture_spec(self) -> dict[str, Any]:
@@ -208,7 +244,7 @@ class ModelSpec(_Strict):
 
 class Recipe(_Strict):
     name: str | None = None
-    seed: int = 0
+    seed: Int = Field(0, ge=0, le=SEED_MAX)
     data: DataSpec
     model: ModelSpec
     train: TrainSpec = Field(default_factory=TrainSpec)
