@@ -183,7 +183,7 @@ def throughput_one(only: str, rounds: int, steps: int) -> list[dict]:
     from mtlcli.data import pipeline
     from mtlcli.data import preprocess as data
     from mtlcli.data import stream as streaming
-    from mtlcli.run import runner
+    from mtlcli.model.build import build_model
     from mtlcli.tfutil import import_tf
 
     tf = import_tf(False)
@@ -211,7 +211,7 @@ def throughput_one(only: str, rounds: int, steps: int) -> list[dict]:
             per_epoch = -(-train.n // batch)
             epochs = -(-steps * (rounds + 1) // per_epoch) + 1
             keras.utils.set_random_seed(0)
-            model = runner.build_model(rec, prepared, 0)
+            model = build_model(rec, prepared, 0)
             real = pipeline.train_stream(tf, train, batch, 0, 0, 0, epochs).repeat()
             cached = [
                 b

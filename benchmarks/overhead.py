@@ -116,7 +116,7 @@ def keras_baseline(model_spec: dict, prepared, recipe):
     """The hand-written equivalent: a functional model with loss_weights, built-in train_step."""
     import keras
 
-    from mtlcli.model.network import make_layer
+    from mtlcli.model.architectures import make_layer
 
     shapes = model_spec["input_shapes"]
     inputs = {k: keras.Input(shape=tuple(v), name=k) for k, v in shapes.items()}
@@ -181,11 +181,11 @@ def epoch_ratio(recipe_path: Path, rounds: int) -> dict:
     from mtlcli import recipe as R
     from mtlcli.data import pipeline
     from mtlcli.data import preprocess as data
-    from mtlcli.run import runner
+    from mtlcli.model.build import build_model
 
     loaded = R.load(recipe_path)
     prepared = data.prepare(loaded)
-    mtl_model = runner.build_model(loaded, prepared, seed=0)
+    mtl_model = build_model(loaded, prepared, seed=0)
     keras_model = keras_baseline(mtl_model.spec, prepared, loaded.recipe)
     arr = prepared.splits["train"]
     bs = loaded.recipe.train.batch_size
@@ -221,12 +221,13 @@ import keras
 sys.path.insert(0, {bench!r})
 from overhead import keras_baseline
 from mtlcli.data import preprocess as data
+from mtlcli.model.build import build_model
 from mtlcli.run import runner
 from mtlcli import recipe as R
 loaded = R.load({recipe!r})
 prepared = data.prepare(loaded)
 keras.utils.set_random_seed(0)
-spec = runner.build_model(loaded, prepared, seed=0).spec
+spec = build_model(loaded, prepared, seed=0).spec
 model = keras_baseline(spec, prepared, loaded.recipe)
 arr = prepared.splits["train"]
 bs = loaded.recipe.train.batch_size

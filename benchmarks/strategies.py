@@ -60,7 +60,7 @@ def build(workdir: Path, tasks: int, weighting: str, samples: int):
     from mtlcli import recipe as R
     from mtlcli.data import pipeline
     from mtlcli.data import preprocess as data
-    from mtlcli.run import runner
+    from mtlcli.model.build import build_model
 
     npz = workdir / "data.npz"
     if not npz.exists():
@@ -76,7 +76,7 @@ def build(workdir: Path, tasks: int, weighting: str, samples: int):
     prepared = data.prepare(loaded)
     import tensorflow as tf
 
-    model = runner.build_model(loaded, prepared, seed=0)
+    model = build_model(loaded, prepared, seed=0)
     ds = pipeline.dataset(tf, prepared.splits["train"], 256).cache()
     return model, ds
 

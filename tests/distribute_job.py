@@ -27,7 +27,7 @@ def _recipe(path: str, weighting: str, distribute: str = "none", devices: int | 
 def one_step(path: str, weightings: list[str]) -> None:
     from mtlcli import distribute
     from mtlcli.data import preprocess as data
-    from mtlcli.run import runner
+    from mtlcli.model.build import build_model
     from mtlcli.tfutil import import_tf
 
     tf = import_tf()
@@ -48,7 +48,7 @@ def one_step(path: str, weightings: list[str]) -> None:
 
         def make(scope, loaded=loaded, prepared=prepared):
             with scope:
-                model = runner.build_model(loaded, prepared, seed=3)
+                model = build_model(loaded, prepared, seed=3)
                 model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.5))
                 model.optimizer.build(model.trainable_variables)
             return model

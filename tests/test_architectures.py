@@ -178,7 +178,8 @@ keras = pytest.importorskip("keras")
 
 from mtlcli.data import preprocess as data  # noqa: E402
 from mtlcli.model import architectures as arch  # noqa: E402
-from mtlcli.model import network as mtl_model  # noqa: E402
+from mtlcli.model import train_step as mtl_model  # noqa: E402
+from mtlcli.model.build import build_model  # noqa: E402
 from mtlcli.run import runner  # noqa: E402
 
 
@@ -189,7 +190,7 @@ def build(tmp_path, name: str, weighting: str = "static", inputs_from: bool = Tr
         write_tiny_csv(tmp_path / "tiny.csv")
     loaded = R.loads(recipe_text(name, weighting, inputs_from), file="r.yaml", base_dir=tmp_path)
     prepared = data.prepare(loaded)
-    return prepared, runner.build_model(loaded, prepared, seed=3)
+    return prepared, build_model(loaded, prepared, seed=3)
 
 
 def _ids(variables) -> set:

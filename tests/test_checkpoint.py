@@ -9,17 +9,17 @@ import shutil
 import numpy as np
 import pytest
 
+from mtlcli import fsio
 from mtlcli import recipe as R
 from mtlcli.data import pipeline
 from mtlcli.data import preprocess as data
 from mtlcli.errors import CheckpointError, RunError
-from mtlcli import fsio
 from mtlcli.run import checkpoint, resume
 
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
-from mtlcli.run import runner  # noqa: E402
+from mtlcli.model.build import build_model  # noqa: E402
 
 DROPOUT = "- dense: {units: 16, activation: relu}\n    - dropout: {rate: 0.3}"
 
@@ -33,7 +33,7 @@ def trained(tiny_project):
     loaded = R.load(tiny_project)
     prepared = data.prepare(loaded)
     keras.utils.set_random_seed(3)
-    model = runner.build_model(loaded, prepared, seed=3)
+    model = build_model(loaded, prepared, seed=3)
     model.optimizer.build(model.trainable_variables)
     stream = pipeline.train_stream(tf, prepared.splits["train"], 32, 3, 0, 0, 1)
     model.fit(stream, epochs=1, steps_per_epoch=3, verbose=0, shuffle=False)
@@ -42,7 +42,7 @@ def trained(tiny_project):
 
 def _fresh(loaded, prepared):
     keras.utils.set_random_seed(99)
-    model = runner.build_model(loaded, prepared, seed=3)
+    model = build_model(loaded, prepared, seed=3)
     model.optimizer.build(model.trainable_variables)
     return model
 

@@ -15,6 +15,7 @@ from mtlcli.data import preprocess as data
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
+from mtlcli.model.build import build_model  # noqa: E402
 from mtlcli.run import runner  # noqa: E402
 
 from .test_data_sources import image_folder  # noqa: E402
@@ -28,7 +29,7 @@ def load(tmp_path, text):
 
 def test_class_weights_multiply_row_losses_and_keep_the_labelled_mean(tiny_project):
     loaded = R.load(tiny_project)
-    model = runner.build_model(loaded, data.prepare(loaded), seed=3)
+    model = build_model(loaded, data.prepare(loaded), seed=3)
     y = {
         "kind": tf.constant([0, 1, 2, 0]),
         "flag": tf.constant([[1.0], [0.0], [1.0], [0.0]]),
@@ -144,7 +145,7 @@ def test_multilabel_and_several_column_regression_train_save_and_load(tmp_path):
 
 
 def test_metric_classes_round_trip_their_config():
-    from mtlcli.model import target_metrics as tm
+    from mtlcli.model import metrics as tm
 
     for metric in (
         tm.MultiLabelMetric("exact_match", name="t_exact_match"),

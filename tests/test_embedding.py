@@ -127,13 +127,14 @@ def test_streamed_chunks_carry_the_same_ids(tmp_path):
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
+from mtlcli.model.build import build_model  # noqa: E402
 from mtlcli.model.embedding import CategoryEmbedding  # noqa: E402
 from mtlcli.run import runner  # noqa: E402
 
 
 def build(tmp_path, arch: str = "hard_sharing", weighting: str = "static", color: str = EMBED):
     loaded, prepared = prepare(tmp_path, recipe_text(color, arch, weighting))
-    return loaded, prepared, runner.build_model(loaded, prepared, seed=3)
+    return loaded, prepared, build_model(loaded, prepared, seed=3)
 
 
 def test_layer_serializes_with_its_config():
@@ -194,7 +195,7 @@ def test_a_single_embedded_input(tmp_path):
     """The embedding alone (no other input): the joined input is its vector."""
     text = recipe_text().replace("    a: numeric\n    b: numeric\n", "")
     loaded, prepared = prepare(tmp_path, text)
-    model = runner.build_model(loaded, prepared, seed=3)
+    model = build_model(loaded, prepared, seed=3)
     assert model.input_names == ["color"]
     assert model.trunk[0].kernel.shape == (4, 16)
     assert model(prepared.splits["train"].x)["value"].shape == (prepared.splits["train"].n, 1)
@@ -203,7 +204,7 @@ def test_a_single_embedded_input(tmp_path):
 def test_mixed_precision_embedding(tmp_path):
     text = recipe_text().replace("weighting: static", "weighting: static\n  mixed_precision: bfloat16")
     loaded, prepared = prepare(tmp_path, text)
-    model = runner.build_model(loaded, prepared, seed=3)
+    model = build_model(loaded, prepared, seed=3)
     try:
         arr = prepared.splits["train"]
         assert model.input_embeddings["color"].embeddings.dtype == "float32"

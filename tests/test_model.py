@@ -15,6 +15,7 @@ from mtlcli.errors import CheckpointError
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
+from mtlcli.model.build import build_model  # noqa: E402
 from mtlcli.run import runner  # noqa: E402
 
 
@@ -22,7 +23,7 @@ from mtlcli.run import runner  # noqa: E402
 def built(tiny_project):
     loaded = R.load(tiny_project)
     prepared = data.prepare(loaded)
-    model = runner.build_model(loaded, prepared, seed=3)
+    model = build_model(loaded, prepared, seed=3)
     return loaded, prepared, model
 
 
@@ -68,8 +69,8 @@ def test_static_step_matches_a_hand_written_weighted_sum(tiny_project):
         base_dir=tiny_project.parent,
     )
     prepared = data.prepare(loaded)
-    a = runner.build_model(loaded, prepared, seed=3)
-    b = runner.build_model(loaded, prepared, seed=3)
+    a = build_model(loaded, prepared, seed=3)
+    b = build_model(loaded, prepared, seed=3)
     b.set_weights(a.get_weights())
     arr = prepared.splits["train"]
     batch = (
@@ -134,7 +135,7 @@ def test_strategies_train_a_step_without_nan(tiny_project, weighting):
         base_dir=tiny_project.parent,
     )
     prepared = data.prepare(loaded)
-    model = runner.build_model(loaded, prepared, seed=3)
+    model = build_model(loaded, prepared, seed=3)
     arr = prepared.splits["train"]
     before = [v.numpy().copy() for v in model.trainable_variables]
     logs = model.train_step((arr.x, arr.y, arr.mask))
@@ -151,7 +152,7 @@ def test_direct_train_step_then_reload_with_optimizer_state(tiny_project, tmp_pa
         base_dir=tiny_project.parent,
     )
     prepared = data.prepare(loaded)
-    model = runner.build_model(loaded, prepared, seed=3)
+    model = build_model(loaded, prepared, seed=3)
     arr = prepared.splits["train"]
     model.train_step((arr.x, arr.y, arr.mask))
     path = tmp_path / "model.keras"

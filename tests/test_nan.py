@@ -15,7 +15,7 @@ from mtlcli.run import checkpoint
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
-from mtlcli.run import runner  # noqa: E402
+from mtlcli.model.build import build_model  # noqa: E402
 from mtlcli.run.callbacks import NonFinite, RunCallback, RunState, Selection  # noqa: E402
 
 EXPLODE = "weighting: static\n  optimizer: {adam: {learning_rate: 1.0e10}}"
@@ -55,7 +55,7 @@ def test_the_last_good_checkpoint_is_kept(cli, tiny_project, tmp_path):
     )
     state = checkpoint.read_state(last)
     assert (state["epoch"], state["step_in_epoch"]) == (1, 0)
-    import mtlcli.model.network  # noqa: F401
+    import mtlcli.model.train_step  # noqa: F401
 
     model = keras.saving.load_model(last / "model.keras", compile=False)
     assert all(np.isfinite(w).all() for w in model.get_weights())
@@ -79,7 +79,7 @@ def test_skip_batch_gives_up_when_a_whole_epoch_is_skipped(cli, tiny_project, tm
 def model_and_batch(tiny_project):
     loaded = R.load(tiny_project)
     prepared = data.prepare(loaded)
-    model = runner.build_model(loaded, prepared, seed=3)
+    model = build_model(loaded, prepared, seed=3)
     model.optimizer.build(model.trainable_variables)
     arr = prepared.splits["train"]
     batch = (

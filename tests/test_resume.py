@@ -24,7 +24,7 @@ DROPOUT = "- dense: {units: 16, activation: relu}\n    - dropout: {rate: 0.3}"
 
 
 def _weights(path):
-    import mtlcli.model.network  # noqa: F401 - registers the custom objects
+    import mtlcli.model.train_step  # noqa: F401 - registers the custom objects
 
     return keras.saving.load_model(path, compile=False).get_weights()
 

@@ -11,6 +11,7 @@ from mtlcli.data import preprocess as data
 
 keras = pytest.importorskip("keras")
 
+from mtlcli.model.build import build_model  # noqa: E402
 from mtlcli.run import runner  # noqa: E402
 
 
@@ -22,7 +23,7 @@ def _loaded(tiny_project, extra: str):
 def test_bfloat16_computes_in_bf16_with_float32_variables_and_outputs(tiny_project, tmp_path):
     loaded = _loaded(tiny_project, "mixed_precision: bfloat16")
     prepared = data.prepare(loaded)
-    model = runner.build_model(loaded, prepared, seed=3)
+    model = build_model(loaded, prepared, seed=3)
     assert keras.config.dtype_policy().name == "float32"  # the global policy is restored
     assert model.trunk[0].compute_dtype == "bfloat16"
     assert all(v.dtype == "float32" for v in model.trainable_variables)

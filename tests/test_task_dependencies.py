@@ -107,7 +107,8 @@ tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
 from mtlcli.data import preprocess as data  # noqa: E402
-from mtlcli.model import network as mtl_model  # noqa: E402
+from mtlcli.model import train_step as mtl_model  # noqa: E402
+from mtlcli.model.build import build_model  # noqa: E402
 from mtlcli.run import runner  # noqa: E402
 
 
@@ -118,7 +119,7 @@ def build(
         write_tiny_csv(tmp_path / "tiny.csv")
     loaded = R.loads(recipe_text(arch, flag_reads, weighting), file="r.yaml", base_dir=tmp_path)
     prepared = data.prepare(loaded)
-    return prepared, runner.build_model(loaded, prepared, seed=3)
+    return prepared, build_model(loaded, prepared, seed=3)
 
 
 def _ids(variables) -> set:
@@ -226,7 +227,7 @@ def test_reading_a_task_that_reads_another_task(tmp_path):
     )
     write_tiny_csv(tmp_path / "tiny.csv")
     loaded = R.loads(text, file="r.yaml", base_dir=tmp_path)
-    model = runner.build_model(loaded, data.prepare(loaded), seed=3)
+    model = build_model(loaded, data.prepare(loaded), seed=3)
     assert model.head_order == ["kind", "flag", "value"]
     assert model.towers["value"][0].kernel.shape[0] == 16 + 8 + 3  # trunk, flag's hidden 8, kind's 3 logits
 

@@ -1,4 +1,10 @@
-"""The model stage: the Keras network, its architectures and losses, and the multi-task train step.
+"""The model stage: recipe -> compiled multi-task Keras model, and its train step.
 
-Only the train step imports :mod:`mtlcli.weighting`.
+* ``build``          recipe -> model spec -> compiled ``MultiTaskModel`` (``build_model``)
+* ``network``        the Keras network: inputs, shared trunk or architecture, heads (no weighting)
+* ``architectures``  the MMoE / CGC / PLE / cross-stitch blocks;  ``embedding``  categorical embeddings
+* ``train_step``     ``MultiTaskModel``: strategy, losses, metrics, train/test steps (the only importer of
+  :mod:`mtlcli.weighting`)
+* ``losses``, ``metrics``  per-task masked losses; metrics in the targets' units
+* ``registration``   the ``mtl`` Keras package every custom object registers under
 """

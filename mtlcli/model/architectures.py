@@ -18,7 +18,7 @@ architecture       blocks
 =================  ============================================================================
 
 How the model splits into a shared part and a task-specific part (what the gradient-based weighting
-strategies need) is documented on :class:`mtlcli.model.network.MultiTaskModel`.
+strategies need) is documented on :class:`mtlcli.model.network.Network`.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ from typing import Any
 import keras
 from keras import ops
 
-PACKAGE = "mtl"
+from mtlcli.model.registration import serializable
+
 ARCHITECTURES = ("hard_sharing", "mmoe", "cgc", "ple", "cross_stitch")
 #: Cross-stitch initialisation: weight on a task's own column (Misra et al. use 0.9 / 0.1 for two
 #: tasks); the rest, ``1 - SELF_WEIGHT``, is split equally over the other columns.
@@ -72,7 +73,7 @@ def flatten(x):
 # Blocks
 
 
-@keras.saving.register_keras_serializable(package=PACKAGE)
+@serializable
 class LayerStack(keras.layers.Layer):
     """A sequence of recipe layers applied in order: one expert, or a tower.
 
@@ -103,7 +104,7 @@ class LayerStack(keras.layers.Layer):
         return {**super().get_config(), "layers": self.layer_specs}
 
 
-@keras.saving.register_keras_serializable(package=PACKAGE)
+@serializable
 class Experts(keras.layers.Layer):
     """``count`` independent experts with the same layers; output ``(batch, count, *expert_output)``."""
 
@@ -128,7 +129,7 @@ class Experts(keras.layers.Layer):
         return {**super().get_config(), "count": self.count, "layers": self.layer_specs}
 
 
-@keras.saving.register_keras_serializable(package=PACKAGE)
+@serializable
 class Gate(keras.layers.Layer):
     """A softmax gate: ``softmax(W flatten(selector) + b)`` weights ``experts`` expert outputs.
 
@@ -163,7 +164,7 @@ class Gate(keras.layers.Layer):
         return {**super().get_config(), "experts": self.experts}
 
 
-@keras.saving.register_keras_serializable(package=PACKAGE)
+@serializable
 class TaskExtraction(keras.layers.Layer):
     """One task's side of a CGC/PLE extraction level (MMoE: ``task_count = 0``).
 
@@ -211,7 +212,7 @@ class TaskExtraction(keras.layers.Layer):
         }
 
 
-@keras.saving.register_keras_serializable(package=PACKAGE)
+@serializable
 class ExtractionLevel(keras.layers.Layer):
     """A PLE extraction level below the top one.
 
@@ -270,7 +271,7 @@ class ExtractionLevel(keras.layers.Layer):
         }
 
 
-@keras.saving.register_keras_serializable(package=PACKAGE)
+@serializable
 class CrossStitch(keras.layers.Layer):
     """A cross-stitch unit (Misra et al., CVPR 2016): learned linear mixing of ``columns`` task columns.
 

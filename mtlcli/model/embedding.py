@@ -11,10 +11,10 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-PACKAGE = "mtl"
+from mtlcli.model.registration import serializable
 
 
-@keras.saving.register_keras_serializable(package=PACKAGE)
+@serializable
 class CategoryEmbedding(keras.layers.Layer):
     """``(batch, 1)`` integer ids -> ``(batch, dim)`` vectors, one learned row per id.
 

@@ -249,7 +249,7 @@ def restore(
             else:
                 import keras
 
-                from mtlcli.model import network as _registered  # noqa: F401 - registers the custom objects
+                from mtlcli.model import train_step as _registered  # noqa: F401 - registers the custom objects
 
                 # A fork with another optimizer or weighting: copy the layers' weights (and the epoch
                 # counters) in order, leaving the weighting strategy's variables as they start.

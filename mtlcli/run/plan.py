@@ -100,7 +100,6 @@ def describe(layer) -> str:
 
 def plan(loaded: LoadedRecipe, seed: int | None = None) -> Plan:
     """Prepare the data, build the model and describe it (nothing is trained or written)."""
-    from mtlcli.run import runner
     from mtlcli.tfutil import import_tf
 
     recipe = loaded.recipe
@@ -109,10 +108,10 @@ def plan(loaded: LoadedRecipe, seed: int | None = None) -> Plan:
     import_tf(False)
     import keras
 
-    from mtlcli.model import network as mtl_model
+    from mtlcli.model import build as mtl_model
 
     keras.utils.set_random_seed(seed)  # as mtl train does: the same initial weights and losses
-    model = runner.build_model(loaded, prepared, seed)
+    model = mtl_model.build_model(loaded, prepared, seed)
     count = mtl_model.count_params
 
     blocks = [

@@ -3,7 +3,7 @@
 Run directory (``runs/<name>/<N>/`` or ``--output DIR``)::
 
     model.keras      the trained model (weights, optimizer state, recipe spec, preprocessing); loads with
-                     keras.saving.load_model(..., safe_mode=True) after ``import mtlcli.model.network``
+                     keras.saving.load_model(..., safe_mode=True) after ``import mtlcli.model.train_step``
     recipe.yaml      the recipe exactly as given
     resolved.yaml    the recipe with every default filled in
     history.csv      one row per epoch, one column per logged value (per task and metric)
@@ -129,47 +129,6 @@ class RunResult:
     task: str = ""  # "worker 1" under multi_worker
 
 
-def build_model(loaded: LoadedRecipe, prepared: data.Prepared, seed: int):
-    """Build and compile the Keras model for a recipe (imports TensorFlow)."""
-    import keras
-
-    from mtlcli.model import network as mtl_model
-
-    recipe = loaded.recipe
-    spec = mtl_model.spec_from_recipe(recipe, prepared.prep, seed)
-    spec["name"] = loaded.name
-    # Layers take the dtype policy in force when they are created (and save it in their config), so
-    # the mixed policy is set only while the model is built. Outputs and losses stay float32.
-    try:
-        with mtl_model.dtype_policy(recipe.train.mixed_precision):
-            model = mtl_model.MultiTaskModel(spec, name="mtl_model")
-            model.build()
-    except (ValueError, TypeError) as exc:
-        raise _layer_error(loaded, exc) from None
-    adam = recipe.train.optimizer.adam
-    model.compile(
-        optimizer=keras.optimizers.Adam(
-            learning_rate=adam.learning_rate,
-            beta_1=adam.beta_1,
-            beta_2=adam.beta_2,
-            epsilon=adam.epsilon,
-            amsgrad=adam.amsgrad,
-            weight_decay=adam.weight_decay,
-            clipnorm=adam.clipnorm,
-        ),
-        jit_compile=recipe.train.jit_compile,
-    )
-    return model
-
-
-def _layer_error(loaded: LoadedRecipe, exc: Exception) -> RunError:
-    """A Keras error while building layers is a recipe mistake (bad argument value or shapes)."""
-    from mtlcli.errors import RecipeError
-
-    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return RecipeError(problems=[loaded.problem(f"the model cannot be built: {msg}", ("model",))])
-
-
 def train(
     loaded: LoadedRecipe | None,
     *,
@@ -259,6 +218,8 @@ def train(
         on_event = _noop
     keras.utils.set_random_seed(seed)
     with dist.scope():
+        from mtlcli.model.build import build_model
+
         model = build_model(loaded, prepared, seed)
         model.optimizer.build(model.trainable_variables)  # before any restore and before the first step
     selection = _selection(recipe, val_arr is not None)
@@ -321,7 +282,7 @@ def train(
         }
         for t, spec in recipe.model.tasks.items()
     }
-    from mtlcli.model import network as mtl_model
+    from mtlcli.model import build as mtl_model
 
     params = {"shared": mtl_model.count_params(model.shared_variables)}
     for t, layers in model.heads.items():
@@ -678,7 +639,7 @@ def load_model(path: Path, verbose: bool = False):
     import_tf(verbose)
     import keras
 
-    from mtlcli.model import network as mtl_model  # registers the custom objects
+    from mtlcli.model import train_step as mtl_model  # registers the custom objects
 
     if not path.exists():
         raise CheckpointError(f"{path}: file not found")

@@ -1,0 +1,93 @@
+"""Recipe -> compiled Keras model: the model spec, the build under the recipe's dtype policy, Adam.
+
+:func:`build_model` is what ``mtl train`` and ``mtl plan`` call; :func:`spec_from_recipe` is the
+JSON-able spec the saved model carries (its whole config). Importing this module imports TensorFlow and
+registers every custom Keras object of :mod:`mtlcli.model`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import keras
+
+from mtlcli.errors import RecipeError
+from mtlcli.model.network import dtype_policy
+from mtlcli.model.train_step import MultiTaskModel
+
+if TYPE_CHECKING:
+    from mtlcli.data.preprocess import Prepared
+    from mtlcli.recipe import LoadedRecipe
+
+
+def build_model(loaded: LoadedRecipe, prepared: Prepared, seed: int) -> MultiTaskModel:
+    """Build and compile the Keras model for a recipe (imports TensorFlow)."""
+    recipe = loaded.recipe
+    spec = spec_from_recipe(recipe, prepared.prep, seed)
+    spec["name"] = loaded.name
+    # Layers take the dtype policy in force when they are created (and save it in their config), so
+    # the mixed policy is set only while the model is built. Outputs and losses stay float32.
+    try:
+        with dtype_policy(recipe.train.mixed_precision):
+            model = MultiTaskModel(spec, name="mtl_model")
+            model.build()
+    except (ValueError, TypeError) as exc:
+        raise _layer_error(loaded, exc) from None
+    adam = recipe.train.optimizer.adam
+    model.compile(
+        optimizer=keras.optimizers.Adam(
+            learning_rate=adam.learning_rate,
+            beta_1=adam.beta_1,
+            beta_2=adam.beta_2,
+            epsilon=adam.epsilon,
+            amsgrad=adam.amsgrad,
+            weight_decay=adam.weight_decay,
+            clipnorm=adam.clipnorm,
+        ),
+        jit_compile=recipe.train.jit_compile,
+    )
+    return model
+
+
+def _layer_error(loaded: LoadedRecipe, exc: Exception) -> RecipeError:
+    """A Keras error while building layers is a recipe mistake (bad argument value or shapes)."""
+    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return RecipeError(problems=[loaded.problem(f"the model cannot be built: {msg}", ("model",))])
+
+
+def spec_from_recipe(recipe, prep, seed: int) -> dict[str, Any]:
+    """The JSON-able model spec: everything needed to rebuild and evaluate the model."""
+    tasks = {}
+    for task, t in recipe.model.tasks.items():
+        target = prep.targets[task]
+        tasks[task] = {
+            "type": t.type,
+            "head": list(t.head),
+            "output": t.output,
+            "units": target.units,
+            "loss": recipe.loss(task),
+            "metrics": recipe.metrics(task),
+            "weight": float(t.weight),
+            "inputs_from": list(t.inputs_from),
+        }
+    prep_dict = prep.to_dict()
+    shapes = {k: list(v) for k, v in prep.input_shapes().items()}
+    return {
+        "format": 1,
+        "name": recipe.name,
+        "seed": int(seed),
+        "inputs": {k: v["kind"] for k, v in prep_dict["inputs"].items()},
+        "input_shapes": shapes,
+        "shared": list(recipe.model.shared),
+        "architecture": recipe.model.architecture_spec(),
+        "tasks": tasks,
+        "weighting": recipe.train.weighting,
+        "mixed_precision": recipe.train.mixed_precision,
+        "preprocessing": prep_dict,
+    }
+
+
+def count_params(variables) -> int:
+    """The number of values in ``variables``."""
+    return int(sum(math.prod(v.shape) for v in variables))
