@@ -179,9 +179,9 @@ def throughput(rounds: int, steps: int) -> list[dict]:
 
 def throughput_one(only: str, rounds: int, steps: int) -> list[dict]:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from mtlcli import data
     from mtlcli import recipe as R
     from mtlcli.data import pipeline
-    from mtlcli.data import preprocess as data
     from mtlcli.data import stream as streaming
     from mtlcli.model.build import build_model
     from mtlcli.tfutil import import_tf

@@ -178,9 +178,9 @@ def alternate(run, rounds: int) -> tuple[list[float], list[float], list[float]]:
 def epoch_ratio(recipe_path: Path, rounds: int) -> dict:
     import tensorflow as tf
 
+    from mtlcli import data
     from mtlcli import recipe as R
     from mtlcli.data import pipeline
-    from mtlcli.data import preprocess as data
     from mtlcli.model.build import build_model
 
     loaded = R.load(recipe_path)
@@ -220,7 +220,7 @@ tf = import_tf()
 import keras
 sys.path.insert(0, {bench!r})
 from overhead import keras_baseline
-from mtlcli.data import preprocess as data
+from mtlcli import data
 from mtlcli.model.build import build_model
 from mtlcli.run import runner
 from mtlcli import recipe as R

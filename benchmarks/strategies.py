@@ -57,9 +57,9 @@ train:
 
 
 def build(workdir: Path, tasks: int, weighting: str, samples: int):
+    from mtlcli import data
     from mtlcli import recipe as R
     from mtlcli.data import pipeline
-    from mtlcli.data import preprocess as data
     from mtlcli.model.build import build_model
 
     npz = workdir / "data.npz"
@@ -162,9 +162,8 @@ def time_strategies(tasks: int, specs: list[str], rounds: int, samples: int, wor
 
 def accuracy_table(epochs: int) -> list[dict]:
     """Train every strategy on recipes/multifashion.yaml and report per-task test accuracy."""
-    from mtlcli import errors
+    from mtlcli import data, errors
     from mtlcli import recipe as R
-    from mtlcli.data import preprocess as data
     from mtlcli.run import runner
 
     path = ROOT / "recipes" / "multifashion.yaml"

@@ -93,7 +93,7 @@ def load_recipe(tmp_path: Path, text: str):
 
 def data_errors(loaded) -> list[str]:
     """The rendered problems of the DataError that preparing ``loaded``'s data raises."""
-    from mtlcli.data import preprocess as data
+    from mtlcli import data
     from mtlcli.errors import DataError
 
     with pytest.raises(DataError) as info:

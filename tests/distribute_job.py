@@ -25,8 +25,7 @@ def _recipe(path: str, weighting: str, distribute: str = "none", devices: int | 
 
 
 def one_step(path: str, weightings: list[str]) -> None:
-    from mtlcli import distribute
-    from mtlcli.data import preprocess as data
+    from mtlcli import data, distribute
     from mtlcli.model.build import build_model
     from mtlcli.tfutil import import_tf
 

@@ -176,7 +176,7 @@ def test_recipe_error_from_the_cli_exits_2(cli, tmp_path):
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
-from mtlcli.data import preprocess as data  # noqa: E402
+from mtlcli import data  # noqa: E402
 from mtlcli.model import architectures as arch  # noqa: E402
 from mtlcli.model import train_step as mtl_model  # noqa: E402
 from mtlcli.model.build import build_model  # noqa: E402

@@ -9,10 +9,9 @@ import shutil
 import numpy as np
 import pytest
 
-from mtlcli import fsio
+from mtlcli import data, fsio
 from mtlcli import recipe as R
 from mtlcli.data import pipeline
-from mtlcli.data import preprocess as data
 from mtlcli.errors import CheckpointError, RunError
 from mtlcli.run import checkpoint, resume
 

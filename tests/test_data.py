@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from mtlcli import data
 from mtlcli import recipe as R
-from mtlcli.data import preprocess as data
 from mtlcli.errors import DataError
 
 from .conftest import PENGUINS, TINY_RECIPE

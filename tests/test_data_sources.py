@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mtlcli import data
 from mtlcli import recipe as R
 from mtlcli.data import multifashion, sources
-from mtlcli.data import preprocess as data
 from mtlcli.errors import DataError
 
 from .conftest import TINY_RECIPE, data_errors, load_recipe, write_tiny_csv
@@ -397,7 +397,7 @@ def test_validate_does_not_import_tensorflow(tmp_path):
         "model: {tasks: {label: {type: binary, class_weight: balanced}}}\n"
     )
     code = (
-        "import sys; from mtlcli.data import preprocess as data; from mtlcli import recipe as recipe; "
+        "import sys; from mtlcli import data; from mtlcli import recipe as recipe; "
         f"data.prepare(recipe.load({str(tmp_path / 'recipe.yaml')!r})); "
         "assert 'tensorflow' not in sys.modules, 'tensorflow imported'"
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mtlcli.data import preprocess as data
+from mtlcli import data
 from mtlcli.errors import RecipeError
 
 from .conftest import data_errors, load_recipe

@@ -8,9 +8,9 @@ import json
 import numpy as np
 import pytest
 
+from mtlcli import data
 from mtlcli import recipe as R
 from mtlcli.data import pipeline
-from mtlcli.data import preprocess as data
 
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")

@@ -11,8 +11,8 @@ import textwrap
 import numpy as np
 import pytest
 
+from mtlcli import data
 from mtlcli import recipe as R
-from mtlcli.data import preprocess as data
 from mtlcli.errors import RecipeError
 
 from .conftest import TINY_RECIPE, write_tiny_csv

@@ -8,8 +8,8 @@ import zipfile
 import numpy as np
 import pytest
 
+from mtlcli import data
 from mtlcli import recipe as R
-from mtlcli.data import preprocess as data
 from mtlcli.errors import CheckpointError
 
 tf = pytest.importorskip("tensorflow")

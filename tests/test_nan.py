@@ -8,8 +8,8 @@ import re
 import numpy as np
 import pytest
 
+from mtlcli import data
 from mtlcli import recipe as R
-from mtlcli.data import preprocess as data
 from mtlcli.run import checkpoint
 
 tf = pytest.importorskip("tensorflow")

@@ -10,8 +10,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from mtlcli import data
 from mtlcli import recipe as R
-from mtlcli.data import preprocess as data
 from mtlcli.errors import MtlError
 from tests.conftest import TINY_RECIPE, write_tiny_csv
 

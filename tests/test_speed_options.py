@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from mtlcli import data
 from mtlcli import recipe as R
-from mtlcli.data import preprocess as data
 
 keras = pytest.importorskip("keras")
 

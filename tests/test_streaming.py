@@ -12,9 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mtlcli import data
 from mtlcli import recipe as R
-from mtlcli.data import preprocess as data
+from mtlcli.data import sources
 from mtlcli.data import stream as streaming
+from mtlcli.data.split import uniform
 from mtlcli.errors import DataError
 
 from .conftest import REPO, write_tiny_csv
@@ -88,7 +90,7 @@ def test_hashed_fractions_are_seeded_and_independent_of_the_chunk_size(tmp_path)
         loaded = R.load(path)
         prepared = data.prepare(loaded)
         rows = {k: [] for k in prepared.splits}
-        for c in streaming.iter_chunks(
+        for c in sources.iter_chunks(
             prepared.splits["train"].files, ["a"], chunk
         ):  # the assignment, row by row
             for k, idx in prepared.splits["train"].plan.assign(c).items():
@@ -98,8 +100,8 @@ def test_hashed_fractions_are_seeded_and_independent_of_the_chunk_size(tmp_path)
     assert sizes[0] == sizes[1]
     counts = sizes[0][0]
     assert sum(counts.values()) == 400 and all(60 <= counts[k] <= 140 for k in ("validation", "test"))
-    other = streaming.uniform(4, np.arange(400))
-    assert not np.array_equal(other, streaming.uniform(3, np.arange(400)))  # another seed, other rows
+    other = uniform(4, np.arange(400))
+    assert not np.array_equal(other, uniform(3, np.arange(400)))  # another seed, other rows
 
 
 def test_epoch_order_is_a_function_of_seed_and_epoch_and_resumes_mid_epoch(tmp_path):
@@ -223,7 +225,7 @@ def test_auto_streams_above_the_size_threshold(tmp_path, monkeypatch):
 def test_validate_streams_without_tensorflow(tmp_path):
     path = project(tmp_path)
     code = (
-        "import sys; from mtlcli.data import preprocess as data; from mtlcli import recipe as recipe; p = data.prepare(recipe.load(sys.argv[1])); "
+        "import sys; from mtlcli import data; from mtlcli import recipe as recipe; p = data.prepare(recipe.load(sys.argv[1])); "
         "assert 'tensorflow' not in sys.modules; print(p.info['split_rows'])"
     )
     out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, cwd=REPO)

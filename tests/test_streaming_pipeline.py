@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mtlcli import data
 from mtlcli import recipe as R
 from mtlcli.data import pipeline, sources
-from mtlcli.data import preprocess as data
-from mtlcli.data import stream as streaming
+from mtlcli.data.values import class_ids, labels
 
 from .test_streaming import project
 
@@ -23,7 +23,7 @@ def test_chunk_table_equals_from_frame():
     frame = pd.read_csv(
         io.StringIO(csv), na_values=sources.NA_VALUES, skipinitialspace=True, keep_default_na=True
     )
-    fast = streaming._table(frame, ["e", "a", "b", "c", "d"], "f.csv")
+    fast = sources.chunk_table(frame, ["e", "a", "b", "c", "d"], "f.csv")
     slow = sources._from_frame(frame, "f.csv", first_row=0)
     assert list(fast.columns) == ["e", "a", "b", "c", "d"]
     for name, values in fast.columns.items():
@@ -34,15 +34,15 @@ def test_chunk_table_equals_from_frame():
 
 def test_class_ids_and_present_match_the_per_row_definitions():
     raw = np.array(["b", None, "a", float("nan"), "  ", "c", "a"], dtype=object)
-    present, _ = data._labels(raw)
+    present, _ = labels(raw)
     assert present.tolist() == [not sources.missing(v) for v in raw]
-    ids, bad = data._class_ids(raw, present, ["a", "b"])
+    ids, bad = class_ids(raw, present, ["a", "b"])
     assert ids.tolist()[:3] == [1, 0, 0] and bad == 5
     numbers = np.array([1.0, 0.0, np.nan, 1.0])
-    ids, bad = data._class_ids(numbers, ~np.isnan(numbers), [0, 1])
+    ids, bad = class_ids(numbers, ~np.isnan(numbers), [0, 1])
     assert ids.tolist() == [1, 0, 0, 1] and bad is None
     mixed = np.array([np.float64(2.0), 1, "x"], dtype=object)  # summary tables hold numpy scalars
-    ids, bad = data._class_ids(mixed, np.ones(3, bool), [1, 2])
+    ids, bad = class_ids(mixed, np.ones(3, bool), [1, 2])
     assert ids.tolist() == [1, 0, 0] and bad == 2
 
 

@@ -106,7 +106,7 @@ def test_dependency_errors_from_the_cli_exit_2(cli, tmp_path):
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
-from mtlcli.data import preprocess as data  # noqa: E402
+from mtlcli import data  # noqa: E402
 from mtlcli.model import train_step as mtl_model  # noqa: E402
 from mtlcli.model.build import build_model  # noqa: E402
 from mtlcli.run import runner  # noqa: E402

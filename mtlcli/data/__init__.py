@@ -1,4 +1,50 @@
 """The data stage: read sources, split, compute statistics in chunks, transform, and build tf.data datasets.
 
-Nothing here imports the model or run stages. ``penguins.csv`` (the demo data) ships in this folder.
+This ``__init__`` is the stage's public face: other stages write ``from mtlcli import data`` and call
+``data.prepare(...)``, ``data.reload_split(...)``, ``data.pipeline.dataset(...)``; modules inside the
+package import their siblings directly. Nothing here imports the model or run stages, and nothing imports
+TensorFlow at import time (``mtl validate`` prepares data without it). ``penguins.csv`` (the demo data)
+ships in this folder.
 """
+
+from mtlcli.data import pipeline, sources, stream
+from mtlcli.data.preprocess import (
+    OOV,
+    Arrays,
+    InputStats,
+    Prepared,
+    Preprocessing,
+    TargetStats,
+    embedding_dim,
+    fit,
+    transform,
+    weight_key,
+)
+from mtlcli.data.sources import SUPPORTED, Table, file_digest, read_source, read_table
+from mtlcli.data.step import RunSplit, choose_split, prepare, read_run_info, reload_split
+
+__all__ = [
+    "OOV",
+    "SUPPORTED",
+    "Arrays",
+    "InputStats",
+    "Prepared",
+    "Preprocessing",
+    "RunSplit",
+    "Table",
+    "TargetStats",
+    "choose_split",
+    "embedding_dim",
+    "file_digest",
+    "fit",
+    "pipeline",
+    "prepare",
+    "read_run_info",
+    "read_source",
+    "read_table",
+    "reload_split",
+    "sources",
+    "stream",
+    "transform",
+    "weight_key",
+]

@@ -16,13 +16,13 @@ from typing import Any
 import numpy as np
 
 from mtlcli.data import sources
-from mtlcli.data.sources import SUPPORTED, Table, file_digest, read_table  # noqa: F401 - re-exported
+from mtlcli.data.sources import Table
+from mtlcli.data.values import as_float, class_ids, label_key, labels, missing, normed, preview, when_mask
 from mtlcli.errors import DataError, Problem, did_you_mean
 from mtlcli.recipe import LoadedRecipe, Recipe
 from mtlcli.recipe.data_checks import target_columns, when_conditions
 
 OOV = "[OOV]"
-_missing = sources.missing
 
 
 def weight_key(task: str) -> str:
@@ -114,141 +114,6 @@ class Preprocessing:
         }
 
 
-def _as_float(values: np.ndarray, table: Table, column: str, problems: list[Problem]) -> np.ndarray:
-    """Numeric view of a column; NaN where missing. Reports the first non-numeric value."""
-    if values.dtype.kind in "biuf":
-        return values.astype(np.float64)
-    out = np.full(len(values), np.nan)
-    for i, v in enumerate(values):
-        if _missing(v):
-            continue
-        try:
-            out[i] = float(v)
-        except (TypeError, ValueError):
-            file, line = table.where(i)
-            problems.append(Problem(f"expected a number, received {v!r}", f"column {column!r}", file, line))
-            return out
-    return out
-
-
-def _labels(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(present mask, values as a list of python scalars/strings)."""
-    if values.dtype.kind == "f":
-        present = ~np.isnan(values)
-    elif values.dtype.kind in "biu":
-        present = np.ones(len(values), bool)
-    else:
-        present = _present_objects(values)
-    return present, values
-
-
-def _present_objects(values: np.ndarray) -> np.ndarray:
-    """``not _missing(v)`` of an object array; vectorised when it holds only strings and None / NaN."""
-    import pandas as pd
-
-    if len(values) and pd.api.types.infer_dtype(values, skipna=True) == "string":
-        present = ~pd.isna(values)
-        strings = values[present].astype(str)
-        present[present] = np.strings.str_len(np.strings.strip(strings)) > 0
-        return present
-    return np.array([not _missing(v) for v in values], bool)
-
-
-def _class_ids(raw: np.ndarray, present: np.ndarray, classes: list) -> tuple[np.ndarray, int | None]:
-    """The class index of every present row (0 elsewhere) and the first row whose label is not one of
-    ``classes`` (None when all are): one look-up per distinct value, not per row."""
-    import pandas as pd
-
-    ids = np.zeros(len(raw), np.int32)
-    rows = np.flatnonzero(present)
-    if not len(rows):
-        return ids, None
-    codes, uniques = pd.factorize(raw[rows])
-    index = {c: i for i, c in enumerate(classes)}
-    got = np.array([index.get(_label_key(u), -1) for u in uniques], np.int32)[codes]
-    bad = np.flatnonzero(got < 0)
-    ids[rows] = np.maximum(got, 0)
-    return ids, int(rows[bad[0]]) if len(bad) else None
-
-
-def _label_key(value: Any) -> Any:
-    if isinstance(value, (np.floating, float)) and float(value).is_integer():
-        return int(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.bool_):
-        return bool(value)
-    return value.item() if isinstance(value, np.generic) else value
-
-
-def _norm(value: Any) -> Any:
-    """A value as compared by ``when:`` and ``split:`` (1, 1.0, '1' and true are equal)."""
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return None
-    if isinstance(value, (bool, np.bool_, int, float, np.integer, np.floating)):
-        return float(value)
-    if isinstance(value, str):
-        s = value.strip()
-        if s.lower() in ("true", "false"):
-            return 1.0 if s.lower() == "true" else 0.0
-        try:
-            return float(s)
-        except ValueError:
-            return s
-    return value
-
-
-def _normed(values: np.ndarray) -> list[Any]:
-    if values.dtype.kind in "biuf":
-        return [None if np.isnan(v) else float(v) for v in values.astype(np.float64)]
-    return [None if _missing(v) else _norm(v) for v in values]
-
-
-def when_mask(conditions: list[dict] | None, table: Table, task: str, problems: list[Problem]) -> np.ndarray:
-    """Rows where every ``when:`` condition of a task holds (a missing value fails a condition)."""
-    keep = np.ones(table.n_rows, bool)
-    for cond in conditions or []:
-        column = cond["column"]
-        if column not in table.columns:
-            problems.append(
-                Problem(
-                    f"column {column!r} of model.tasks.{task}.when not found"
-                    f"{did_you_mean(column, table.columns)}",
-                    "",
-                    table.file,
-                )
-            )
-            continue
-        values = _normed(table.columns[column])
-        op = next(k for k in cond if k != "column")
-        arg = cond[op]
-        if op == "present":
-            hit = [(v is not None) == bool(arg) for v in values]
-        elif op in ("greater_than", "less_than"):
-            bad = next((i for i, v in enumerate(values) if v is not None and not isinstance(v, float)), None)
-            if bad is not None:
-                file, line = table.where(bad)
-                problems.append(
-                    Problem(
-                        f"model.tasks.{task}.when compares with {op}, but the column holds "
-                        f"{table.columns[column][bad]!r}; expected numbers",
-                        f"column {column!r}",
-                        file,
-                        line,
-                    )
-                )
-                continue
-            hit = [v is not None and (v > arg if op == "greater_than" else v < arg) for v in values]
-        elif op in ("in", "not_in"):
-            wanted = {_norm(a) for a in arg}
-            hit = [v is not None and ((v in wanted) == (op == "in")) for v in values]
-        else:
-            target = _norm(arg)
-            hit = [v is not None and ((v == target) == (op == "equals")) for v in values]
-        keep &= np.asarray(hit, bool)
-    return keep
-
-
 def fit(recipe: Recipe, train: Table, loaded: LoadedRecipe | None = None) -> Preprocessing:
     """Fit input statistics and target encodings on the training split."""
     problems: list[Problem] = []
@@ -266,7 +131,7 @@ def fit(recipe: Recipe, train: Table, loaded: LoadedRecipe | None = None) -> Pre
                     )
                 )
                 continue
-            x = _as_float(values, train, column, problems)
+            x = as_float(values, train, column, problems)
             finite = x[np.isfinite(x)]
             mean = float(finite.mean()) if len(finite) else 0.0
             std = float(finite.std()) if len(finite) > 1 else 1.0
@@ -279,8 +144,8 @@ def fit(recipe: Recipe, train: Table, loaded: LoadedRecipe | None = None) -> Pre
                 flag=bool(spec.flag),
             )
         elif spec.kind == "categorical":
-            present, raw = _labels(values)
-            vocab = sorted({str(_label_key(v)) for v, p in zip(raw, present, strict=True) if p})
+            present, raw = labels(values)
+            vocab = sorted({str(label_key(v)) for v, p in zip(raw, present, strict=True) if p})
             encoding = spec.encoding or "one_hot"
             dim = (spec.dim or embedding_dim(len(vocab) + 1)) if encoding == "embedding" else None
             inputs[name] = InputStats("categorical", column, vocabulary=vocab, encoding=encoding, dim=dim)
@@ -342,7 +207,7 @@ def _fit_target(recipe, task, spec, train: Table, problems, loaded) -> TargetSta
     if len(problems) > n_before:
         return None
     if spec.type == "regression":
-        y = np.stack([_as_float(train.columns[c], train, c, problems) for c in cols], axis=1)
+        y = np.stack([as_float(train.columns[c], train, c, problems) for c in cols], axis=1)
         if len(problems) > n_before:
             return None
         for j, c in enumerate(cols):
@@ -363,7 +228,7 @@ def _fit_target(recipe, task, spec, train: Table, problems, loaded) -> TargetSta
         return TargetStats("regression", column, mean=means[0], std=stds[0], when=when)
     if spec.type == "multilabel":
         if spec.separator is not None:
-            present, raw = _labels(train.columns[cols[0]])
+            present, raw = labels(train.columns[cols[0]])
             rows = present & active
             tokens = sorted(
                 {t.strip() for v, r in zip(raw, rows, strict=True) if r for t in str(v).split(spec.separator)}
@@ -378,11 +243,11 @@ def _fit_target(recipe, task, spec, train: Table, problems, loaded) -> TargetSta
         else:
             classes = list(cols)
             for c in cols:
-                if not _binary_column(train, c, problems):
+                if not binary_column(train, c, problems):
                     return None
             present = np.ones(train.n_rows, bool)
             for c in cols:
-                present &= _labels(train.columns[c])[0]
+                present &= labels(train.columns[c])[0]
             if not (present & active).any():
                 problems.append(
                     Problem(f"task {task!r} has no labels in the training split", where, train.file)
@@ -392,19 +257,19 @@ def _fit_target(recipe, task, spec, train: Table, problems, loaded) -> TargetSta
         return TargetStats("multilabel", column, classes=classes, separator=spec.separator, when=when)
 
     values = train.columns[cols[0]]
-    present, raw = _labels(values)
+    present, raw = labels(values)
     present = present & active
     if not present.any():
         problems.append(Problem(f"task {task!r} has no labels in the training split", where, train.file))
         return None
     classes = sorted(
-        {_label_key(v) for v, p in zip(raw, present, strict=True) if p}, key=lambda c: (str(type(c)), c)
+        {label_key(v) for v, p in zip(raw, present, strict=True) if p}, key=lambda c: (str(type(c)), c)
     )
     if spec.classes is not None and all(isinstance(c, int) for c in classes):
         bad = [c for c in classes if not 0 <= c < spec.classes]
         if bad:
             row = int(
-                np.flatnonzero([p and _label_key(v) == bad[0] for v, p in zip(raw, present, strict=True)])[0]
+                np.flatnonzero([p and label_key(v) == bad[0] for v, p in zip(raw, present, strict=True)])[0]
             )
             file, line = train.where(row)
             problems.append(
@@ -422,7 +287,7 @@ def _fit_target(recipe, task, spec, train: Table, problems, loaded) -> TargetSta
         problems.append(
             Problem(
                 f"found {len(classes)} distinct labels but model.tasks.{task}.classes is "
-                f"{spec.classes} (labels: {_preview(classes)}); with labels that are not the integers "
+                f"{spec.classes} (labels: {preview(classes)}); with labels that are not the integers "
                 f"0..{spec.classes - 1}, leave classes out",
                 where,
                 train.file,
@@ -434,7 +299,7 @@ def _fit_target(recipe, task, spec, train: Table, problems, loaded) -> TargetSta
             problems.append(
                 Problem(
                     f"a binary task needs 2 distinct labels, found {len(classes)}: "
-                    f"{_preview(classes)}; use type: classification",
+                    f"{preview(classes)}; use type: classification",
                     where,
                     train.file,
                 )
@@ -452,28 +317,26 @@ def _fit_target(recipe, task, spec, train: Table, problems, loaded) -> TargetSta
     elif len(classes) < 2:
         problems.append(
             Problem(
-                f"a classification task needs at least 2 classes, found {_preview(classes)}",
+                f"a classification task needs at least 2 classes, found {preview(classes)}",
                 where,
                 train.file,
             )
         )
         return None
     expected = len(classes) if spec.type == "classification" else 1
-    _check_units(
-        spec, task, expected, f"{len(classes)} classes ({_preview(classes)})", where, train, problems
-    )
+    _check_units(spec, task, expected, f"{len(classes)} classes ({preview(classes)})", where, train, problems)
     weights = _class_weights(spec, task, classes, raw, present, loaded, problems)
     return TargetStats(spec.type, column, classes=classes, when=when, class_weights=weights)
 
 
-def _binary_column(table: Table, column: str, problems: list[Problem]) -> bool:
+def binary_column(table: Table, column: str, problems: list[Problem]) -> bool:
     """A multilabel column must hold 0/1 (or true/false) values."""
-    for i, v in enumerate(_normed(table.columns[column])):
+    for i, v in enumerate(normed(table.columns[column])):
         if v is not None and v not in (0.0, 1.0):
             file, line = table.where(i)
             problems.append(
                 Problem(
-                    f"a multilabel target column holds 0/1 values, received {_label_key(table.columns[column][i])!r}",
+                    f"a multilabel target column holds 0/1 values, received {label_key(table.columns[column][i])!r}",
                     f"column {column!r}",
                     file,
                     line,
@@ -504,21 +367,21 @@ def _class_weights(spec, task, classes, raw, present, loaded, problems) -> list[
         index = {c: i for i, c in enumerate(classes)}
         counts = np.zeros(len(classes))
         for v, p in zip(raw, present, strict=True):
-            if p and _label_key(v) in index:
-                counts[index[_label_key(v)]] += 1
+            if p and label_key(v) in index:
+                counts[index[label_key(v)]] += 1
         total = counts.sum()
         return [float(total / (len(classes) * n)) if n else 1.0 for n in counts]
     by_name = {str(c): i for i, c in enumerate(classes)}
     out = [1.0] * len(classes)
     for label, weight in cw.items():
-        key = str(_label_key(label))
+        key = str(label_key(label))
         if isinstance(label, bool) and set(classes) == {0, 1}:
             key = str(int(label))
         if key not in by_name:
             path = ("model", "tasks", task, "class_weight", label)
             message = (
                 f"class_weight names label {label!r}, which is not one of the task's classes "
-                f"({_preview(classes)}){did_you_mean(key, by_name)}"
+                f"({preview(classes)}){did_you_mean(key, by_name)}"
             )
             problems.append(
                 loaded.problem(message, path)
@@ -536,11 +399,6 @@ def _output_units(spec) -> int | None:
         if isinstance(kwargs, dict) and isinstance(kwargs.get("units"), int):
             return kwargs["units"]
     return None
-
-
-def _preview(values: list, n: int = 6) -> str:
-    shown = ", ".join(repr(v) for v in values[:n])
-    return shown + (f", ... ({len(values)} in all)" if len(values) > n else "")
 
 
 @dataclass
@@ -587,9 +445,9 @@ def transform(
             x[name] = _numeric(st, values, table, problems)
         elif st.kind == "categorical":
             index = {w: i + 1 for i, w in enumerate(st.vocabulary)}
-            present, raw = _labels(values)
+            present, raw = labels(values)
             ids = np.array(
-                [index.get(str(_label_key(v)), 0) if p else 0 for v, p in zip(raw, present, strict=True)],
+                [index.get(str(label_key(v)), 0) if p else 0 for v, p in zip(raw, present, strict=True)],
                 dtype=np.int64,
             )
             if st.encoding == "embedding":  # ids for the model's embedding table: 0 = unknown
@@ -645,7 +503,7 @@ def transform(
         if len(problems) > n_before:
             continue
         if st.type == "regression":
-            v = np.stack([_as_float(table.columns[c], table, c, problems) for c in st.columns], axis=1)
+            v = np.stack([as_float(table.columns[c], table, c, problems) for c in st.columns], axis=1)
             means, stds = np.atleast_1d(st.mean), np.atleast_1d(st.std)
             for j, c in enumerate(st.columns):
                 if np.isinf(v[:, j]).any():
@@ -662,14 +520,14 @@ def transform(
             mask[task] = (present & active).astype(np.float32)
             continue
         values = table.columns[st.columns[0]]
-        present, raw = _labels(values)
+        present, raw = labels(values)
         present = present & active
-        ids, bad = _class_ids(raw, present, st.classes)
+        ids, bad = class_ids(raw, present, st.classes)
         if bad is not None:
             file, line = table.where(bad)
             problems.append(
                 Problem(
-                    f"label {_label_key(raw[bad])!r} is not one of the task's classes ({_preview(st.classes)})",
+                    f"label {label_key(raw[bad])!r} is not one of the task's classes ({preview(st.classes)})",
                     f"column {st.columns[0]!r}",
                     file,
                     line,
@@ -687,7 +545,7 @@ def transform(
 
 
 def _numeric(st: InputStats, values: np.ndarray, table: Table, problems: list[Problem]) -> np.ndarray:
-    v = _as_float(values, table, st.column, problems)
+    v = as_float(values, table, st.column, problems)
     if np.isinf(v).any():
         row = int(np.flatnonzero(np.isinf(v))[0])
         problems.append(Problem("infinite value", f"column {st.column!r}", *table.where(row)))
@@ -715,7 +573,7 @@ def _image_files(values: np.ndarray, table: Table, column: str, problems: list[P
     out = []
     base_cache: dict[str, Path] = {}
     for i, v in enumerate(values):
-        if _missing(v):
+        if missing(v):
             problems.append(Problem("missing image path", f"column {column!r}", *table.where(i)))
             return np.array([], dtype=str)
         p = Path(str(v)).expanduser()
@@ -737,15 +595,15 @@ def _multilabel(st: TargetStats, table: Table, task: str, problems: list[Problem
         y = np.zeros((n, len(st.classes)), np.float32)
         present = np.ones(n, bool)
         for j, c in enumerate(st.columns):
-            if not _binary_column(table, c, problems):
+            if not binary_column(table, c, problems):
                 return y, np.zeros(n, bool)
-            vals = _normed(table.columns[c])
+            vals = normed(table.columns[c])
             present &= np.array([v is not None for v in vals], bool)
             y[:, j] = [v or 0.0 for v in vals]
         return y, present
     index = {c: j for j, c in enumerate(st.classes)}
     y = np.zeros((n, len(st.classes)), np.float32)
-    present, raw = _labels(table.columns[st.columns[0]])
+    present, raw = labels(table.columns[st.columns[0]])
     for i, (v, p) in enumerate(zip(raw, present, strict=True)):
         if not p:
             continue
@@ -756,7 +614,7 @@ def _multilabel(st: TargetStats, table: Table, task: str, problems: list[Problem
             if token not in index:
                 problems.append(
                     Problem(
-                        f"label {token!r} is not one of the task's labels ({_preview(st.classes)})",
+                        f"label {token!r} is not one of the task's labels ({preview(st.classes)})",
                         f"column {st.columns[0]!r}",
                         *table.where(i),
                     )
@@ -775,291 +633,3 @@ class Prepared:
     prep: Preprocessing
     splits: dict[str, Arrays]
     info: dict[str, Any]  # what data.json records: files, digests, sizes, split indices, coverage
-
-
-def _needed_columns(
-    loaded: LoadedRecipe, need_targets: bool, split_too: bool
-) -> list[tuple[str, str, tuple]]:
-    """(column, what, recipe path) for every column the recipe reads."""
-    recipe = loaded.recipe
-    out = [(spec.column or name, "", ("data", "inputs", name)) for name, spec in recipe.data.inputs.items()]
-    if need_targets:
-        for task, spec in recipe.model.tasks.items():
-            for c in target_columns(spec, task):
-                out.append((c, "target ", ("model", "tasks", task, "target")))
-            for i, cond in enumerate(when_conditions(spec.when)):
-                path = ("model", "tasks", task, "when") + ((i,) if isinstance(spec.when, list) else ())
-                out.append((cond["column"], "when ", path))
-    if recipe.data.group_by:
-        out.append((recipe.data.group_by, "group_by ", ("data", "group_by")))
-    if split_too and recipe.data.split:
-        out.append((recipe.data.split["column"], "split ", ("data", "split", "column")))
-    return out
-
-
-def _check_columns(loaded: LoadedRecipe, table: Table, need_targets: bool = True, split_too: bool = False):
-    problems = []
-    seen = set()
-    for column, what, path in _needed_columns(loaded, need_targets, split_too):
-        if column in table.columns or (column, path) in seen:
-            continue
-        seen.add((column, path))
-        kind = "array" if table.is_npz else "column"
-        problems.append(
-            Problem(
-                f"{what}{kind} {column!r} not found in {table.file}"
-                f"{did_you_mean(column, table.columns)} ({kind}s: "
-                f"{_preview(list(table.columns), 12)})",
-                ".".join(map(str, path)),
-                loaded.source.file,
-                loaded.source.line(path) or loaded.source.line(path[:-1]) or loaded.source.line(path[:3]),
-            )
-        )
-    return problems
-
-
-def _read(loaded: LoadedRecipe, key: str) -> Table:
-    value = getattr(loaded.recipe.data, key)
-    try:
-        return sources.read_source(value, loaded.base_dir)
-    except DataError as exc:
-        shown = (
-            value if isinstance(value, str) else "{" + ", ".join(f"{k}: {v}" for k, v in value.items()) + "}"
-        )
-        raise DataError(
-            problems=[
-                Problem(p.message + f" (data.{key}: {shown!r})", p.path, p.file, p.line) for p in exc.problems
-            ]
-        ) from None
-
-
-def _is_fraction(value: Any) -> bool:
-    return isinstance(value, float | int) and not isinstance(value, bool)
-
-
-def unassigned_split_value(spec: dict, table: Table, row: int) -> DataError:
-    """Row ``row``'s value of the split column is listed under none of train/validation/test."""
-    column = spec["column"]
-    listed = ", ".join(repr(v) for v in spec["train"])
-    return DataError(
-        problems=[
-            Problem(
-                f"value {_label_key(table.columns[column][row])!r} is in none of data.split.train/validation/test "
-                f"(train: [{listed}], ...); list it in one of them",
-                f"column {column!r}",
-                *table.where(row),
-            )
-        ]
-    )
-
-
-def _split_by_column(loaded: LoadedRecipe, table: Table) -> dict[str, np.ndarray]:
-    spec = loaded.recipe.data.split
-    column = spec["column"]
-    values = _normed(table.columns[column])
-    owner: dict[Any, str] = {}
-    for key in ("train", "validation", "test"):
-        for v in spec.get(key) or []:
-            owner[_norm(v)] = key
-    assigned = {key: [] for key in ("train", "validation", "test")}
-    for i, v in enumerate(values):
-        key = owner.get(v)
-        if key is None:
-            raise unassigned_split_value(spec, table, i)
-        assigned[key].append(i)
-    out = {}
-    for key, rows in assigned.items():
-        if spec.get(key) is None:
-            continue
-        if not rows:
-            raise DataError(
-                problems=[
-                    Problem(
-                        f"the {key} split is empty: no row has a value in data.split.{key} {spec[key]!r}",
-                        f"column {column!r}",
-                        table.file,
-                    )
-                ]
-            )
-        out[key] = np.array(rows, dtype=np.int64)
-    return out
-
-
-def _group_keys(table: Table, column: str) -> list[Any]:
-    keys = _normed(table.columns[column])
-    for i, k in enumerate(keys):
-        if k is None:
-            raise DataError(
-                problems=[
-                    Problem(
-                        "missing group key; every row needs a value in the data.group_by column",
-                        f"column {column!r}",
-                        *table.where(i),
-                    )
-                ]
-            )
-    return keys
-
-
-def _split_by_fraction(loaded: LoadedRecipe, table: Table, seed: int) -> dict[str, np.ndarray]:
-    recipe = loaded.recipe
-    rng = np.random.default_rng(seed)
-    n = table.n_rows
-    wanted = [
-        (key, getattr(recipe.data, key))
-        for key in ("test", "validation")
-        if _is_fraction(getattr(recipe.data, key))
-    ]
-    indices: dict[str, np.ndarray] = {}
-    if recipe.data.group_by:
-        keys = _group_keys(table, recipe.data.group_by)
-        groups: dict[Any, list[int]] = {}
-        for i, k in enumerate(keys):
-            groups.setdefault(k, []).append(i)
-        names = list(groups)
-        order = [names[j] for j in rng.permutation(len(names))]
-        pos = 0
-        for key, value in wanted:
-            count = int(round(value * n))
-            rows: list[int] = []
-            while pos < len(order) and len(rows) < count:
-                rows.extend(groups[order[pos]])
-                pos += 1
-            if count < 1 or not rows:
-                raise DataError(
-                    problems=[Problem(f"data.{key}: {value} of {n} rows is an empty split", "", table.file)]
-                )
-            indices[key] = np.sort(np.array(rows, dtype=np.int64))
-        rest = [i for name in order[pos:] for i in groups[name]]
-        indices["train"] = np.sort(np.array(rest, dtype=np.int64))
-    else:
-        order = rng.permutation(n)
-        start = 0
-        for key, value in wanted:
-            count = int(round(value * n))
-            if count < 1:
-                raise DataError(
-                    problems=[Problem(f"data.{key}: {value} of {n} rows is an empty split", "", table.file)]
-                )
-            indices[key] = np.sort(order[start : start + count])
-            start += count
-        indices["train"] = np.sort(order[start:])
-    if len(indices["train"]) == 0:
-        raise DataError(
-            problems=[
-                Problem("no rows are left for training after the validation/test split", "", table.file)
-            ]
-        )
-    return indices
-
-
-def _straddling(column: str, tables: dict[str, Table]) -> list[Problem]:
-    """Rows sharing a group key must stay in one split (checked when splits come from files or a column)."""
-    first_seen: dict[Any, tuple[str, int]] = {}
-    for key, table in tables.items():
-        if column not in table.columns:
-            continue
-        for i, k in enumerate(_group_keys(table, column)):
-            if k in first_seen and first_seen[k][0] != key:
-                other_key, other_row = first_seen[k]
-                file, line = tables[other_key].where(other_row)
-                at = f"{file}:{line}" if line else file
-                return [
-                    Problem(
-                        f"group {_label_key(table.columns[column][i])!r} is in both the {other_key} split ({at}) and the "
-                        f"{key} split; rows sharing data.group_by must stay in one split",
-                        f"column {column!r}",
-                        *table.where(i),
-                    )
-                ]
-            first_seen.setdefault(k, (key, i))
-    return []
-
-
-def prepare(loaded: LoadedRecipe, seed: int | None = None) -> Prepared:
-    """Read, split, fit and transform the recipe's data. Raises DataError with every problem found."""
-    recipe = loaded.recipe
-    seed = recipe.seed if seed is None else seed
-    from mtlcli.data import (
-        stream as streaming,  # larger-than-memory data: a chunked statistics pass (no TensorFlow)
-    )
-
-    stream = streaming.settings(loaded)
-    if stream is not None:
-        return streaming.prepare(loaded, seed, stream)
-    train_table = _read(loaded, "train")
-    problems = _check_columns(loaded, train_table, split_too=True)
-    tables = {"train": train_table}
-    for key in ("validation", "test"):
-        value = getattr(recipe.data, key)
-        if value is not None and not _is_fraction(value) and not recipe.data.split:
-            tables[key] = _read(loaded, key)
-            problems.extend(_check_columns(loaded, tables[key]))
-    if problems:
-        raise DataError(problems=problems)
-
-    if recipe.data.split:
-        indices = _split_by_column(loaded, train_table)
-    else:
-        indices = _split_by_fraction(loaded, train_table, seed)
-    for key, idx in indices.items():
-        if key != "train":
-            tables[key] = train_table.take(idx)
-    tables["train"] = train_table.take(indices["train"])
-    if recipe.data.group_by and (recipe.data.split or len(tables) > len(indices)):
-        problems = _straddling(recipe.data.group_by, tables)
-        if problems:
-            raise DataError(problems=problems)
-
-    prep = fit(recipe, tables["train"], loaded)
-    splits = {}
-    problems = []
-    for key, table in tables.items():
-        if table.n_rows == 0:
-            problems.append(Problem(f"the {key} split is empty", "", table.file))
-            continue
-        try:
-            splits[key] = transform(prep, table, weights=key == "train")
-        except DataError as exc:
-            problems.extend(exc.problems)
-    if problems:
-        raise DataError(problems=problems)
-
-    files = {}
-    for key in ("train", "validation", "test"):
-        value = getattr(recipe.data, key)
-        if key in tables and (key == "train" or (not _is_fraction(value) and not recipe.data.split)):
-            resolved = sources.resolve(value, loaded.base_dir)
-            files[key] = {
-                "path": resolved if isinstance(resolved, str) else tables[key].file,
-                "source": resolved,
-                "sha256": sources.digest(value, loaded.base_dir),
-                "rows": tables[key].n_rows if key != "train" else train_table.n_rows,
-            }
-    info = {
-        "files": files,
-        "seed": seed,
-        "split_rows": {k: int(v.n) for k, v in splits.items()},
-        "fraction_indices": {k: v.tolist() for k, v in indices.items() if k != "train"},
-        "coverage": {k: v.support() for k, v in splits.items()},
-    }
-    if recipe.data.split:
-        info["split_by"] = dict(recipe.data.split)
-    if recipe.data.group_by:
-        info["group_by"] = recipe.data.group_by
-    return Prepared(prep, splits, info)
-
-
-def choose_split(run_dir, info: dict, split: str | None) -> str:
-    """The split of a run to evaluate: the one asked for, else test, else validation."""
-    from mtlcli.errors import UsageError
-
-    rows = info.get("split_rows", {})
-    if split is None:
-        available = [s for s in ("test", "validation") if s in rows]
-        if not available:
-            raise UsageError(f"{run_dir} has no validation or test split; pass --data FILE")
-        return available[0]
-    if split not in rows:
-        raise UsageError(f"{run_dir} has no {split!r} split (it has: {', '.join(rows)})")
-    return split

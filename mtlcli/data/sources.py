@@ -13,6 +13,7 @@ import glob as globmod
 import gzip
 import hashlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -194,7 +195,8 @@ def package_file(value: str) -> Path:
 # Readers
 
 
-def _suffix(path: Path) -> str:
+def suffix(path: Path) -> str:
+    """A file's type as this module names it: ``.csv.gz`` or its lower-case suffix."""
     name = path.name.lower()
     return ".csv.gz" if name.endswith(".csv.gz") else path.suffix.lower()
 
@@ -206,12 +208,12 @@ def read_table(path: Path, label: str = "") -> Table:
         raise fail(f"file not found{label}", shown)
     if path.is_dir():
         return read_image_folder(path)
-    suffix = _suffix(path)
-    if suffix not in SUPPORTED:
-        raise fail(f"unsupported file type {suffix!r}; expected {', '.join(SUPPORTED)}", shown)
-    if suffix == ".npz":
+    kind = suffix(path)
+    if kind not in SUPPORTED:
+        raise fail(f"unsupported file type {kind!r}; expected {', '.join(SUPPORTED)}", shown)
+    if kind == ".npz":
         return _read_npz(path)
-    if suffix == ".parquet":
+    if kind == ".parquet":
         return _read_parquet(path)
     import pandas as pd
 
@@ -407,3 +409,133 @@ def read_idx_pair(images: Path, labels: Path | None) -> Table:
 def cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "mtl"
+
+
+# ------------------------------------------------------------------------------------------------
+# Reading in chunks (streaming)
+
+
+TABULAR = (".csv", ".csv.gz", ".parquet")  # what streaming reads
+
+
+@dataclass
+class Chunk:
+    table: Table  # row_ids: line numbers of the rows (first_row 0), file: the chunk's file
+    start: int  # row number (0-based, over all files of the source) of the chunk's first row
+
+
+def chunk_files(value: str, base_dir: Path | None) -> list[Path]:
+    resolved = resolve(value, base_dir or Path.cwd())
+    if resolved.startswith("pkg://"):
+        return [package_file(resolved)]
+    if any(c in resolved for c in "*?["):
+        files = source_files(resolved)
+        if not files:
+            raise fail("no file matches this pattern", resolved)
+        return files
+    path = Path(resolved)
+    if not path.exists():
+        raise fail("file not found", str(path))
+    return [path]
+
+
+def _header(path: Path) -> list[str]:
+    if suffix(path) not in TABULAR:
+        raise fail(f"streaming reads {', '.join(TABULAR)} files; received {suffix(path)!r}", str(path))
+    if suffix(path) == ".parquet":
+        pq = _pyarrow(path)
+        try:
+            return list(pq.ParquetFile(path).schema_arrow.names)
+        except Exception as exc:  # noqa: BLE001 - any pyarrow failure means an unreadable file
+            raise fail(f"cannot read as Parquet: {str(exc).strip().splitlines()[0]}", str(path)) from None
+    import pandas as pd
+
+    try:
+        return [str(c) for c in pd.read_csv(path, nrows=0, skipinitialspace=True).columns]
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError, ValueError) as exc:
+        raise fail(f"cannot read as CSV: {str(exc).strip().splitlines()[0]}", str(path)) from None
+
+
+def _pyarrow(path: Path):
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise fail(
+            "reading Parquet needs pyarrow, from the optional extra 'parquet': pip install 'mtlcli[parquet]'",
+            str(path),
+        ) from None
+    return pq
+
+
+def columns_of(value: str, base_dir: Path | None) -> tuple[list[Path], list[str]]:
+    """A source's files and their (agreeing) columns, from the headers only."""
+    files = chunk_files(value, base_dir)
+    first = _header(files[0])
+    for f in files[1:]:
+        cols = _header(f)
+        if cols != first:
+            raise columns_differ(list(first), list(cols), files[0], f)
+    return files, first
+
+
+def iter_chunks(files: list[Path], columns: list[str], chunk_rows: int) -> Iterator[Chunk]:
+    """The rows of ``files`` (in order), ``chunk_rows`` at a time, reading only ``columns``."""
+    import pandas as pd
+
+    start = 0
+    for path in files:
+        parquet = suffix(path) == ".parquet"
+        first_row = 1 if parquet else 2
+        local = 0
+        try:
+            if parquet:
+                pf = _pyarrow(path).ParquetFile(path)
+                frames = (b.to_pandas() for b in pf.iter_batches(batch_size=chunk_rows, columns=columns))
+            else:
+                frames = pd.read_csv(
+                    path,
+                    chunksize=chunk_rows,
+                    usecols=columns,
+                    keep_default_na=True,
+                    na_values=NA_VALUES,
+                    skipinitialspace=True,
+                )
+            for frame in frames:
+                table = chunk_table(frame, [c for c in columns if c in frame.columns], str(path))
+                n = table.n_rows
+                table.row_ids = np.arange(local + first_row, local + first_row + n)
+                yield Chunk(table, start)
+                local += n
+                start += n
+        except DataError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - pandas / pyarrow failures mid-file
+            what = "Parquet" if parquet else "CSV"
+            raise fail(f"cannot read as {what}: {str(exc).strip().splitlines()[0]}", str(path)) from None
+
+
+def chunk_table(frame, columns: list[str], shown: str) -> Table:
+    """``_from_frame`` of a chunk (the same values: missing and blank strings become None), with
+    string columns converted by pandas' vectorised string methods instead of a Python call per value."""
+    import pandas as pd
+
+    wanted, out = set(columns), {}
+    for name, col in frame.items():
+        if name not in wanted:
+            continue
+        if isinstance(col.dtype, pd.StringDtype):
+            values = col.to_numpy(dtype=object, na_value=None)
+            rows = np.flatnonzero(np.not_equal(values, None))
+            strings = values[rows].astype(str)
+            blank = np.strings.isspace(strings) | (np.strings.str_len(strings) == 0)
+            if blank.any():
+                values[rows[blank]] = None
+        else:
+            values = col.to_numpy()
+            if values.dtype.kind in "OUST":
+                values = np.array([None if missing(v) else str(v) for v in values], dtype=object)
+            elif values.dtype.kind == "b":
+                values = values.astype(np.int64)
+        out[str(name)] = values
+    out = {c: out[c] for c in columns if c in out}
+    return Table(out, len(frame), shown, first_row=0)

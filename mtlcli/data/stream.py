@@ -40,15 +40,26 @@ import numpy as np
 
 from mtlcli.data import preprocess as data
 from mtlcli.data import sources
+from mtlcli.data.columns import check_columns, needed_columns
+from mtlcli.data.sources import TABULAR, Chunk, Table, columns_of, iter_chunks
+from mtlcli.data.split import SPLITS, SplitPlan
+from mtlcli.data.values import (
+    Moments,
+    as_float,
+    distinct,
+    is_fraction,
+    label_key,
+    labels,
+    vocab_key,
+    when_mask,
+)
 from mtlcli.errors import DataError, Problem, RecipeError
 from mtlcli.recipe import LoadedRecipe
-from mtlcli.recipe.data_checks import stream_unsupported, target_columns
+from mtlcli.recipe.data_checks import stream_unsupported, target_columns, when_conditions
 
 AUTO_BYTES = 1 << 30  # 1 GiB on disk
 DEFAULT_CHUNK_ROWS = 65_536
 DEFAULT_SHUFFLE_BUFFER = 100_000
-TABULAR = (".csv", ".csv.gz", ".parquet")
-SPLITS = ("train", "validation", "test")
 
 Feed = tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]
 
@@ -70,7 +81,7 @@ def settings(loaded: LoadedRecipe) -> dict[str, int] | None:
         files = sources.source_files(train, loaded.base_dir)
     except DataError:
         return None
-    if not files or any(not f.is_file() or sources._suffix(f) not in TABULAR for f in files):
+    if not files or any(not f.is_file() or sources.suffix(f) not in TABULAR for f in files):
         return None
     return base if sum(f.stat().st_size for f in files) > AUTO_BYTES else None
 
@@ -79,192 +90,8 @@ def settings(loaded: LoadedRecipe) -> dict[str, int] | None:
 # Reading in chunks
 
 
-@dataclass
-class Chunk:
-    table: data.Table  # row_ids: line numbers of the rows (first_row 0), file: the chunk's file
-    start: int  # row number (0-based, over all files of the source) of the chunk's first row
-
-
-def _files(value: str, base_dir: Path | None) -> list[Path]:
-    resolved = sources.resolve(value, base_dir or Path.cwd())
-    if resolved.startswith("pkg://"):
-        return [sources.package_file(resolved)]
-    if any(c in resolved for c in "*?["):
-        files = sources.source_files(resolved)
-        if not files:
-            raise sources.fail("no file matches this pattern", resolved)
-        return files
-    path = Path(resolved)
-    if not path.exists():
-        raise sources.fail("file not found", str(path))
-    return [path]
-
-
-def _header(path: Path) -> list[str]:
-    if sources._suffix(path) not in TABULAR:
-        raise sources.fail(
-            f"streaming reads {', '.join(TABULAR)} files; received {sources._suffix(path)!r}", str(path)
-        )
-    if sources._suffix(path) == ".parquet":
-        pq = _pyarrow(path)
-        try:
-            return list(pq.ParquetFile(path).schema_arrow.names)
-        except Exception as exc:  # noqa: BLE001 - any pyarrow failure means an unreadable file
-            raise sources.fail(
-                f"cannot read as Parquet: {str(exc).strip().splitlines()[0]}", str(path)
-            ) from None
-    import pandas as pd
-
-    try:
-        return [str(c) for c in pd.read_csv(path, nrows=0, skipinitialspace=True).columns]
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError, ValueError) as exc:
-        raise sources.fail(f"cannot read as CSV: {str(exc).strip().splitlines()[0]}", str(path)) from None
-
-
-def _pyarrow(path: Path):
-    try:
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise sources.fail(
-            "reading Parquet needs pyarrow, from the optional extra 'parquet': pip install 'mtlcli[parquet]'",
-            str(path),
-        ) from None
-    return pq
-
-
-def columns_of(value: str, base_dir: Path | None) -> tuple[list[Path], list[str]]:
-    """A source's files and their (agreeing) columns, from the headers only."""
-    files = _files(value, base_dir)
-    first = _header(files[0])
-    for f in files[1:]:
-        cols = _header(f)
-        if cols != first:
-            raise sources.columns_differ(list(first), list(cols), files[0], f)
-    return files, first
-
-
-def iter_chunks(files: list[Path], columns: list[str], chunk_rows: int) -> Iterator[Chunk]:
-    """The rows of ``files`` (in order), ``chunk_rows`` at a time, reading only ``columns``."""
-    import pandas as pd
-
-    start = 0
-    for path in files:
-        parquet = sources._suffix(path) == ".parquet"
-        first_row = 1 if parquet else 2
-        local = 0
-        try:
-            if parquet:
-                pf = _pyarrow(path).ParquetFile(path)
-                frames = (b.to_pandas() for b in pf.iter_batches(batch_size=chunk_rows, columns=columns))
-            else:
-                frames = pd.read_csv(
-                    path,
-                    chunksize=chunk_rows,
-                    usecols=columns,
-                    keep_default_na=True,
-                    na_values=sources.NA_VALUES,
-                    skipinitialspace=True,
-                )
-            for frame in frames:
-                table = _table(frame, [c for c in columns if c in frame.columns], str(path))
-                n = table.n_rows
-                table.row_ids = np.arange(local + first_row, local + first_row + n)
-                yield Chunk(table, start)
-                local += n
-                start += n
-        except DataError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - pandas / pyarrow failures mid-file
-            what = "Parquet" if parquet else "CSV"
-            raise sources.fail(
-                f"cannot read as {what}: {str(exc).strip().splitlines()[0]}", str(path)
-            ) from None
-
-
-def _table(frame, columns: list[str], shown: str) -> data.Table:
-    """``sources._from_frame`` of a chunk (the same values: missing and blank strings become None), with
-    string columns converted by pandas' vectorised string methods instead of a Python call per value."""
-    import pandas as pd
-
-    wanted, out = set(columns), {}
-    for name, col in frame.items():
-        if name not in wanted:
-            continue
-        if isinstance(col.dtype, pd.StringDtype):
-            values = col.to_numpy(dtype=object, na_value=None)
-            rows = np.flatnonzero(np.not_equal(values, None))
-            strings = values[rows].astype(str)
-            blank = np.strings.isspace(strings) | (np.strings.str_len(strings) == 0)
-            if blank.any():
-                values[rows[blank]] = None
-        else:
-            values = col.to_numpy()
-            if values.dtype.kind in "OUST":
-                values = np.array([None if sources.missing(v) else str(v) for v in values], dtype=object)
-            elif values.dtype.kind == "b":
-                values = values.astype(np.int64)
-        out[str(name)] = values
-    out = {c: out[c] for c in columns if c in out}
-    return data.Table(out, len(frame), shown, first_row=0)
-
-
 # ------------------------------------------------------------------------------------------------
 # Splits
-
-
-def _mix(seed: int) -> int:
-    z = (int(seed) * 0x9E3779B97F4A7C15 + 0x632BE59BD9B4E019) & 0xFFFFFFFFFFFFFFFF
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
-    return z ^ (z >> 31)
-
-
-def uniform(seed: int, rows: np.ndarray) -> np.ndarray:
-    """A number in [0, 1) per row number: splitmix64 of (row + a hash of the seed)."""
-    x = np.asarray(rows, dtype=np.uint64) + np.uint64(_mix(seed))
-    with np.errstate(over="ignore"):
-        x = x + np.uint64(0x9E3779B97F4A7C15)
-        z = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        z = z ^ (z >> np.uint64(31))
-    return (z >> np.uint64(11)).astype(np.float64) / float(1 << 53)
-
-
-@dataclass
-class SplitPlan:
-    """How one source's rows are assigned to splits: ``fractions`` (hashed), ``column`` (data.split)
-    or, when neither, every row belongs to ``only``."""
-
-    source: str
-    only: str | None = None
-    fractions: dict[str, float] = field(default_factory=dict)  # test, validation
-    seed: int = 0
-    column: dict[str, Any] | None = None
-
-    def assign(self, chunk: Chunk) -> dict[str, np.ndarray]:
-        n = chunk.table.n_rows
-        if self.only is not None:
-            return {self.only: np.arange(n)}
-        if self.column is not None:
-            return self._by_column(chunk)
-        u = uniform(self.seed, chunk.start + np.arange(n))
-        out, low = {}, 0.0
-        for key in ("test", "validation"):
-            if key in self.fractions:
-                high = low + self.fractions[key]
-                out[key] = np.flatnonzero((u >= low) & (u < high))
-                low = high
-        out["train"] = np.flatnonzero(u >= low)
-        return out
-
-    def _by_column(self, chunk: Chunk) -> dict[str, np.ndarray]:
-        spec, table = self.column, chunk.table
-        column = spec["column"]
-        owner = {data._norm(v): key for key in SPLITS for v in spec.get(key) or []}
-        keys = [owner.get(v) for v in data._normed(table.columns[column])]
-        if None in keys:
-            raise data.unassigned_split_value(spec, table, keys.index(None))
-        arr = np.array(keys, dtype=object)
-        return {key: np.flatnonzero(arr == key) for key in SPLITS if spec.get(key) is not None}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -384,11 +211,11 @@ class StreamSplit:
 
     def example(self) -> Feed:
         """One transformed row of missing values: the dtypes and shapes of the split's batches."""
-        table = data.Table({c: np.array([None], dtype=object) for c in self.columns}, 1, "", first_row=0)
+        table = Table({c: np.array([None], dtype=object) for c in self.columns}, 1, "", first_row=0)
         return _transform_lenient(self.prep, table, self.weights).feed()
 
 
-def _transform_lenient(prep: data.Preprocessing, table: data.Table, weights: bool) -> data.Arrays:
+def _transform_lenient(prep: data.Preprocessing, table: Table, weights: bool) -> data.Arrays:
     """transform() of a one-row table of missing values (for dtypes and shapes): missing: error inputs
     and labels are given a harmless value first."""
     cols = dict(table.columns)
@@ -398,47 +225,11 @@ def _transform_lenient(prep: data.Preprocessing, table: data.Table, weights: boo
     for st in prep.targets.values():
         for c in st.columns:
             cols[c] = np.array([np.nan]) if st.type in ("regression",) else np.array([None], dtype=object)
-    return data.transform(prep, data.Table(cols, 1, "", first_row=0), weights=weights)
+    return data.transform(prep, Table(cols, 1, "", first_row=0), weights=weights)
 
 
 # ------------------------------------------------------------------------------------------------
 # The statistics pass
-
-
-def _vocab_key(value: Any) -> str:
-    return str(data._label_key(value))
-
-
-def _distinct(values: np.ndarray, counts: bool = False):
-    """The distinct values of an array (with their counts): numpy for numbers, a Counter for objects."""
-    if values.dtype.kind in "biuf":
-        uniq, n = np.unique(values, return_counts=True)
-        return list(zip(uniq, n.tolist(), strict=True)) if counts else list(uniq)
-    c = Counter(values.tolist())
-    return list(c.items()) if counts else list(c)
-
-
-class _Moments:
-    """Count, mean and M2 of finite values, merged chunk by chunk (Chan et al.)."""
-
-    def __init__(self) -> None:
-        self.n, self.mean, self.m2 = 0, 0.0, 0.0
-
-    def add(self, x: np.ndarray) -> None:
-        x = x[np.isfinite(x)]
-        if not len(x):
-            return
-        n_b, mean_b = len(x), float(x.mean())
-        m2_b = float(((x - mean_b) ** 2).sum())
-        n = self.n + n_b
-        delta = mean_b - self.mean
-        self.mean += delta * n_b / n
-        self.m2 += m2_b + delta * delta * self.n * n_b / n
-        self.n = n
-
-    def std(self) -> float:
-        std = float(np.sqrt(self.m2 / self.n)) if self.n > 1 else 1.0
-        return std if std > 1e-12 else 1.0
 
 
 class _Pass:
@@ -453,7 +244,7 @@ class _Pass:
         self.coverage: dict[str, dict[str, int]] = {}
         self.first: dict[str, dict[int, tuple[str, int, dict]]] = {k: {} for k in SPLITS}
         self.seen: dict[tuple, set] = {}
-        self.moments: dict[str, _Moments] = {}
+        self.moments: dict[str, Moments] = {}
         self.counts: dict[str, Counter] = {}
         self.absent: dict[tuple[str, str], list] = {}  # (split, column) -> [count, file, line]
 
@@ -462,7 +253,7 @@ class _Pass:
             self.reported.add(key)
             self.problems.append(problem)
 
-    def keep(self, split: str, chunk: Chunk, table: data.Table, i: int) -> None:
+    def keep(self, split: str, chunk: Chunk, table: Table, i: int) -> None:
         """Remember row ``i`` of ``table`` (all its columns) for the summary tables."""
         global_row = (table.file, int(table.row_ids[i]))
         store = self.first[split]
@@ -473,15 +264,13 @@ class _Pass:
                 {c: v[i] for c, v in table.columns.items()},
             )
 
-    def new_keys(
-        self, split: str, what: str, table: data.Table, raw: np.ndarray, rows: np.ndarray, key
-    ) -> None:
+    def new_keys(self, split: str, what: str, table: Table, raw: np.ndarray, rows: np.ndarray, key) -> None:
         """Keep the first row of every ``key(value)`` not seen before (distinct values first: fast)."""
         seen = self.seen.setdefault((split, what), set())
         idx = np.flatnonzero(rows)
         if not len(idx):
             return
-        want = {key(v) for v in _distinct(raw[idx])} - seen
+        want = {key(v) for v in distinct(raw[idx])} - seen
         for i in idx if want else ():
             k = key(raw[i])
             if k in want:
@@ -491,7 +280,7 @@ class _Pass:
                 if not want:
                     break
 
-    def chunk(self, split: str, chunk: Chunk, table: data.Table) -> None:
+    def chunk(self, split: str, chunk: Chunk, table: Table) -> None:
         recipe, problems = self.recipe, []
         n = table.n_rows
         if not n:
@@ -505,7 +294,7 @@ class _Pass:
             column = spec.column or name
             values = table.columns[column]
             if spec.kind == "numeric":
-                x = data._as_float(values, table, column, problems)
+                x = as_float(values, table, column, problems)
                 for p in problems:
                     self.problem(("number", split, column), p)
                 problems.clear()
@@ -522,22 +311,22 @@ class _Pass:
                     )
                     entry[0] += int(absent.sum())
                 if train:
-                    self.moments.setdefault(name, _Moments()).add(x)
+                    self.moments.setdefault(name, Moments()).add(x)
             elif spec.kind == "categorical" and train:
-                present, raw = data._labels(values)
-                self.new_keys(split, f"input {name}", table, raw, present, _vocab_key)
+                present, raw = labels(values)
+                self.new_keys(split, f"input {name}", table, raw, present, vocab_key)
         cover = self.coverage.setdefault(split, {})
         for task, spec in recipe.model.tasks.items():
             cols = target_columns(spec, task)
             before = len(problems)
-            active = data.when_mask(data.when_conditions(spec.when), table, task, problems)
+            active = when_mask(when_conditions(spec.when), table, task, problems)
             if len(problems) > before:
                 for p in problems[before:]:
                     self.problem(("when", split, task), p)
                 del problems[before:]
                 continue
             if spec.type == "regression":
-                y = np.stack([data._as_float(table.columns[c], table, c, problems) for c in cols], axis=1)
+                y = np.stack([as_float(table.columns[c], table, c, problems) for c in cols], axis=1)
                 for p in problems:
                     self.problem(("number", split, p.path), p)
                 problems.clear()
@@ -553,7 +342,7 @@ class _Pass:
                 rows = active & np.isfinite(y).all(axis=1)
                 if train:
                     for j in range(len(cols)):
-                        self.moments.setdefault(f"{task}\0{j}", _Moments()).add(y[rows, j])
+                        self.moments.setdefault(f"{task}\0{j}", Moments()).add(y[rows, j])
                     if rows.any() and ("task", task) not in self.seen.setdefault(
                         ("train", "labelled"), set()
                     ):
@@ -562,11 +351,11 @@ class _Pass:
             elif spec.type == "multilabel" and spec.separator is None:
                 present = np.ones(n, bool)
                 for c in cols:
-                    if not data._binary_column(table, c, problems):
+                    if not data.binary_column(table, c, problems):
                         for p in problems:
                             self.problem(("binary", split, c), p)
                         problems.clear()
-                    present &= data._labels(table.columns[c])[0]
+                    present &= labels(table.columns[c])[0]
                 rows = present & active
                 if (
                     train
@@ -576,7 +365,7 @@ class _Pass:
                     self.seen[("train", "labelled")].add(("task", task))
                     self.keep(split, chunk, table, int(np.flatnonzero(rows)[0]))
             else:
-                present, raw = data._labels(table.columns[cols[0]])
+                present, raw = labels(table.columns[cols[0]])
                 rows = present & active
                 if spec.type == "multilabel":
                     keys = [
@@ -589,18 +378,18 @@ class _Pass:
                             seen.update(keys[i])
                             self.keep(split, chunk, table, int(i))
                 else:
-                    self.new_keys(split, f"task {task}", table, raw, rows, data._label_key)
+                    self.new_keys(split, f"task {task}", table, raw, rows, label_key)
                     if train and spec.class_weight == "balanced":
                         counts = self.counts.setdefault(task, Counter())
-                        for v, c in _distinct(raw[rows], counts=True):
-                            counts[data._label_key(v)] += c
+                        for v, c in distinct(raw[rows], counts=True):
+                            counts[label_key(v)] += c
             cover[task] = cover.get(task, 0) + int(rows.sum())
 
-    def summary(self, split: str) -> data.Table:
+    def summary(self, split: str) -> Table:
         files = list(dict.fromkeys(f for f, _, _ in self.first[split].values()))
         rows = sorted(self.first[split].values(), key=lambda r: (files.index(r[0]), r[1]))
         columns = {c: np.array([r[2][c] for r in rows] + [None], dtype=object)[:-1] for c in rows[0][2]}
-        return data.Table(
+        return Table(
             columns,
             len(rows),
             files[0] if len(files) == 1 else ", ".join(files),
@@ -623,7 +412,7 @@ def prepare(loaded: LoadedRecipe, seed: int, opts: dict[str, int]) -> data.Prepa
     fractions = {
         k: float(getattr(recipe.data, k))
         for k in ("test", "validation")
-        if data._is_fraction(getattr(recipe.data, k)) and not recipe.data.split
+        if is_fraction(getattr(recipe.data, k)) and not recipe.data.split
     }
     if recipe.data.split:
         plans.append(SplitPlan(recipe.data.train, column=dict(recipe.data.split)))
@@ -633,7 +422,7 @@ def prepare(loaded: LoadedRecipe, seed: int, opts: dict[str, int]) -> data.Prepa
         plans.append(SplitPlan(recipe.data.train, only="train"))
     for key in ("validation", "test"):
         value = getattr(recipe.data, key)
-        if value is not None and not data._is_fraction(value) and not recipe.data.split:
+        if value is not None and not is_fraction(value) and not recipe.data.split:
             plans.append(SplitPlan(value, only=key))
 
     problems: list[Problem] = []
@@ -648,13 +437,13 @@ def prepare(loaded: LoadedRecipe, seed: int, opts: dict[str, int]) -> data.Prepa
                 for p in exc.problems
             )
             continue
-        empty = data.Table(
+        empty = Table(
             {c: np.array([], dtype=object) for c in header},
             0,
             str(files[0]) if len(files) == 1 else plan.source,
         )
-        problems.extend(data._check_columns(loaded, empty, split_too=i == 0))
-        needed = [c for c, _, _ in data._needed_columns(loaded, True, i == 0)]
+        problems.extend(check_columns(loaded, empty, split_too=i == 0))
+        needed = [c for c, _, _ in needed_columns(loaded, True, i == 0)]
         heads[key] = (files, [c for c in header if c in needed])
     if problems:
         raise DataError(problems=problems)
@@ -720,11 +509,11 @@ def prepare(loaded: LoadedRecipe, seed: int, opts: dict[str, int]) -> data.Prepa
         raise DataError(problems=_unique(exc.problems)) from None
     for name, st in prep.inputs.items():
         if st.kind == "numeric":
-            m = acc.moments.get(name) or _Moments()
+            m = acc.moments.get(name) or Moments()
             st.mean, st.std = (m.mean if m.n else 0.0), m.std()
     for task, st in prep.targets.items():
         if st.type == "regression":
-            ms = [acc.moments.get(f"{task}\0{j}") or _Moments() for j in range(len(st.columns))]
+            ms = [acc.moments.get(f"{task}\0{j}") or Moments() for j in range(len(st.columns))]
             if isinstance(st.column, list):
                 st.mean, st.std = [m.mean for m in ms], [m.std() for m in ms]
             else:
@@ -806,7 +595,12 @@ def _info(loaded, seed, plans, heads, splits, opts, fractions) -> dict[str, Any]
 # Evaluating a streamed run
 
 
+# ------------------------------------------------------------------------------------------------
+# A streamed run's split, again
+
+
 def is_streamed(info: dict[str, Any]) -> bool:
+    """Whether a run's data.json describes streamed data."""
     return isinstance(info.get("stream"), dict)
 
 
@@ -842,53 +636,3 @@ def run_split(info: dict[str, Any], split: str, prep: data.Preprocessing) -> Str
         int(stream["chunk_rows"]),
         int(stream["shuffle_buffer"]),
     )
-
-
-def evaluate_run(run_dir: Path, split: str | None, model_path: Path, verbose: bool = False):
-    """``mtl evaluate RUN_DIR`` of a streamed run: (split, results, model path), or None when the run
-    did not stream. The file's sha256 must match data.json, as in memory."""
-    import json
-
-    from mtlcli.errors import CheckpointError
-    from mtlcli.run import runner
-
-    info_path = run_dir / "data.json"
-    try:
-        info = json.loads(info_path.read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-        return None  # the in-memory path reports it
-    if not is_streamed(info):
-        return None
-    split = data.choose_split(run_dir, info, split)
-    entry = info["files"].get(split) or info["files"]["train"]
-    source = entry.get("source", entry["path"])
-    try:
-        files_now = sources.source_files(source)
-        digest = sources.digest(source) if files_now and all(f.exists() for f in files_now) else None
-    except DataError:
-        digest = None
-    if digest is None:
-        raise DataError(
-            problems=[
-                Problem(f"the {split} data of this run is gone; pass --data FILE", "", str(entry["path"]))
-            ]
-        )
-    if digest != entry["sha256"]:
-        raise DataError(
-            problems=[
-                Problem(
-                    f"the file changed since training (sha256 differs), so the {split} split cannot be rebuilt; "
-                    f"pass --data FILE to evaluate it anyway",
-                    "",
-                    str(entry["path"]),
-                )
-            ]
-        )
-    tf = __import__("mtlcli.tfutil", fromlist=["import_tf"]).import_tf(verbose)
-    model = runner.load_model(model_path, verbose)
-    try:
-        prep = data.Preprocessing.from_dict(model.spec["preprocessing"])
-    except (KeyError, TypeError) as exc:
-        raise CheckpointError(f"{model_path}: no preprocessing in the model spec ({exc})") from None
-    results = runner.evaluate_arrays(tf, model, run_split(info, split, prep))
-    return split, results, model_path

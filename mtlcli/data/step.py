@@ -1,0 +1,194 @@
+"""The data step of a run, in memory or streamed, and reloading the split a finished run evaluates.
+
+:func:`prepare` reads, splits, fits (on the training split only) and transforms a recipe's data, or
+hands it to :mod:`mtlcli.data.stream` when the data streams (``data.stream``, or a large tabular
+training source). It raises :class:`mtlcli.errors.DataError` with every problem found and imports no
+TensorFlow, so ``mtl validate`` runs it in full.
+
+:func:`reload_split` is the other end: the rows of a run's validation or test split, read again from
+the files ``data.json`` recorded, after one sha256 check that they are unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mtlcli.data import sources, split
+from mtlcli.data import stream as streaming
+from mtlcli.data.columns import check_columns, read_recipe_source
+from mtlcli.data.preprocess import Prepared, Preprocessing, fit, transform
+from mtlcli.data.sources import Table
+from mtlcli.data.values import is_fraction
+from mtlcli.errors import CheckpointError, DataError, Problem, UsageError
+from mtlcli.recipe import LoadedRecipe
+
+
+def prepare(loaded: LoadedRecipe, seed: int | None = None) -> Prepared:
+    """Read, split, fit and transform the recipe's data. Raises DataError with every problem found."""
+    seed = loaded.recipe.seed if seed is None else seed
+    opts = streaming.settings(loaded)
+    if opts is not None:
+        return streaming.prepare(loaded, seed, opts)
+    tables, indices, source_rows = _split_tables(loaded, seed)
+    prep = fit(loaded.recipe, tables["train"], loaded)
+    splits, problems = {}, []
+    for key, table in tables.items():
+        if table.n_rows == 0:
+            problems.append(Problem(f"the {key} split is empty", "", table.file))
+            continue
+        try:
+            splits[key] = transform(prep, table, weights=key == "train")
+        except DataError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise DataError(problems=problems)
+    return Prepared(prep, splits, _info(loaded, seed, tables, splits, indices, source_rows))
+
+
+def _fractions(loaded: LoadedRecipe) -> dict[str, float]:
+    data = loaded.recipe.data
+    return {k: getattr(data, k) for k in ("test", "validation") if is_fraction(getattr(data, k))}
+
+
+def _own_file(loaded: LoadedRecipe, key: str) -> bool:
+    """Whether ``data.<key>`` names a source of its own (not a fraction, not a split column)."""
+    value = getattr(loaded.recipe.data, key)
+    return value is not None and not is_fraction(value) and not loaded.recipe.data.split
+
+
+def _split_tables(loaded: LoadedRecipe, seed: int) -> tuple[dict[str, Table], dict[str, np.ndarray], int]:
+    """The table of every split, the row indices of those cut from the training source, and its rows."""
+    data = loaded.recipe.data
+    train_table = read_recipe_source(loaded, "train")
+    problems = check_columns(loaded, train_table, split_too=True)
+    tables = {"train": train_table}
+    for key in ("validation", "test"):
+        if _own_file(loaded, key):
+            tables[key] = read_recipe_source(loaded, key)
+            problems.extend(check_columns(loaded, tables[key]))
+    if problems:
+        raise DataError(problems=problems)
+    if data.split:
+        indices = split.by_column_in_memory(dict(data.split), train_table)
+    else:
+        indices = split.by_fraction(_fractions(loaded), train_table, seed, data.group_by)
+    for key, idx in indices.items():
+        tables[key] = train_table.take(idx)
+    if data.group_by and (data.split or len(tables) > len(indices)):
+        problems = split.straddling(data.group_by, tables)
+        if problems:
+            raise DataError(problems=problems)
+    return tables, indices, train_table.n_rows
+
+
+def _info(loaded: LoadedRecipe, seed: int, tables, splits, indices, source_rows: int) -> dict[str, Any]:
+    """What data.json records: files (absolute path, sha256, rows), split sizes, indices, coverage."""
+    data = loaded.recipe.data
+    files = {}
+    for key in ("train", "validation", "test"):
+        if key in tables and (key == "train" or _own_file(loaded, key)):
+            value = getattr(data, key)
+            resolved = sources.resolve(value, loaded.base_dir)
+            files[key] = {
+                "path": resolved if isinstance(resolved, str) else tables[key].file,
+                "source": resolved,
+                "sha256": sources.digest(value, loaded.base_dir),
+                "rows": source_rows if key == "train" else tables[key].n_rows,
+            }
+    info = {
+        "files": files,
+        "seed": seed,
+        "split_rows": {k: int(v.n) for k, v in splits.items()},
+        "fraction_indices": {k: v.tolist() for k, v in indices.items() if k != "train"},
+        "coverage": {k: v.support() for k, v in splits.items()},
+    }
+    if data.split:
+        info["split_by"] = dict(data.split)
+    if data.group_by:
+        info["group_by"] = data.group_by
+    return info
+
+
+# ------------------------------------------------------------------------------------------------
+# A finished run's split
+
+
+def choose_split(run_dir, info: dict, split: str | None) -> str:
+    """The split of a run to evaluate: the one asked for, else test, else validation."""
+    rows = info.get("split_rows", {})
+    if split is None:
+        available = [s for s in ("test", "validation") if s in rows]
+        if not available:
+            raise UsageError(f"{run_dir} has no validation or test split; pass --data FILE")
+        return available[0]
+    if split not in rows:
+        raise UsageError(f"{run_dir} has no {split!r} split (it has: {', '.join(rows)})")
+    return split
+
+
+def read_run_info(run_dir: Path) -> dict[str, Any]:
+    """A run's data.json."""
+    info_path = run_dir / "data.json"
+    if not info_path.exists():
+        raise CheckpointError(f"{run_dir}: data.json is missing; pass --data FILE")
+    try:
+        return json.loads(info_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{info_path}: not valid JSON ({exc})") from None
+
+
+@dataclass
+class RunSplit:
+    """A run's split, read again. ``table`` holds its rows for an in-memory run; a streamed run's split
+    is read in chunks when evaluated (:meth:`streamed`), so ``table`` is None."""
+
+    name: str
+    info: dict[str, Any]
+    table: Table | None
+
+    def streamed(self, prep: Preprocessing) -> streaming.StreamSplit:
+        """The streamed split, transformed with the model's preprocessing."""
+        return streaming.run_split(self.info, self.name, prep)
+
+
+def reload_split(run_dir: Path, split: str | None) -> RunSplit:
+    """The split of run ``run_dir`` to evaluate (:func:`choose_split`), after checking that the data
+    files recorded in data.json are still there and unchanged (sha256)."""
+    info = read_run_info(run_dir)
+    name = choose_split(run_dir, info, split)
+    files = info["files"]
+    entry = files.get(name) or files["train"]
+    source = entry.get("source", entry["path"])  # a path, a glob or a source mapping (absolute paths)
+    try:
+        files_now = sources.source_files(source)
+        digest = sources.digest(source) if files_now and all(f.exists() for f in files_now) else None
+    except DataError:
+        digest = None
+    if digest is None:
+        raise DataError(
+            problems=[
+                Problem(f"the {name} data of this run is gone; pass --data FILE", "", str(entry["path"]))
+            ]
+        )
+    if digest != entry["sha256"]:
+        raise DataError(
+            problems=[
+                Problem(
+                    f"the file changed since training (sha256 differs), so the {name} "
+                    f"split cannot be rebuilt; pass --data FILE to evaluate it anyway",
+                    "",
+                    str(entry["path"]),
+                )
+            ]
+        )
+    if streaming.is_streamed(info):
+        return RunSplit(name, info, None)
+    table = sources.read_source(source)
+    if name not in files:
+        table = table.take(np.array(info["fraction_indices"][name], dtype=np.int64))
+    return RunSplit(name, info, table)
