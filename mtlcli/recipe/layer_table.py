@@ -128,12 +128,25 @@ def generate_names() -> dict[str, list[str]]:
     def public(module, drop=("deserialize", "get", "serialize")) -> list[str]:
         return sorted(n for n in dir(module) if not n.startswith("_") and n not in drop)
 
-    base = {"Initializer", "Regularizer", "Constraint"}  # abstract: not usable by name
+    def resolvable(module) -> list[str]:
+        """Names ``module.get(name)`` turns into a usable object (not ``constant``: it needs a value;
+        not the abstract base classes)."""
+        out = []
+        for name in public(
+            module, drop=("deserialize", "get", "serialize", "Initializer", "Regularizer", "Constraint")
+        ):
+            try:
+                if module.get(name) is not None:
+                    out.append(name)
+            except Exception:  # noqa: BLE001 - any failure means "not usable by name"
+                continue
+        return out
+
     return {
-        "activation": public(keras.activations),
-        "initializer": [n for n in public(keras.initializers) if n not in base],
-        "regularizer": [n for n in public(keras.regularizers) if n not in base],
-        "constraint": [n for n in public(keras.constraints) if n not in base],
+        "activation": resolvable(keras.activations),
+        "initializer": resolvable(keras.initializers),
+        "regularizer": resolvable(keras.regularizers),
+        "constraint": resolvable(keras.constraints),
     }
 
 
