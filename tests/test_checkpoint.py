@@ -200,6 +200,4 @@ def test_stream_resumes_at_a_batch_and_never_mixes_epochs(tiny_project):
     for a, b in zip(full[5:], part, strict=True):
         np.testing.assert_array_equal(a, b)
     ids = [b[0]["a"].numpy() for b in pipeline.train_stream(tf, arr, 32, 5, 0, 0, 1)]
-    np.testing.assert_array_equal(
-        np.concatenate(ids)[:, 0], arr.x["a"][pipeline.epoch_order(90, 5, 0)][:, 0]
-    )
+    np.testing.assert_array_equal(np.concatenate(ids)[:, 0], arr.x["a"][pipeline.epoch_order(90, 5, 0)][:, 0])

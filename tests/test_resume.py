@@ -14,6 +14,7 @@ import pytest
 from mtlcli import events
 from mtlcli import recipe as R
 from mtlcli.run import checkpoint
+from mtlcli.run.signals import Interrupted
 from tests.conftest import write_tiny_csv
 
 keras = pytest.importorskip("keras")
@@ -79,7 +80,7 @@ def test_a_mid_epoch_interruption_resumes_to_the_same_result(project, tmp_path):
         if isinstance(event, events.BatchEnd) and (event.epoch, event.step) == (2, 7):
             os.kill(os.getpid(), signal.SIGINT)
 
-    with pytest.raises(checkpoint.Interrupted) as exc:
+    with pytest.raises(Interrupted) as exc:
         runner.train(R.load(project), output=tmp_path / "cut", on_event=interrupt)
     cut = tmp_path / "cut"
     assert exc.value.exit_code == 130

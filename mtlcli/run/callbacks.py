@@ -21,10 +21,14 @@ import keras
 import numpy as np
 
 from mtlcli.events import BatchEnd, EpochEnd, Notice
+from mtlcli.fsio import atomic_write
+from mtlcli.recipe import monitor_mode
 from mtlcli.run import checkpoint
+from mtlcli.run.signals import Interrupted
 
 
-def _scalar(v) -> float:
+def scalar(v) -> float:
+    """The first element of a Keras log value as a float (NaN when it has none)."""
     try:
         return float(np.asarray(v).reshape(-1)[0])
     except (TypeError, ValueError, IndexError):
@@ -50,6 +54,17 @@ class Selection:
     best_epoch: int | None = None  # 1-based
     wait: int = 0
     stopped: bool = False
+
+    @classmethod
+    def from_recipe(cls, recipe, has_validation: bool) -> Selection:
+        """The recipe's ``early_stopping`` (its ``val_`` monitor read on the training logs when there
+        is no validation data), else ``val_loss`` (``loss`` without validation data) and no stopping."""
+        es = recipe.train.early_stopping
+        if es is None:
+            return cls("val_loss" if has_validation else "loss", "min")
+        monitor = es.monitor if has_validation or not es.monitor.startswith("val_") else es.monitor[4:]
+        mode = es.mode if es.mode != "auto" else monitor_mode(monitor)
+        return cls(monitor, mode, es.min_delta, es.patience, es.restore_best)
 
     def improved(self, value: float) -> bool:
         if not math.isfinite(value):
@@ -81,7 +96,7 @@ class RunState:
     base_state: dict[str, Any]  # seed, batch size, ... copied into every checkpoint's state.json
     resume_command: str
     checkpoint_every: int | None = None
-    guard: Any = None  # checkpoint.SignalGuard
+    guard: Any = None  # mtlcli.run.signals.SignalGuard
     first_epoch: int = 0  # where this session starts (0-based epoch, step within it)
     first_step: int = 0
     metrics_from: Path | None = None  # checkpoint whose metric accumulators continue the first epoch
@@ -157,7 +172,7 @@ class RunCallback(keras.callbacks.Callback):
                 f"lower train.optimizer.adam.learning_rate or check the data"
             )
             raise NonFinite(run.failure)
-        logs = {k: _scalar(v) for k, v in (logs or {}).items()}
+        logs = {k: scalar(v) for k, v in (logs or {}).items()}
         if not run.skip_nonfinite and not math.isfinite(logs.get("loss", 0.0)):
             run.failure = (
                 f"the weighted total loss became non-finite at epoch {self.epoch + 1}, step {step}/{run.steps} "
@@ -174,14 +189,14 @@ class RunCallback(keras.callbacks.Callback):
                 self.mtl_model, run.run_dir, "last", self.state_at(self.epoch, step), with_metrics=True
             )
         if interrupted:
-            raise checkpoint.Interrupted(
+            raise Interrupted(
                 run.guard.received, run.run_dir, self.epoch, step, run.steps, run.resume_command
             )
 
     # -- epochs ----------------------------------------------------------------------------------
     def on_epoch_end(self, epoch, logs=None):
         run = self.run
-        logs = {k: _scalar(v) for k, v in (logs or {}).items()}
+        logs = {k: scalar(v) for k, v in (logs or {}).items()}
         if run.skip_nonfinite and run.skipped_in_epoch >= run.steps - (
             run.first_step if epoch == run.first_epoch else 0
         ):
@@ -215,9 +230,7 @@ class RunCallback(keras.callbacks.Callback):
             and not sel.stopped
             and epoch + 1 < run.epochs
         ):
-            raise checkpoint.Interrupted(
-                run.guard.received, run.run_dir, epoch + 1, 0, run.steps, run.resume_command
-            )
+            raise Interrupted(run.guard.received, run.run_dir, epoch + 1, 0, run.steps, run.resume_command)
 
 
 def write_history(run_dir: Path, history: list[dict[str, Any]]) -> None:
@@ -229,6 +242,4 @@ def write_history(run_dir: Path, history: list[dict[str, Any]]) -> None:
     writer.writeheader()
     for row in history:
         writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-    from mtlcli.run.runner import atomic_write
-
     atomic_write(run_dir / "history.csv", buf.getvalue())

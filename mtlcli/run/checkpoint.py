@@ -22,97 +22,30 @@ old one removed. Whatever instant the process dies at, either ``<name>/`` or ``.
 
 The data order does not depend on iterator history: epoch ``e`` visits the training rows in the
 permutation ``numpy.random.default_rng([seed, e])``, so a resumed run sees exactly the batches the
-uninterrupted run would have seen (:func:`train_stream`).
+uninterrupted run would have seen (:func:`mtlcli.data.pipeline.train_stream`).
 
-This module imports TensorFlow only inside the functions that need it.
+This module owns the checkpoint files only (:func:`save`, :func:`find`, :func:`read_state`,
+:func:`restore`, :func:`restore_metrics`); which recipe changes a resume accepts is
+:mod:`mtlcli.run.resume`, signals are :mod:`mtlcli.run.signals`. It imports TensorFlow only inside the
+functions that need it.
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import io
 import json
 import os
 import shutil
-import signal
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mtlcli import __version__
-from mtlcli.errors import CheckpointError, RunError
+from mtlcli import __version__, fsio
+from mtlcli.errors import CheckpointError
 
 FORMAT = 1
 NAMES = ("last", "best")
-
-#: Recipe keys a ``--resume`` may change; they are applied and echoed. Anything else is refused.
-RESUME_SAFE = (
-    "train.epochs",
-    "train.early_stopping.patience",
-    "train.checkpoint_every",
-    "train.on_nan",
-    "train.distribute",  # the global batch and the math stay the same on any number of devices
-    "train.devices",
-    "logging",
-)
-#: What ``--fork`` may change in addition: the whole ``train`` section and the run name. The model,
-#: the data and the seed (which draws the split) must stay, because the weights are tied to them.
-FORK_SAFE = ("train", "name", "logging")
-
-
-# ------------------------------------------------------------------------------------------------
-# Errors
-
-
-class Interrupted(RunError):
-    """SIGINT/SIGTERM stopped the run after a checkpoint was written (exit 130 or 143)."""
-
-    def __init__(self, signum: int, run_dir: Path, epoch: int, step: int, steps: int, command: str):
-        self.signum, self.run_dir, self.command = signum, run_dir, command
-        self.signame = signal.Signals(signum).name
-        self.exit_code = 128 + int(signum)
-        where = f"epoch {epoch + 1}, step {step}/{steps}" if step else f"the end of epoch {epoch}"
-        super().__init__(
-            f"{self.signame}: stopped at {where}; checkpoint saved in {run_dir / 'checkpoints' / 'last'}\n"
-            f"resume with: {command}"
-        )
-
-
-def disk_error(exc: OSError, what: str) -> RunError:
-    """An OSError while writing becomes a clear RunError (disk full, read-only, permissions)."""
-    reason = os.strerror(exc.errno) if exc.errno else str(exc)
-    if exc.errno == errno.ENOSPC:
-        reason = "no space left on device"
-    return RunError(f"cannot write {what}: {reason}")
-
-
-# ------------------------------------------------------------------------------------------------
-# Files
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _write_file(path: Path, raw: bytes) -> None:
-    with open(path, "wb") as fh:
-        fh.write(raw)
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-def sha256(path: Path) -> str:
-    from mtlcli.data.sources import file_digest
-
-    return file_digest(path)
 
 
 def extra_variables(model) -> list:
@@ -135,8 +68,7 @@ def save(model, run_dir: Path, name: str, state: dict[str, Any], *, with_metrics
         _remove_stale(root, name)
         tmp.mkdir()
         model.save(tmp / "model.keras")
-        with open(tmp / "model.keras", "rb") as fh:
-            os.fsync(fh.fileno())
+        fsio.fsync_file(tmp / "model.keras")
         arrays = {f"rng_{i}": np.asarray(v.numpy()) for i, v in enumerate(extra_variables(model))}
         if with_metrics:
             arrays.update(
@@ -144,28 +76,30 @@ def save(model, run_dir: Path, name: str, state: dict[str, Any], *, with_metrics
             )
         buf = io.BytesIO()
         np.savez(buf, **arrays)
-        _write_file(tmp / "arrays.npz", buf.getvalue())
+        fsio.write_synced(tmp / "arrays.npz", buf.getvalue())
         state = {
             **state,
             "format": FORMAT,
             "mtl": __version__,
             "name": name,
-            "files": {f: sha256(tmp / f) for f in ("model.keras", "arrays.npz")},
+            "files": {f: fsio.sha256(tmp / f) for f in ("model.keras", "arrays.npz")},
         }
-        _write_file(tmp / "state.json", (json.dumps(state, indent=1, default=_json_default) + "\n").encode())
-        _fsync_dir(tmp)
+        fsio.write_synced(
+            tmp / "state.json", (json.dumps(state, indent=1, default=_json_default) + "\n").encode()
+        )
+        fsio.fsync_dir(tmp)
         if final.exists():
             if old.exists():
                 shutil.rmtree(old)
             os.replace(final, old)
         # else: a crash may have left only .old, the one valid copy: keep it until the new one is in place
         os.replace(tmp, final)
-        _fsync_dir(root)
+        fsio.fsync_dir(root)
         if old.exists():
             shutil.rmtree(old, ignore_errors=True)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise disk_error(exc, f"the {name} checkpoint in {root}") from None
+        raise fsio.disk_error(exc, f"the {name} checkpoint in {root}") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -224,7 +158,7 @@ def read_state(ckpt: Path) -> dict[str, Any]:
         target = ckpt / file
         if not target.is_file():
             raise CheckpointError(f"{ckpt}: {file} is missing; the checkpoint is incomplete")
-        if sha256(target) != digest:
+        if fsio.sha256(target) != digest:
             raise CheckpointError(f"{target}: corrupted (sha256 differs from state.json)")
     return state
 
@@ -281,157 +215,6 @@ def restore(
     except Exception as exc:  # noqa: BLE001 - any loader failure means the checkpoint does not fit
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{ckpt}: the checkpoint does not fit this model: {first}") from None
-
-
-# ------------------------------------------------------------------------------------------------
-# Recipe changes between a run and its resume
-
-
-def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}, "c": [x]}`` -> ``{"a.b": 1, "c[0]": x}``; empty containers are leaves."""
-    out: dict[str, Any] = {}
-    if isinstance(value, dict) and value:
-        for k, v in value.items():
-            out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
-    elif isinstance(value, list) and value:
-        for i, v in enumerate(value):
-            out.update(flatten(v, f"{prefix}[{i}]"))
-    else:
-        out[prefix] = value
-    return out
-
-
-def _covered(key: str, prefixes: tuple[str, ...]) -> bool:
-    return any(key == p or key.startswith((p + ".", p + "[")) for p in prefixes)
-
-
-@dataclass
-class Change:
-    key: str
-    old: Any
-    new: Any
-
-    def render(self) -> str:
-        missing = "(absent)"
-        old = missing if self.old is _ABSENT else json.dumps(self.old, default=str)
-        new = missing if self.new is _ABSENT else json.dumps(self.new, default=str)
-        return f"{self.key}: {old} -> {new}"
-
-
-_ABSENT = object()
-
-
-def diff(old: dict[str, Any], new: dict[str, Any]) -> list[Change]:
-    """The leaves that differ between two resolved recipes, in a stable order."""
-    a, b = flatten(old), flatten(new)
-    keys = list(a) + [k for k in b if k not in a]
-    return [
-        Change(k, a.get(k, _ABSENT), b.get(k, _ABSENT))
-        for k in keys
-        if a.get(k, _ABSENT) != b.get(k, _ABSENT)
-    ]
-
-
-def split_changes(changes: list[Change], fork: bool) -> tuple[list[Change], list[Change]]:
-    """(applied, refused) for a resume (``fork=False``) or a fork."""
-    safe = FORK_SAFE if fork else RESUME_SAFE
-    applied = [c for c in changes if _covered(c.key, safe)]
-    refused = [c for c in changes if not _covered(c.key, safe)]
-    return applied, refused
-
-
-def refusal(changes: list[Change], run_dir: Path, fork: bool) -> str:
-    lines = [
-        f"the recipe differs from the one {run_dir} was trained with in ways that break the run:",
-        *(f"  - {c.render()}" for c in changes),
-    ]
-    if fork:
-        lines.append(
-            "a fork keeps the model, the data and the seed (the weights and the split depend on them); "
-            "start a new run with: mtl train RECIPE"
-        )
-    else:
-        lines.append(
-            f"--resume accepts changes to {', '.join(RESUME_SAFE)} only; to change anything in train "
-            f"(optimizer, batch size, weighting, ...) fork it: mtl train RECIPE --resume {run_dir} --fork NEW_DIR"
-        )
-    return "\n".join(lines)
-
-
-# ------------------------------------------------------------------------------------------------
-# Data position
-
-
-def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
-    """The row order of epoch ``epoch`` (0-based): a pure function of (seed, epoch)."""
-    return np.random.default_rng([int(seed) & 0xFFFFFFFF, int(epoch)]).permutation(n)
-
-
-def train_stream(tf, arrays, batch_size: int, seed: int, first_epoch: int, first_step: int, end_epoch: int):
-    """A ``tf.data.Dataset`` of the training batches of epochs ``first_epoch..end_epoch-1``, starting at
-    batch ``first_step`` of the first one. Use with ``fit(steps_per_epoch=...)`` (the iterator then runs
-    across epochs). The last batch of an epoch may be smaller; batches never mix epochs."""
-    if getattr(arrays, "streamed", False):  # larger-than-memory data: mtlcli.data.stream (same contract)
-        return arrays.train_dataset(tf, batch_size, seed, first_epoch, first_step, end_epoch)
-    n = arrays.n
-    steps = -(-n // batch_size)
-    from mtlcli.data import pipeline  # class weights ride in the mask dict; image files are decoded below
-
-    del steps
-    # The arrays live in memory as tensors; per epoch, one call computes the order (numpy, a pure
-    # function of (seed, epoch)) and tf.data gathers the batches -- no Python work per step.
-    parts = [
-        {k: tf.constant(v.astype(str) if v.dtype.kind == "O" else v) for k, v in d.items()}
-        for d in pipeline.feed(arrays)
-    ]
-
-    def order_of(epoch):
-        return epoch_order(n, seed, int(epoch)).astype(np.int64)
-
-    def epoch_batches(epoch):
-        order = tf.numpy_function(order_of, [epoch], tf.int64, stateful=False)
-        order.set_shape([n])
-        skip = tf.where(
-            tf.equal(epoch, first_epoch), tf.constant(first_step, tf.int64), tf.constant(0, tf.int64)
-        )
-        return tf.data.Dataset.from_tensor_slices(order).batch(batch_size).skip(skip)
-
-    def gather(idx):
-        return tuple({k: tf.gather(v, idx) for k, v in part.items()} for part in parts)
-
-    stream = tf.data.Dataset.range(first_epoch, end_epoch).flat_map(epoch_batches)
-    stream = stream.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return pipeline.decode_batched(tf, stream, arrays).prefetch(tf.data.AUTOTUNE)
-
-
-# ------------------------------------------------------------------------------------------------
-# Signals
-
-
-class SignalGuard:
-    """Turns the first SIGINT/SIGTERM into a flag the training loop checks after each step (a second
-    SIGINT interrupts at once). Restores the previous handlers on exit. Outside the main thread (where
-    Python cannot install handlers) it does nothing."""
-
-    def __init__(self) -> None:
-        self.received: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def _handle(self, signum, _frame) -> None:
-        if self.received is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.received = signum
-
-    def __enter__(self) -> SignalGuard:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(ValueError, OSError):  # not the main thread: no handlers
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._previous.items():
-            with contextlib.suppress(ValueError, OSError, TypeError):
-                signal.signal(sig, handler)
 
 
 def restore_metrics(model, ckpt: Path) -> None:
