@@ -16,14 +16,14 @@ from mtlcli.weighting import (  # noqa: F401
     graddrop,
     gradnorm,
     imtl,
-    loss,
+    loss_based,
     mgda,
     nash_mtl,
     pcgrad,
     upgrad,
 )
-from mtlcli.weighting.api import aggregate
 from mtlcli.weighting.base import Context, Result, Strategy, combine_rows
+from mtlcli.weighting.eager import aggregate
 from mtlcli.weighting.registry import REGISTRY, SpecProblem, available, check, get, register, spec_name
 
 __all__ = [

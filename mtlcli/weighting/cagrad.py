@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from mtlcli.weighting import _qp
+from mtlcli.weighting import qp
 from mtlcli.weighting.base import Result, Strategy, combine_rows
 from mtlcli.weighting.registry import register
 
@@ -21,7 +21,7 @@ class CAGrad(Strategy):
 
     Math (on the trace-normalised Gramian ``Ĝ = G/tr(G)``, zero when ``tr(G) < norm_eps``): with
     ``g0`` the mean gradient and ``g_w = wᵀJ``, solve ``w* = argmin_{w in simplex} g0ᵀg_w + c·||g0||·||g_w||``
-    (exactly, see ``_qp.py``); then ``d = g0 + (c·||g0|| / ||g_w*||)·g_w*``, i.e. the weights
+    (exactly, see ``qp.py``); then ``d = g0 + (c·||g0|| / ||g_w*||)·g_w*``, i.e. the weights
     ``1/m + (c·||g0||/||g_w*||)·w*``, divided by ``1``, ``1 + c²`` or ``1 + c`` for ``rescale`` 0, 1, 2.
     All norms are in trace-normalised units, so the weights do not depend on the scale of ``J``.
 
@@ -40,8 +40,8 @@ class CAGrad(Strategy):
 
     Convention: TorchJD 0.18 ``CAGrad(c)`` with ``rescale=0`` (no ``1/(1+c²)``, zero fallback), solved
     exactly instead of with CLARABEL (whose default tolerances leave TorchJD's ``d`` up to ~1e-4
-    relative off the optimum).  Exact for up to ``_qp.ENUM_MAX_TASKS`` (10) tasks; beyond that an
-    active-set method, exact except when ``c >= 1`` and 0 is in the tasks' convex hull (see ``_qp``).
+    relative off the optimum).  Exact for up to ``qp.ENUM_MAX_TASKS`` (10) tasks; beyond that an
+    active-set method, exact except when ``c >= 1`` and 0 is in the tasks' convex hull (see ``qp``).
     """
 
     name = "cagrad"
@@ -68,10 +68,10 @@ class CAGrad(Strategy):
         del losses, params, ctx
         m = J.shape[0]
         dtype = J.dtype
-        G = _qp.normalize_gramian(_qp.gramian(J), self.norm_eps)
+        G = qp.normalize_gramian(qp.gramian(J), self.norm_eps)
         g0_norm = tf.sqrt(tf.maximum(tf.reduce_sum(G), 0.0)) / m  # ||J^T 1/m|| in normalised units
         s = self.c * g0_norm
-        w_star = _qp.cagrad_simplex(G, s)
+        w_star = qp.cagrad_simplex(G, s)
         gw_norm = tf.sqrt(tf.maximum(tf.reduce_sum(w_star * tf.linalg.matvec(G, w_star)), 0.0))
         ok = gw_norm >= self.norm_eps
         coef = s / tf.where(ok, gw_norm, tf.ones_like(gw_norm))

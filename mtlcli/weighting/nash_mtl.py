@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from mtlcli.weighting import _qp
+from mtlcli.weighting import qp
 from mtlcli.weighting.base import Result, Strategy, combine_rows
 from mtlcli.weighting.registry import register
 
@@ -37,7 +37,7 @@ def solve_nash(G: Any, alpha_prev: Any, max_iter: int) -> tuple[Any, Any]:
     quad0 = tf.reduce_sum(b0 * tf.linalg.matvec(Gn, b0))
     b0 = b0 * tf.where(quad0 > 0, tf.sqrt(m / tf.where(quad0 > 0, quad0, 1.0)), 1.0)
     eye = tf.eye(m, dtype=dtype)
-    reg = _qp.jitter(dtype) * eye  # keeps H invertible when alpha diverges on a singular Gramian
+    reg = qp.jitter(dtype) * eye  # keeps H invertible when alpha diverges on a singular Gramian
     big = tf.constant(1e6 / math.sqrt(eps), dtype)  # far beyond any fixed point of the normalised problem
 
     def body(i, b, lam2):
@@ -137,7 +137,7 @@ class NashMTL(Strategy):
         update = tf.equal(tf.math.floormod(tf.cast(ctx.step, tf.int64), self.update_weights_every), 0)
 
         def solve():
-            return _qp.compiled(solve_nash)(_qp.gramian(J), alpha_prev, 10 * self.optim_niter)[0]
+            return qp.compiled(solve_nash)(qp.gramian(J), alpha_prev, 10 * self.optim_niter)[0]
 
         alpha = tf.cond(update, solve, lambda: alpha_prev)
         w = alpha

@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from mtlcli.weighting import _qp
+from mtlcli.weighting import qp
 from mtlcli.weighting.base import Result, Strategy, combine_rows
 from mtlcli.weighting.registry import register
 
@@ -25,12 +25,17 @@ def _check_pref(pref_vector: list[float] | None) -> None:
         )
 
 
+@dataclass(frozen=True)
 class _DualCone(Strategy):
-    """Shared plumbing: preference vector and the normalised, regularised Gramian."""
+    """What UPGrad and DualProj share: their parameters (documented on each), the preference vector and
+    the normalised, regularised Gramian of the QP."""
 
-    norm_eps: float
-    reg_eps: float
-    pref_vector: list[float] | None
+    needs = "gradients"
+    weighting = True
+
+    norm_eps: float = 1e-4
+    reg_eps: float = 1e-4
+    pref_vector: list[float] | None = None
 
     def __post_init__(self) -> None:
         _check_eps("norm_eps", self.norm_eps)
@@ -52,10 +57,10 @@ class _DualCone(Strategy):
         """``G/tr(G) + reg_eps·I`` (zero before regularisation when ``tr(G) < norm_eps``)."""
         import tensorflow as tf
 
-        G = _qp.normalize_gramian(_qp.gramian(J), self.norm_eps)
+        G = qp.normalize_gramian(qp.gramian(J), self.norm_eps)
         # A floor of 64 machine epsilons keeps the systems solvable when reg_eps = 0 (TorchJD's quadprog
         # would refuse a singular Gramian); it is 1e-12 of the default regularisation in float64.
-        reg = max(float(self.reg_eps), _qp.jitter(J.dtype))
+        reg = max(float(self.reg_eps), qp.jitter(J.dtype))
         return G + reg * tf.eye(J.shape[0], dtype=J.dtype)
 
 
@@ -82,26 +87,20 @@ class UPGrad(_DualCone):
 
     Convention: TorchJD 0.18 ``UPGrad()`` exactly — sum of the projections of ``p_i g_i`` (with
     ``p = 1/m`` the mean of the projected rows), same normalisation and regularisation.  The QP is solved
-    exactly (active-set enumeration, see ``_qp.py``) instead of with quadprog; both are exact to
+    exactly (active-set enumeration, see ``qp.py``) instead of with quadprog; both are exact to
     round-off.  LibMTL's ``UPGrad`` copies TorchJD.
     """
 
     name = "upgrad"
-    needs = "gradients"
-    weighting = True
     paper = "Quinton & Rey, arXiv 2406.16232 (2024)"
     summary = "mean of the task gradients projected onto the dual cone (no task gets worse)"
-
-    norm_eps: float = 1e-4
-    reg_eps: float = 1e-4
-    pref_vector: list[float] | None = None
 
     def aggregate(self, J, losses, params: dict, state: dict, ctx) -> Result:
         import tensorflow as tf
 
         del losses, params, ctx
         m = J.shape[0]
-        V = _qp.box_qp(self._quadratic(J), tf.linalg.diag(self._pref(m, J.dtype)))  # row i: v_i
+        V = qp.box_qp(self._quadratic(J), tf.linalg.diag(self._pref(m, J.dtype)))  # row i: v_i
         w = tf.reduce_sum(V, axis=0)
         return Result(weights=w, state=state, direction=combine_rows(w, J))
 
@@ -129,17 +128,11 @@ class DualProj(_DualCone):
     """
 
     name = "dualproj"
-    needs = "gradients"
-    weighting = True
     paper = "Lopez-Paz & Ranzato, NeurIPS 2017 (GEM)"
     summary = "mean gradient projected onto the dual cone of the task gradients"
-
-    norm_eps: float = 1e-4
-    reg_eps: float = 1e-4
-    pref_vector: list[float] | None = None
 
     def aggregate(self, J, losses, params: dict, state: dict, ctx) -> Result:
         del losses, params, ctx
         m = J.shape[0]
-        w = _qp.box_qp(self._quadratic(J), self._pref(m, J.dtype)[None, :])[0]
+        w = qp.box_qp(self._quadratic(J), self._pref(m, J.dtype)[None, :])[0]
         return Result(weights=w, state=state, direction=combine_rows(w, J))

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from mtlcli.weighting import api, get
+from mtlcli.weighting import eager, get
 
 Fn = Callable[[np.ndarray], np.ndarray]
 
@@ -101,14 +101,14 @@ def assert_state_round_trip(spec: Any, J: np.ndarray, steps: int = 3, **kwargs: 
     state = None
     states = []
     for step in range(steps):
-        d, new_state = api.aggregate(strategy, J, state=state, step=step, return_state=True, **kwargs)
+        d, new_state = eager.aggregate(strategy, J, state=state, step=step, return_state=True, **kwargs)
         assert set(new_state) == set(spec_shapes), f"state keys {sorted(new_state)} != {sorted(spec_shapes)}"
         for key, value in new_state.items():
             assert value.shape == spec_shapes[key], f"state {key!r} shape {value.shape} != {spec_shapes[key]}"
             assert np.all(np.isfinite(value)), f"state {key!r} not finite: {value}"
         # a fresh call from a copy of the same input state must reproduce both outputs exactly
         copied = None if state is None else {k: np.array(v, copy=True) for k, v in state.items()}
-        d2, new_state2 = api.aggregate(strategy, J, state=copied, step=step, return_state=True, **kwargs)
+        d2, new_state2 = eager.aggregate(strategy, J, state=copied, step=step, return_state=True, **kwargs)
         np.testing.assert_array_equal(d, d2)
         for key in new_state:
             np.testing.assert_array_equal(new_state[key], new_state2[key])
@@ -135,14 +135,14 @@ def assert_graph_matches_eager(
     losses = np.ones(T) if losses is None else losses
     J32 = tf.constant(J, tf.float32)
     L32 = tf.constant(losses, tf.float32)
-    params = api.initial_params(strategy, T, tf.float32)
-    base_state = api.initial_state(strategy, T, tf.float32)
+    params = eager.initial_params(strategy, T, tf.float32)
+    base_state = eager.initial_state(strategy, T, tf.float32)
     if state is not None:
         base_state = {k: tf.constant(np.asarray(state[k]), tf.float32) for k in base_state}
-    ctx = api.make_context(T, seed=seed, step=step, dtype=tf.float32)
+    ctx = eager.make_context(T, seed=seed, step=step, dtype=tf.float32)
 
     def call(J_, L_, params_, state_, ctx_):
-        d, result = api.run(strategy, J_, L_, params_, state_, ctx_)
+        d, result = eager.run(strategy, J_, L_, params_, state_, ctx_)
         return d, result.weights, result.state
 
     d_e, w_e, s_e = call(J32, L32, params, base_state, ctx)

@@ -70,7 +70,7 @@ MATRICES = {
 
 
 def large_matrices() -> dict[str, np.ndarray]:
-    """m = 12, 11 (rank 4), 12 (conflicting): beyond ``_qp.ENUM_MAX_TASKS``, so the active-set path runs."""
+    """m = 12, 11 (rank 4), 12 (conflicting): beyond ``qp.ENUM_MAX_TASKS``, so the active-set path runs."""
     rng = np.random.default_rng(11)
     return {
         "r12x20": np.round(rng.standard_normal((12, 20)), 3),

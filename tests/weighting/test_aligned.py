@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mtlcli.weighting import aggregate, api, check, get
+from mtlcli.weighting import aggregate, check, eager, get
 from mtlcli.weighting.aligned import aligned_mtl_weights, config_weights
 
 from . import _inputs
@@ -149,5 +149,5 @@ def test_graph_mode_rank_deficient() -> None:
     assert_graph_matches_eager("config", dict(_inputs.TYPICAL)["rank2_4x8"], rtol=1e-3)
     strategy = get("aligned_mtl")
     assert strategy.aggregate(
-        tf.constant(np.zeros((2, 3))), None, {}, {}, api.make_context(2)
+        tf.constant(np.zeros((2, 3))), None, {}, {}, eager.make_context(2)
     ).direction.shape == (3,)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mtlcli.weighting import aggregate, api, check, get
+from mtlcli.weighting import aggregate, check, eager, get
 from mtlcli.weighting.graddrop import graddrop_direction
 
 from . import _inputs
@@ -77,7 +77,7 @@ def test_zero_columns_give_zero() -> None:
 
 def test_weights_are_projection_coefficients() -> None:
     J = _inputs.TYPICAL[3][1]
-    result = get("graddrop").aggregate(tf.constant(J), None, {}, {}, api.make_context(3, seed=1))
+    result = get("graddrop").aggregate(tf.constant(J), None, {}, {}, eager.make_context(3, seed=1))
     d = result.direction.numpy()
     np.testing.assert_allclose(result.weights.numpy(), J @ d / (J * J).sum(axis=1), rtol=1e-12)
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mtlcli.weighting import aggregate, api, check, get
+from mtlcli.weighting import aggregate, check, eager, get
 
 from . import _inputs
 from ._asserts import (
@@ -21,9 +21,11 @@ def _call(J, losses, logits=None, state=None, alpha=1.5):
     strategy = get({"gradnorm": {"alpha": alpha}})
     T = J.shape[0]
     params = {"logits": tf.constant(np.ones(T) if logits is None else logits, tf.float64)}
-    s = api.initial_state(strategy, T)
+    s = eager.initial_state(strategy, T)
     s.update({k: tf.constant(v, tf.float64) for k, v in (state or {}).items()})
-    return strategy.aggregate(tf.constant(J), tf.constant(losses, tf.float64), params, s, api.make_context(T))
+    return strategy.aggregate(
+        tf.constant(J), tf.constant(losses, tf.float64), params, s, eager.make_context(T)
+    )
 
 
 def test_declarations() -> None:

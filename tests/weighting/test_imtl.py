@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mtlcli.weighting import aggregate, api, get
+from mtlcli.weighting import aggregate, eager, get
 from mtlcli.weighting.imtl import pinv
 
 from . import _inputs
@@ -24,7 +24,7 @@ INDEPENDENT = [c for c in _inputs.TYPICAL if np.linalg.matrix_rank(c[1]) == c[1]
 
 def _weights(J: np.ndarray) -> np.ndarray:
     strategy = get("imtl_g")
-    return strategy.aggregate(tf.constant(J), None, {}, {}, api.make_context(J.shape[0])).weights.numpy()
+    return strategy.aggregate(tf.constant(J), None, {}, {}, eager.make_context(J.shape[0])).weights.numpy()
 
 
 @pytest.mark.parametrize("J", _inputs.matrices(_inputs.ALL), ids=_inputs.ids(_inputs.ALL))

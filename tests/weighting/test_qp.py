@@ -1,4 +1,4 @@
-"""The small exact solvers in ``mtlcli.weighting._qp``: optimality (KKT), the two methods agree, graph mode."""
+"""The small exact solvers in ``mtlcli.weighting.qp``: optimality (KKT), the two methods agree, graph mode."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mtlcli.weighting import _qp
+from mtlcli.weighting import qp
 
 
 def _pd(seed: int, m: int, rank: int | None = None, reg: float = 1e-4) -> np.ndarray:
@@ -40,8 +40,8 @@ def _box(Q: np.ndarray, U: np.ndarray, method: str) -> np.ndarray:
     Qt, Ut = tf.constant(Q), tf.constant(U)
     m = len(Q)
     if method == "enumerate":
-        return _qp._box_qp_enumerate(Qt, Ut, m).numpy()
-    return _qp._box_qp_active_set(Qt, Ut, m).numpy()
+        return qp._box_qp_enumerate(Qt, Ut, m).numpy()
+    return qp._box_qp_active_set(Qt, Ut, m).numpy()
 
 
 @pytest.mark.parametrize("m", [1, 2, 3, 5, 8])
@@ -61,15 +61,15 @@ def test_box_qp_hand_checkable():
     # Q = [[1, -1], [-1, 2]], u = (1, 0): free v2 minimises v2^2*2 - 2 v2 -> v2 = 1/2 (active v1 = 1);
     # multiplier of v1: 2 (Q v)_1 = 2 (1 - 1/2) = 1 >= 0.
     Q = np.array([[1.0, -1.0], [-1.0, 2.0]])
-    v = _qp.box_qp(tf.constant(Q), tf.constant([[1.0, 0.0]], tf.float64)).numpy()[0]
+    v = qp.box_qp(tf.constant(Q), tf.constant([[1.0, 0.0]], tf.float64)).numpy()[0]
     np.testing.assert_allclose(v, [1.0, 0.5], atol=1e-15)
 
 
 def test_box_qp_large_m_uses_active_set_and_is_optimal():
-    m = _qp.ENUM_MAX_TASKS + 4
+    m = qp.ENUM_MAX_TASKS + 4
     Q = _pd(3, m, rank=5)
     U = np.diag(np.full(m, 1.0 / m))
-    V = _qp.box_qp(tf.constant(Q), tf.constant(U)).numpy()
+    V = qp.box_qp(tf.constant(Q), tf.constant(U)).numpy()
     for u, v in zip(U, V, strict=True):
         primal, dual, compl = _box_kkt(Q, u, v)
         assert primal == 0.0 and dual < 1e-13 and compl < 1e-13
@@ -79,7 +79,7 @@ def test_box_qp_singular_faces_do_not_fail():
     # reg 0 with duplicate rows: the floor jitter keeps every system solvable
     A = np.array([[1.0, 2.0], [1.0, 2.0], [-1.0, 0.5]])
     G = A @ A.T
-    Q = G / np.trace(G) + _qp.jitter(tf.float64) * np.eye(3)
+    Q = G / np.trace(G) + qp.jitter(tf.float64) * np.eye(3)
     for method in ("enumerate", "active_set"):
         V = _box(Q, np.diag(np.full(3, 1 / 3)), method)
         assert np.all(np.isfinite(V))
@@ -94,8 +94,8 @@ def test_cagrad_kkt_and_methods_agree(m, rank, c):
     G = _pd(100 + m, m, rank, reg=0.0)
     s = c * np.sqrt(G.sum()) / m
     Gt, st = tf.constant(G), tf.constant(s, tf.float64)
-    w_enum = _qp._cagrad_enumerate(Gt, st, m).numpy()
-    w_as = _qp._cagrad_active_set(Gt, st, m).numpy()
+    w_enum = qp._cagrad_enumerate(Gt, st, m).numpy()
+    w_as = qp._cagrad_active_set(Gt, st, m).numpy()
     assert abs(w_enum.sum() - 1) < 1e-14 and w_enum.min() >= 0
     f = lambda w: G.sum(0) @ w / m + s * np.sqrt(w @ G @ w)  # noqa: E731
     # both optimal: same objective; the directions g_w agree (w itself is not unique when rank < m)
@@ -107,10 +107,10 @@ def test_cagrad_kkt_and_methods_agree(m, rank, c):
 
 
 def test_cagrad_large_m_is_optimal():
-    m = _qp.ENUM_MAX_TASKS + 3
+    m = qp.ENUM_MAX_TASKS + 3
     G = _pd(7, m, reg=0.0)
     s = 0.4 * np.sqrt(G.sum()) / m
-    w = _qp.cagrad_simplex(tf.constant(G), tf.constant(s, tf.float64)).numpy()
+    w = qp.cagrad_simplex(tf.constant(G), tf.constant(s, tf.float64)).numpy()
     stat, off = _cagrad_kkt(G, s, w)
     assert stat < 1e-12 and off > -1e-12
 
@@ -118,7 +118,7 @@ def test_cagrad_large_m_is_optimal():
 def test_project_simplex():
     y = tf.constant([[0.2, 0.3, 0.5], [2.0, 0.0, -1.0], [0.5, 0.5, 0.5], [-3.0, -3.0, -1.0]], tf.float64)
     np.testing.assert_allclose(
-        _qp._project_simplex(y).numpy(),
+        qp._project_simplex(y).numpy(),
         [[0.2, 0.3, 0.5], [1.0, 0.0, 0.0], [1 / 3, 1 / 3, 1 / 3], [0.0, 0.0, 1.0]],
         atol=1e-15,
     )
@@ -126,12 +126,12 @@ def test_project_simplex():
 
 def test_normalize_gramian_convention():
     G = tf.constant([[4.0, 1.0], [1.0, 1.0]], tf.float64)
-    np.testing.assert_allclose(_qp.normalize_gramian(G, 1e-4).numpy(), [[0.8, 0.2], [0.2, 0.2]])
-    np.testing.assert_array_equal(_qp.normalize_gramian(1e-5 * G, 1e-4).numpy(), np.zeros((2, 2)))
-    np.testing.assert_array_equal(_qp.normalize_gramian(0 * G, 0.0).numpy(), np.zeros((2, 2)))
+    np.testing.assert_allclose(qp.normalize_gramian(G, 1e-4).numpy(), [[0.8, 0.2], [0.2, 0.2]])
+    np.testing.assert_array_equal(qp.normalize_gramian(1e-5 * G, 1e-4).numpy(), np.zeros((2, 2)))
+    np.testing.assert_array_equal(qp.normalize_gramian(0 * G, 0.0).numpy(), np.zeros((2, 2)))
 
 
-@pytest.mark.parametrize("m", [4, _qp.ENUM_MAX_TASKS + 2])
+@pytest.mark.parametrize("m", [4, qp.ENUM_MAX_TASKS + 2])
 def test_graph_float32_matches_eager(m):
     Q = tf.constant(_pd(5, m), tf.float32)
     U = tf.constant(np.diag(np.full(m, 1.0 / m)), tf.float32)
@@ -139,7 +139,7 @@ def test_graph_float32_matches_eager(m):
     s = tf.constant(0.1, tf.float32)
 
     def both(Q, U, G, s):
-        return _qp.box_qp(Q, U), _qp.cagrad_simplex(G, s)
+        return qp.box_qp(Q, U), qp.cagrad_simplex(G, s)
 
     eager = both(Q, U, G, s)
     graph = tf.function(both)(Q, U, G, s)

@@ -134,12 +134,12 @@ def test_graddrop_matches_torchjd_for_the_same_draws(matrix: str, leak: float) -
 
 def test_famo_sequence_matches_torchjd() -> None:
     # four steps of FAMO (T = 3): weights = d loss / d L_i, then the logits after TorchJD's internal Adam
-    from mtlcli.weighting import api, get
+    from mtlcli.weighting import eager, get
 
     strategy = get("famo")
     ref = REFERENCE["_famo"]
-    state = api.initial_state(strategy, 3)
-    ctx = api.make_context(3)
+    state = eager.initial_state(strategy, 3)
+    ctx = eager.make_context(3)
     import tensorflow as tf
 
     for before, after, step in zip(ref["before"], ref["after"], ref["steps"], strict=True):

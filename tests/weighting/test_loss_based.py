@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mtlcli.weighting import aggregate, api, check, get
+from mtlcli.weighting import aggregate, check, eager, get
 
 from . import _inputs
 from ._asserts import (
@@ -24,11 +24,11 @@ DETERMINISTIC = ["static", "mean", "equal", "sum", "uncertainty", "dwa", "gls", 
 def _combine(spec, losses, *, params=None, state=None, task_weights=None, seed=0, step=0, new_epoch=False):
     strategy = get(spec)
     T = len(losses)
-    p = api.initial_params(strategy, T)
+    p = eager.initial_params(strategy, T)
     p.update({k: tf.constant(v, tf.float64) for k, v in (params or {}).items()})
-    s = api.initial_state(strategy, T)
+    s = eager.initial_state(strategy, T)
     s.update({k: tf.constant(v, tf.float64) for k, v in (state or {}).items()})
-    ctx = api.make_context(T, seed=seed, step=step, new_epoch=new_epoch, task_weights=task_weights)
+    ctx = eager.make_context(T, seed=seed, step=step, new_epoch=new_epoch, task_weights=task_weights)
     return strategy.combine(tf.constant(losses, tf.float64), p, s, ctx)
 
 
@@ -50,12 +50,12 @@ def test_weights_are_the_gradient_of_the_loss(name: str) -> None:
     # the contract: `weights` is d loss / d L_i (so d = weights @ J is the shared gradient)
     losses = tf.constant([0.7, 2.5, 1.3], tf.float64)
     strategy = get(name)
-    params = api.initial_params(strategy, 3)
+    params = eager.initial_params(strategy, 3)
     params = {k: v + tf.constant([0.3, -0.2, 0.1], tf.float64) for k, v in params.items()}
-    state = api.initial_state(strategy, 3)
+    state = eager.initial_state(strategy, 3)
     if name == "famo":
         state["logits"] = tf.constant([0.5, -1.0, 0.2], tf.float64)
-    ctx = api.make_context(3, task_weights=[1.0, 2.0, 5.0], seed=4)
+    ctx = eager.make_context(3, task_weights=[1.0, 2.0, 5.0], seed=4)
     with tf.GradientTape() as tape:
         tape.watch(losses)
         result = strategy.combine(losses, params, state, ctx)
@@ -112,7 +112,7 @@ def test_uncertainty_hand_values() -> None:
     strategy = get("uncertainty")
     with tf.GradientTape() as tape:
         loss = strategy.combine(
-            tf.constant([2.0, 4.0], tf.float64), {"log_var": var}, {}, api.make_context(2)
+            tf.constant([2.0, 4.0], tf.float64), {"log_var": var}, {}, eager.make_context(2)
         ).loss
     np.testing.assert_allclose(tape.gradient(loss, var).numpy(), [-0.5, -0.5])
 
@@ -180,13 +180,13 @@ def test_famo_hand_values() -> None:
     # after the step L = [0.5, 3]: delta = [ln 2, 0]; grad = z (delta - z.delta) = [ln2/4, -ln2/4]
     # first Adam step moves each logit by lr * sign(grad): [-0.025, +0.025]
     strategy = get("famo")
-    state = api.initial_state(strategy, 2)
+    state = eager.initial_state(strategy, 2)
     new = strategy.after_step(
         tf.constant([1.0, 3.0], tf.float64),
         tf.constant([0.5, 3.0], tf.float64),
         {},
         state,
-        api.make_context(2),
+        eager.make_context(2),
     )
     np.testing.assert_allclose(new["logits"].numpy(), [-0.025, 0.025], rtol=1e-6)
     np.testing.assert_allclose(new["adam_m"].numpy(), [0.1 * math.log(2) / 4, -0.1 * math.log(2) / 4])
@@ -197,10 +197,10 @@ def test_famo_after_step_graph_mode_and_round_trip() -> None:
     strategy = get({"famo": {"w_lr": 0.1, "gamma": 0.01}})
     before = tf.constant([1.0, 2.0, 0.5], tf.float32)
     after = tf.constant([0.9, 1.5, 0.5], tf.float32)
-    state = api.initial_state(strategy, 3, tf.float32)
-    ctx = api.make_context(3, dtype=tf.float32)
-    eager = strategy.after_step(before, after, {}, state, ctx)
-    eager2 = strategy.after_step(before, after, {}, eager, ctx)
+    state = eager.initial_state(strategy, 3, tf.float32)
+    ctx = eager.make_context(3, dtype=tf.float32)
+    once = strategy.after_step(before, after, {}, state, ctx)
+    eager2 = strategy.after_step(before, after, {}, once, ctx)
     graph = tf.function(strategy.after_step)
     traced = graph(before, after, {}, state, ctx)
     traced2 = graph(before, after, {}, traced, ctx)

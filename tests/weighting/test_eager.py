@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import mtlcli.weighting
-from mtlcli.weighting import aggregate, api
+from mtlcli.weighting import aggregate, eager
 
 from . import _inputs
 
@@ -20,7 +20,7 @@ MINE = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize("module", [mtlcli.weighting, api], ids=["package", "api"])
+@pytest.mark.parametrize("module", [mtlcli.weighting, eager], ids=["package", "eager"])
 def test_doctests(module) -> None:
     failures, tried = doctest.testmod(module, verbose=False, optionflags=doctest.ELLIPSIS)
     assert tried > 0 and failures == 0
