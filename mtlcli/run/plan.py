@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from mtlcli.data import preprocess as data
+from mtlcli import data
 from mtlcli.recipe import LoadedRecipe
 
 #: Loss-based strategies whose weights never change during training.
@@ -108,11 +108,44 @@ def plan(loaded: LoadedRecipe, seed: int | None = None) -> Plan:
     import_tf(False)
     import keras
 
-    from mtlcli.model import build as mtl_model
+    from mtlcli.model.build import build_model
 
     keras.utils.set_random_seed(seed)  # as mtl train does: the same initial weights and losses
-    model = mtl_model.build_model(loaded, prepared, seed)
-    count = mtl_model.count_params
+    model = build_model(loaded, prepared, seed)
+    blocks, params = _blocks_and_params(model)
+    weights, fixed, objective = _objective(model, params)
+    eval_weights = {t: float(w) for t, w in zip(model.task_names, model.eval_weights, strict=True)}
+    initial, batch = _initial_losses(model, prepared, recipe.train.batch_size, seed)
+    warning = scale_warning(initial)
+    return Plan(
+        name=loaded.name,
+        architecture=dict(model.spec.get("architecture") or {"name": "hard_sharing"}),
+        inputs={  # an embedded categorical input counts its vector's size (what the trunk reads)
+            k: int(model.input_embeddings[k].dim if k in model.input_embeddings else _features(v))
+            for k, v in model.spec["input_shapes"].items()
+        },
+        rows=dict(prepared.info["split_rows"]),
+        blocks=blocks,
+        representation=int(_features(model.representation_shape[1:])),
+        params=params,
+        tasks=_tasks(model),
+        weighting=_weighting(model.strategy),
+        weights=weights,
+        weights_fixed=fixed,
+        eval_weights=eval_weights,
+        eval_objective="L = "
+        + " + ".join(f"{eval_weights[t]:.4g}·{_loss_term(model, t)}" for t in model.task_names),
+        objective=objective,
+        initial_losses=initial,
+        batch=batch,
+        notes=_notes(model.architecture),
+        warnings=[warning] if warning else [],
+    )
+
+
+def _blocks_and_params(model) -> tuple[list[Block], dict[str, int]]:
+    """The graph summary's rows (shared layers first, then each task's) and the parameter counts."""
+    from mtlcli.model.build import count_params as count
 
     blocks = [
         Block("shared", layer.name, describe(layer), count(layer.trainable_variables))
@@ -125,7 +158,10 @@ def plan(loaded: LoadedRecipe, seed: int | None = None) -> Plan:
         params[t] = count(model.task_variables(t))
     params["strategy"] = count(list(model.strategy_params.values()))
     params["total"] = count(model.trainable_variables)
+    return blocks, params
 
+
+def _tasks(model) -> dict[str, dict[str, Any]]:
     tasks = {}
     for t in model.task_names:
         spec = model.spec["tasks"][t]
@@ -136,78 +172,59 @@ def plan(loaded: LoadedRecipe, seed: int | None = None) -> Plan:
             "weight": float(spec["weight"]),
             "inputs_from": list(spec.get("inputs_from") or []),
         }
+    return tasks
 
-    strategy = model.strategy
+
+def _weighting(strategy) -> dict[str, Any]:
     on = getattr(strategy, "on", "parameters")
-    weighting = {
+    return {
         "name": strategy.name,
         "parameters": strategy.get_config(),
         "needs": strategy.needs,
         "on": on if strategy.needs == "gradients" else None,
         "summary": strategy.summary,
     }
-    eval_weights = {t: float(w) for t, w in zip(model.task_names, model.eval_weights, strict=True)}
-    weights, fixed = None, False
-    names = model.task_names
+
+
+def _objective(model, params: dict[str, int]) -> tuple[dict[str, float] | None, bool, str]:
+    """(first-step weights, whether they stay fixed, the objective in words). A loss-based strategy
+    is a weighted sum of the task losses; a gradient-based one combines per-task gradients instead."""
+    strategy, names = model.strategy, model.task_names
     if strategy.needs == "losses":
         weights = _first_weights(model)
         fixed = strategy.name in FIXED_WEIGHTS
-        terms = " + ".join(f"{weights[t]:.4g}·{_loss_term(model, t)}" for t in names)
-        objective = f"L = {terms}"
+        objective = "L = " + " + ".join(f"{weights[t]:.4g}·{_loss_term(model, t)}" for t in names)
         if not fixed:
             objective += f"  (weights at the first step; {strategy.name}: {strategy.summary})"
+        return weights, fixed, objective
+    if getattr(strategy, "on", "parameters") == "representation":
+        z = _features(model.representation_shape[1:])
+        objective = (
+            f"shared parameters: the gradient of sum_i w_i L_i, with the weights w that {strategy.name} "
+            f"computes each step from the {len(names)} per-task gradients w.r.t. the representation z "
+            f"({z:,} features per example)"
+        )
     else:
-        if on == "representation":
-            z = _features(model.representation_shape[1:])
-            objective = (
-                f"shared parameters: the gradient of sum_i w_i L_i, with the weights w that {strategy.name} "
-                f"computes each step from the {len(names)} per-task gradients w.r.t. the representation z "
-                f"({z:,} features per example)"
-            )
-        else:
-            objective = (
-                f"shared parameters: {strategy.name} combines the {len(names)} per-task gradients of the "
-                f"{params['shared']:,} shared parameters into one direction each step"
-            )
-        objective += "; each task's own parameters: the gradient of its own loss"
-    notes, warnings = [], []
-    initial, batch = _initial_losses(model, prepared, recipe.train.batch_size, seed)
-    warning = scale_warning(initial)
-    if warning:
-        warnings.append(warning)
-    if model.architecture == "ple":
-        notes.append(
+        objective = (
+            f"shared parameters: {strategy.name} combines the {len(names)} per-task gradients of the "
+            f"{params['shared']:,} shared parameters into one direction each step"
+        )
+    return None, False, objective + "; each task's own parameters: the gradient of its own loss"
+
+
+def _notes(architecture: str) -> list[str]:
+    """What counts as shared in the architectures where that is not obvious."""
+    if architecture == "ple":
+        return [
             "ple: the levels below the top one (their task experts and gates included) count as shared: "
             "every task's loss reaches them through the shared gates"
-        )
-    if model.architecture == "cross_stitch":
-        notes.append(
+        ]
+    if architecture == "cross_stitch":
+        return [
             "cross_stitch: the task columns and all cross-stitch units but the last count as shared "
             "(every task reads every column); each task owns its final mixing row"
-        )
-    return Plan(
-        name=loaded.name,
-        architecture=dict(model.spec.get("architecture") or {"name": "hard_sharing"}),
-        inputs={  # an embedded categorical input counts its vector's size (what the trunk reads)
-            k: int(model.input_embeddings[k].dim if k in model.input_embeddings else _features(v))
-            for k, v in model.spec["input_shapes"].items()
-        },
-        rows=dict(prepared.info["split_rows"]),
-        blocks=blocks,
-        representation=int(_features(model.representation_shape[1:])),
-        params=params,
-        tasks=tasks,
-        weighting=weighting,
-        weights=weights,
-        weights_fixed=fixed,
-        eval_weights=eval_weights,
-        eval_objective="L = " + " + ".join(f"{eval_weights[t]:.4g}·{_loss_term(model, t)}" for t in names),
-        objective=objective,
-        initial_losses=initial,
-        batch=batch,
-        notes=notes,
-        warnings=warnings,
-    )
+        ]
+    return []
 
 
 def scale_warning(losses: dict[str, float]) -> str | None:
@@ -233,9 +250,10 @@ def _loss_term(model, task: str) -> str:
 
 def _initial_losses(model, prepared, batch_size: int, seed: int) -> tuple[dict[str, float], int]:
     """Each task's loss on the first training batch (unshuffled), before any training step."""
+    import tensorflow as tf
+
     from mtlcli.data import pipeline
 
-    tf = __import__("tensorflow")
     arrays = prepared.splits["train"]
     ds = pipeline.dataset(tf, arrays, batch_size, seed).take(1)
     logs = model.evaluate(ds, verbose=0, return_dict=True)
@@ -258,6 +276,8 @@ def _first_weights(model) -> dict[str, float]:
     from mtlcli import weighting
 
     n = len(model.task_names)
+    params = {k: tf.convert_to_tensor(v) for k, v in model.strategy_params.items()}
+    state = {k: tf.convert_to_tensor(v) for k, v in model.strategy_state.items()}
     ctx = weighting.Context(
         step=tf.constant(0, tf.int64),
         epoch=tf.constant(0, tf.int64),
@@ -265,5 +285,5 @@ def _first_weights(model) -> dict[str, float]:
         task_weights=tf.constant(model.task_weights),
         new_epoch=tf.constant(False),
     )
-    result = model.strategy.combine(tf.ones((n,), tf.float32), model._params(), model._state(), ctx)
+    result = model.strategy.combine(tf.ones((n,), tf.float32), params, state, ctx)
     return {t: float(w) for t, w in zip(model.task_names, result.weights.numpy(), strict=True)}
