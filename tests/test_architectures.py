@@ -173,8 +173,8 @@ def test_recipe_error_from_the_cli_exits_2(cli, tmp_path):
 # ------------------------------------------------------------------------------------------------
 # Models
 
-tf = pytest.importorskip("tensorflow")
-keras = pytest.importorskip("keras")
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
 
 from mtlcli import data  # noqa: E402
 from mtlcli.model import architectures as arch  # noqa: E402

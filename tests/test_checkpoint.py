@@ -6,19 +6,17 @@ import errno
 import json
 import shutil
 
+import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from mtlcli import data, fsio
 from mtlcli import recipe as R
 from mtlcli.data import pipeline
 from mtlcli.errors import CheckpointError, RunError
+from mtlcli.model.build import build_model
 from mtlcli.run import checkpoint, resume
-
-tf = pytest.importorskip("tensorflow")
-keras = pytest.importorskip("keras")
-
-from mtlcli.model.build import build_model  # noqa: E402
 
 DROPOUT = "- dense: {units: 16, activation: relu}\n    - dropout: {rate: 0.3}"
 

@@ -7,18 +7,15 @@ import json
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from mtlcli import data
 from mtlcli import recipe as R
 from mtlcli.data import pipeline
+from mtlcli.model.build import build_model
+from mtlcli.run import runner
 
-tf = pytest.importorskip("tensorflow")
-keras = pytest.importorskip("keras")
-
-from mtlcli.model.build import build_model  # noqa: E402
-from mtlcli.run import runner  # noqa: E402
-
-from .test_data_sources import image_folder  # noqa: E402
+from .test_data_sources import image_folder
 
 
 def load(tmp_path, text):

@@ -132,8 +132,9 @@ def test_the_chief_is_worker_0_or_the_chief_task():
 
 
 def test_multi_worker_refuses_an_untested_keras(tiny_project, monkeypatch):
-    keras = pytest.importorskip("keras")
-    tf = pytest.importorskip("tensorflow")
+    import keras
+    import tensorflow as tf
+
     monkeypatch.setattr(keras, "__version__", "3.99.0")
     spec = R.loads(tiny_project.read_text() + "  distribute: multi_worker\n", file="r.yaml").recipe.train
     cfg = '{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": 0}}'
@@ -147,7 +148,8 @@ def test_multi_worker_refuses_an_untested_keras(tiny_project, monkeypatch):
 
 
 def test_devices_after_tensorflow_started_is_a_usage_error(tiny_project):
-    tf = pytest.importorskip("tensorflow")
+    import tensorflow as tf
+
     if tf.config.list_physical_devices("GPU"):
         pytest.skip("the logical CPU split applies to machines without a GPU")
     tf.constant(1.0)  # TensorFlow's devices are initialised in this process now
@@ -164,7 +166,8 @@ def test_devices_after_tensorflow_started_is_a_usage_error(tiny_project):
 
 
 def test_gram_factor_reproduces_a_singular_gramian():
-    tf = pytest.importorskip("tensorflow")
+    import tensorflow as tf
+
     J = np.array([[1.0, 2.0, 0.5, -1.0], [0.0, 0.0, 0.0, 0.0], [2.0, -1.0, 0.0, 3.0]], np.float32)
     G = J @ J.T
     F = distribute.gram_factor(tf.constant(G)).numpy()

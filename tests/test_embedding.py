@@ -124,8 +124,8 @@ def test_streamed_chunks_carry_the_same_ids(tmp_path):
 # ------------------------------------------------------------------------------------------------
 # Model
 
-tf = pytest.importorskip("tensorflow")
-keras = pytest.importorskip("keras")
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
 
 from mtlcli.model.build import build_model  # noqa: E402
 from mtlcli.model.embedding import CategoryEmbedding  # noqa: E402

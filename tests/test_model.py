@@ -5,18 +5,16 @@ from __future__ import annotations
 import json
 import zipfile
 
+import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from mtlcli import data
 from mtlcli import recipe as R
 from mtlcli.errors import CheckpointError
-
-tf = pytest.importorskip("tensorflow")
-keras = pytest.importorskip("keras")
-
-from mtlcli.model.build import build_model  # noqa: E402
-from mtlcli.run import runner  # noqa: E402
+from mtlcli.model.build import build_model
+from mtlcli.run import runner
 
 
 @pytest.fixture
@@ -157,7 +155,6 @@ def test_direct_train_step_then_reload_with_optimizer_state(tiny_project, tmp_pa
     model.train_step((arr.x, arr.y, arr.mask))
     path = tmp_path / "model.keras"
     runner.save_model_atomic(model, path)
-    import keras
 
     again = keras.saving.load_model(path, safe_mode=True, compile=True)
     assert int(again.optimizer.iterations.numpy()) == 1

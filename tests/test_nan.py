@@ -5,18 +5,16 @@ from __future__ import annotations
 
 import re
 
+import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from mtlcli import data
 from mtlcli import recipe as R
+from mtlcli.model.build import build_model
 from mtlcli.run import checkpoint
-
-tf = pytest.importorskip("tensorflow")
-keras = pytest.importorskip("keras")
-
-from mtlcli.model.build import build_model  # noqa: E402
-from mtlcli.run.callbacks import NonFinite, RunCallback, RunState, Selection  # noqa: E402
+from mtlcli.run.callbacks import NonFinite, RunCallback, RunState, Selection
 
 EXPLODE = "weighting: static\n  optimizer: {adam: {learning_rate: 1.0e10}}"
 

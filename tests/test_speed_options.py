@@ -3,16 +3,14 @@ and round-trips through model.keras."""
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pytest
 
 from mtlcli import data
 from mtlcli import recipe as R
-
-keras = pytest.importorskip("keras")
-
-from mtlcli.model.build import build_model  # noqa: E402
-from mtlcli.run import runner  # noqa: E402
+from mtlcli.model.build import build_model
+from mtlcli.run import runner
 
 
 def _loaded(tiny_project, extra: str):

@@ -235,7 +235,6 @@ def test_validate_streams_without_tensorflow(tmp_path):
 
 @pytest.mark.slow
 def test_a_streamed_run_equals_the_in_memory_run_and_evaluates(tmp_path):
-    pytest.importorskip("tensorflow")
     from mtlcli.run import runner
 
     mem, streamed = both(tmp_path)
