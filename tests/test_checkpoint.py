@@ -199,3 +199,37 @@ def test_stream_resumes_at_a_batch_and_never_mixes_epochs(tiny_project):
         np.testing.assert_array_equal(a, b)
     ids = [b[0]["a"].numpy() for b in pipeline.train_stream(tf, arr, 32, 5, 0, 0, 1)]
     np.testing.assert_array_equal(np.concatenate(ids)[:, 0], arr.x["a"][pipeline.epoch_order(90, 5, 0)][:, 0])
+
+
+def test_atomic_writes_replace_with_the_umask_mode_or_leave_the_old_file(tmp_path):
+    import os
+    import stat
+
+    target = tmp_path / "env.json"
+    target.write_text("old")
+    mask = os.umask(0o027)
+    try:
+        fsio.atomic_write(target, "new")
+    finally:
+        os.umask(mask)
+    assert target.read_text() == "new"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o640  # mkstemp alone would leave 0o600
+    assert [p.name for p in tmp_path.iterdir()] == ["env.json"]
+
+    class FullDisk:
+        def save(self, path):
+            with open(path, "wb") as fh:
+                fh.write(b"half a model")
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    model_file = tmp_path / "model.keras"
+    model_file.write_bytes(b"the old model")
+    with pytest.raises(OSError):
+        fsio.save_model_atomic(FullDisk(), model_file)
+    assert model_file.read_bytes() == b"the old model"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["env.json", "model.keras"]
+    assert (
+        str(fsio.disk_error(OSError(errno.ENOSPC, "x"), "the run"))
+        == "cannot write the run: no space left on device"
+    )
+    assert fsio.sha256(model_file) == data.sources.file_digest(model_file)

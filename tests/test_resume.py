@@ -8,18 +8,16 @@ import json
 import os
 import signal
 
+import keras
 import numpy as np
 import pytest
 
 from mtlcli import events
 from mtlcli import recipe as R
-from mtlcli.run import checkpoint
+from mtlcli.errors import UsageError
+from mtlcli.run import checkpoint, runner
 from mtlcli.run.signals import Interrupted
 from tests.conftest import write_tiny_csv
-
-keras = pytest.importorskip("keras")
-
-from mtlcli.run import runner  # noqa: E402
 
 DROPOUT = "- dense: {units: 16, activation: relu}\n    - dropout: {rate: 0.3}"
 
@@ -175,3 +173,32 @@ def test_fork_changes_the_train_section_and_leaves_the_original_alone(cli, proje
     assert result.exit_code == 2
     assert "  - model.shared[0].dense.units: 16 -> 12" in result.output.splitlines()
     assert not (tmp_path / "f2").exists()
+
+
+def test_prepare_decides_a_job_before_tensorflow_and_resume_check_reads_its_position(tiny_project, tmp_path):
+    """The first step of runner.train on its own: arguments, data and the run's numbers, with no
+    TensorFlow import, and for a resume the position and the changes it applies."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from mtlcli import recipe\n"
+        "from mtlcli.run import runner\n"
+        f"job = runner.prepare(recipe.load({str(tiny_project)!r}), epochs=5)\n"
+        "print(job.epochs, job.steps, job.batch, job.seed, job.in_place, job.source is None)\n"
+        "print('tensorflow' in sys.modules or 'keras' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["5 3 32 3 False True", "False"]  # 90 training rows, batches of 32
+
+    run = tmp_path / "run"
+    runner.train(R.load(tiny_project), output=run, epochs=1)
+    job = runner.prepare(None, resume=run, epochs=2)
+    assert job.in_place and job.source.run_dir == run and job.seed == 3
+    assert (job.position.epoch, job.position.step) == (1, 0)
+    assert job.position.rendered() == ["train.epochs: 1 -> 2"]
+    with pytest.raises(UsageError) as exc:
+        runner.prepare(None, resume=run, epochs=2, output=tmp_path / "x")
+    assert str(exc.value).startswith("--resume continues the run in its own directory")

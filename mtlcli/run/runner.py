@@ -30,12 +30,11 @@ from mtlcli import data
 from mtlcli.data import pipeline
 from mtlcli.errors import RunError, UsageError
 from mtlcli.events import Event, Finished, Resumed, Started
-from mtlcli.fsio import atomic_write, disk_error, save_model_atomic
+from mtlcli.fsio import disk_error, save_model_atomic
 from mtlcli.recipe import LoadedRecipe
 from mtlcli.run import checkpoint, rundir
 from mtlcli.run import resume as resuming
 from mtlcli.run.evaluate import EvalResult, evaluate, evaluate_arrays, load_model
-from mtlcli.run.rundir import new_run_dir
 from mtlcli.run.signals import SignalGuard
 from mtlcli.tfutil import import_tf
 
@@ -45,11 +44,9 @@ __all__ = [
     "EvalResult",
     "Job",
     "RunResult",
-    "atomic_write",
     "evaluate",
     "evaluate_arrays",
     "load_model",
-    "new_run_dir",
     "save_model_atomic",
     "train",
 ]
