@@ -7,6 +7,7 @@ TensorFlow is imported only inside the commands that train or load models, so ``
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import sys
@@ -17,13 +18,41 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperCommand, TyperGroup
 
 from mtlcli import __version__
 from mtlcli.errors import MtlError, UsageError
 from mtlcli.views import TrainView, interactive, render_plan, results_table
 from mtlcli.weighting.registry import label
 
+
+class _FlagsMixin:
+    """Show flags as flags: typer labels every boolean option ``<bool>``, as if it took a value."""
+
+    def get_params(self, ctx):
+        params = super().get_params(ctx)
+        for param in params:
+            if getattr(param, "is_flag", False):
+                param.metavar = ""
+        return params
+
+
+class _Command(_FlagsMixin, TyperCommand):
+    """Every ``mtl`` subcommand."""
+
+
+class _Group(_FlagsMixin, TyperGroup):
+    """The ``mtl`` group: ``--debug`` works anywhere on the line (``mtl train r.yaml --debug``)."""
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        end = args.index("--") if "--" in args else len(args)
+        if "--debug" in args[1:end]:
+            args = ["--debug"] + [a for i, a in enumerate(args) if not (a == "--debug" and i < end)]
+        return super().parse_args(ctx, args)
+
+
 app = typer.Typer(
+    cls=_Group,
     name="mtl",
     help="Multi-task deep learning from one YAML recipe (Keras 3 / TensorFlow).",
     no_args_is_help=True,
@@ -63,9 +92,19 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show tracebacks for errors (anywhere on the line).")
+    ] = False,
     version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+        bool,
+        typer.Option(
+            "--version",
+            "-V",
+            metavar="",
+            callback=_version,
+            is_eager=True,
+            help="Print the version and exit.",
+        ),
     ] = False,
 ) -> None:
     _state["debug"] = debug
@@ -75,31 +114,54 @@ def _root(
 # validate
 
 
-@app.command()
+@app.command(cls=_Command)
 def validate(
     recipe: Annotated[Path, typer.Argument(help="The recipe YAML file.")],
     no_data: Annotated[bool, typer.Option("--no-data", help="Check the recipe only, not its data.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object (valid, problems, tasks, rows).")
+    ] = False,
 ) -> None:
     """Check a recipe (and its data) without training. Exit 0 when valid, 2 otherwise."""
     from mtlcli import data as data_mod
     from mtlcli import recipe as recipe_mod
 
-    out = _console()
-    with _user_errors():
+    try:
         loaded = recipe_mod.load(recipe)
-        if not no_data:
-            prepared = data_mod.prepare(loaded)
+        prepared = None if no_data else data_mod.prepare(loaded)
+    except MtlError as exc:
+        if not as_json or _state["debug"]:
+            with _user_errors():
+                raise
+        problems = [dataclasses.asdict(p) for p in exc.problems] or [{"message": exc.message}]
+        sys.stdout.write(json.dumps({"valid": False, "problems": problems}, indent=2) + "\n")
+        raise typer.Exit(exc.exit_code) from None
     r = loaded.recipe
+    info = prepared.info if prepared is not None else {}
+    if as_json:
+        payload = {"valid": True, "recipe": str(recipe), "tasks": list(r.model.tasks)}
+        payload["weighting"] = label(r.train.weighting)
+        payload.update(rows=info.get("split_rows"), coverage=info.get("coverage", {}).get("train"))
+        sys.stdout.write(json.dumps(payload, indent=2) + "\n")
+        return
+    out = _console()
     out.print(
         f"[green]✓[/] {escape(str(recipe))} is valid: {len(r.model.tasks)} task(s) "
         f"({', '.join(r.model.tasks)}), weighting {escape(label(r.train.weighting))}"
     )
-    if not no_data:
-        rows = prepared.info["split_rows"]
+    if prepared is not None:
+        rows, cov = info["split_rows"], info["coverage"]["train"]
         out.print("  rows: " + ", ".join(f"{k} {v}" for k, v in rows.items()))
-        cov = prepared.info["coverage"]["train"]
         n = rows["train"]
         out.print("  label coverage (train): " + ", ".join(f"{t} {c}/{n}" for t, c in cov.items()))
+
+
+@app.command(cls=_Command)
+def schema() -> None:
+    """Print the JSON Schema of recipes (editors use it to complete and check recipe.yaml)."""
+    from mtlcli import recipe as recipe_mod
+
+    sys.stdout.write(json.dumps(recipe_mod.json_schema(), indent=2) + "\n")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -141,7 +203,7 @@ ForkOption = Annotated[
 VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Show TensorFlow's own log lines.")]
 
 
-@app.command()
+@app.command(cls=_Command)
 def train(
     recipe: RecipeOrResume = None,
     output: OutputOption = None,
@@ -205,13 +267,18 @@ def _train_in_view(view: TrainView, loaded, options: dict, verbose: bool):
 # evaluate
 
 
-@app.command()
+@app.command(cls=_Command)
 def evaluate(
     target: Annotated[
         Path, typer.Argument(help="A run directory, or a model.keras file (then --data is needed).")
     ],
     data: Annotated[
-        Path | None, typer.Option("--data", help="Evaluate on this CSV/NPZ file instead.")
+        Path | None,
+        typer.Option(
+            "--data",
+            help="Evaluate on this data instead: a CSV, CSV.gz, Parquet or NPZ file, a glob of such files, "
+            "or an image folder (one sub-folder per class).",
+        ),
     ] = None,
     split: Annotated[
         str | None,
@@ -253,7 +320,7 @@ def evaluate(
 TEMPLATES = ("penguins",)
 
 
-@app.command()
+@app.command(cls=_Command)
 def init(
     directory: Annotated[Path, typer.Argument(help="Where to create the project.")],
     template: Annotated[str, typer.Option("--template", "-t", help="Project template.")] = "penguins",
@@ -274,7 +341,7 @@ def init(
 # plan
 
 
-@app.command()
+@app.command(cls=_Command)
 def plan(
     recipe: Annotated[Path, typer.Argument(help="The recipe YAML file.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
@@ -298,7 +365,7 @@ def plan(
 # strategies
 
 
-@app.command()
+@app.command(cls=_Command)
 def strategies(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:

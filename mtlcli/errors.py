@@ -23,6 +23,8 @@ class Problem:
     path: str = ""
     file: str = ""
     line: int | None = None
+    #: lines shown under the message: the source line with a caret under the column, a hint
+    detail: tuple[str, ...] = ()
 
     def render(self) -> str:
         where = self.file + (f":{self.line}" if self.line else "") if self.file else ""
@@ -55,7 +57,10 @@ class MtlError(Exception):
         )
         n = len(self.problems)
         head = head or f"{n} problem{'s' if n != 1 else ''} found"
-        return [head, *("  - " + p.render() for p in self.problems)]
+        out = [head]
+        for p in self.problems:
+            out += ["  - " + p.render(), *(f"      {d}" for d in p.detail)]
+        return out
 
 
 class RecipeError(MtlError):

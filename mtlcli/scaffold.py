@@ -1,11 +1,18 @@
-"""``mtl init``: write a working project from a template (no TensorFlow)."""
+"""``mtl init``: write a working project from a template (no TensorFlow).
+
+The project gets the recipe, the data it reads, a short README and ``recipe.schema.json`` (the recipe's
+JSON Schema); the recipe's first line points editors at it (``# yaml-language-server: $schema=...``), so
+VS Code, Neovim and others complete and check keys while typing.
+"""
 
 from __future__ import annotations
 
+import json
 from importlib import resources
 from pathlib import Path
 
-from mtlcli.errors import UsageError
+from mtlcli import recipe
+from mtlcli.errors import UsageError, did_you_mean
 
 TEMPLATES = {
     # template -> files to write: target name -> (package resource directory, file name)
@@ -16,13 +23,13 @@ TEMPLATES = {
     },
 }
 GITIGNORE = "runs/\n"
+SCHEMA_FILE = "recipe.schema.json"
+SCHEMA_HEADER = f"# yaml-language-server: $schema={SCHEMA_FILE}\n"
 
 
 def init(directory: Path, template: str = "penguins") -> list[Path]:
     """Create ``directory`` (if needed) and write the template's files; never overwrite anything."""
     if template not in TEMPLATES:
-        from mtlcli.errors import did_you_mean
-
         raise UsageError(
             f"--template: unknown template {template!r}{did_you_mean(template, TEMPLATES)} "
             f"(available: {', '.join(TEMPLATES)})"
@@ -30,7 +37,7 @@ def init(directory: Path, template: str = "penguins") -> list[Path]:
     if directory.exists() and not directory.is_dir():
         raise UsageError(f"{directory} exists and is not a directory")
     files = dict(TEMPLATES[template])
-    targets = [directory / name for name in [*files, ".gitignore"]]
+    targets = [directory / name for name in [*files, SCHEMA_FILE, ".gitignore"]]
     existing = [str(p) for p in targets if p.exists()]
     if existing:
         raise UsageError(f"refusing to overwrite existing files: {', '.join(existing)}")
@@ -41,8 +48,12 @@ def init(directory: Path, template: str = "penguins") -> list[Path]:
         content = root.joinpath(folder, resource).read_bytes()
         if name == "README.md":
             content = content.decode().replace("{name}", directory.resolve().name).encode()
+        if name == "recipe.yaml":
+            content = SCHEMA_HEADER.encode() + content
         (directory / name).write_bytes(content)
         written.append(directory / name)
+    (directory / SCHEMA_FILE).write_text(json.dumps(recipe.json_schema(), indent=1) + "\n")
+    written.append(directory / SCHEMA_FILE)
     (directory / ".gitignore").write_text(GITIGNORE)
     written.append(directory / ".gitignore")
     return written

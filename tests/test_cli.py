@@ -55,8 +55,14 @@ def test_init_scaffolds_and_refuses_to_overwrite(cli, tmp_path):
         ".gitignore",
         "README.md",
         "penguins.csv",
+        "recipe.schema.json",
         "recipe.yaml",
     ]
+    assert (
+        (target / "recipe.yaml")
+        .read_text()
+        .startswith("# yaml-language-server: $schema=recipe.schema.json\n")
+    )
     assert result.output.strip().splitlines()[-1] == f"next: cd {target} && mtl train recipe.yaml"
     assert cli("validate", target / "recipe.yaml").exit_code == 0
     again = cli("init", target)

@@ -8,7 +8,7 @@ here imports TensorFlow or the data stage.
 from mtlcli.errors import RecipeError
 from mtlcli.recipe.checks import dependencies, monitor_mode, monitor_names
 from mtlcli.recipe.loader import LoadedRecipe, from_located, load, loads
-from mtlcli.recipe.spec import Recipe
+from mtlcli.recipe.spec import Recipe, json_schema
 
 __all__ = [
     "LoadedRecipe",
@@ -16,6 +16,7 @@ __all__ = [
     "RecipeError",
     "dependencies",
     "from_located",
+    "json_schema",
     "load",
     "loads",
     "monitor_mode",

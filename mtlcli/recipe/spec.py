@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
+from mtlcli.weighting.registry import available
+
 TASK_TYPES = ("classification", "binary", "regression", "multilabel")
 INPUT_KINDS = ("numeric", "categorical", "image", "array")
 
@@ -278,3 +280,34 @@ class Recipe(_Strict):
             out["model"].pop(key, None)
         out["model"].update({k: v for k, v in self.model.architecture_spec().items() if k != "name"})
         return out
+
+
+def json_schema() -> dict[str, Any]:
+    """The recipe as a JSON Schema (for editors: completion and checks while typing).
+
+    Made from the same pydantic models that validate recipes, plus the shorthands their validators
+    accept (``a: numeric`` for an input, ``optimizer: adam``, ``early_stopping: true``) and the
+    strategy names. The schema checks shapes and names; ``mtl validate`` checks everything else.
+    """
+    schema = Recipe.model_json_schema()
+    defs = schema["$defs"]
+    defs["DataSpec"]["properties"]["inputs"]["additionalProperties"] = {
+        "anyOf": [{"$ref": "#/$defs/InputSpec"}, {"enum": list(INPUT_KINDS)}]
+    }
+    train = defs["TrainSpec"]["properties"]
+    train["optimizer"] = {"anyOf": [{"$ref": "#/$defs/OptimizerSpec"}, {"enum": ["adam"]}]}
+    train["early_stopping"] = {
+        "anyOf": [{"$ref": "#/$defs/EarlyStoppingSpec"}, {"type": ["boolean", "null"]}]
+    }
+    names = available()
+    train["weighting"] = {
+        "description": "a strategy name, or {name: {parameters}} (mtl strategies lists them)",
+        "default": "static",
+        "anyOf": [
+            {"enum": names},
+            {"type": "object", "minProperties": 1, "maxProperties": 1, "propertyNames": {"enum": names}},
+        ],
+    }
+    schema["title"] = "mtl recipe"
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    return schema

@@ -6,6 +6,7 @@ error (YAML's "last one wins" silently hides typos).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -124,10 +125,7 @@ def load_text(text: str, file: str) -> Located:
         finally:
             loader.dispose()
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else None
-        detail = " ".join(str(x) for x in (exc.context, exc.problem) if x)
-        raise RecipeError(problems=[Problem(f"invalid YAML: {detail}", "", file, line)]) from None
+        raise RecipeError(problems=[syntax_problem(exc, text, file)]) from None
     except yaml.reader.ReaderError as exc:  # control characters (NUL, ...) in the text
         char = exc.character if isinstance(exc.character, int) else ord(str(exc.character)[:1] or "\0")
         line = text.count("\n", 0, exc.position) + 1
@@ -145,6 +143,59 @@ def load_text(text: str, file: str) -> Located:
     if problems:
         raise RecipeError(problems=problems)
     return Located(data, lines, file)
+
+
+_GLUED = re.compile(r"^\s*(?:-\s+)?([A-Za-z_][\w.-]*):([^\s:#'\"][^#]*?)\s*$")
+
+
+def _glued_colon(text: str, upto: int) -> tuple[int, str, str] | None:
+    """The nearest line at or above ``upto`` written ``key:value`` (no space: YAML reads one string)."""
+    lines = text.splitlines()
+    for i in range(min(upto, len(lines) - 1), -1, -1):
+        m = _GLUED.match(lines[i])
+        if m and "://" not in lines[i]:
+            return i + 1, m.group(1), m.group(2)
+    return None
+
+
+def _hint(exc: yaml.MarkedYAMLError, text: str) -> str | None:
+    """The usual cause of a YAML syntax error, in words."""
+    problem, context = str(exc.problem or ""), str(exc.context or "")
+    if "could not determine a constructor for the tag" in problem:
+        return "hint: YAML tags (!!python/..., !custom) are not allowed: nothing in a recipe may run code"
+    if "'\\t'" in problem or "\t" in problem:
+        return "hint: YAML indents with spaces only; replace the tab on this line with spaces"
+    if "flow mapping" in context or "flow sequence" in context:
+        opener = "{" if "mapping" in context else "["
+        closer = "}" if opener == "{" else "]"
+        where = f" on line {exc.context_mark.line + 1}" if exc.context_mark else ""
+        return f"hint: the {opener!r} opened{where} is not closed: add the missing {closer!r}"
+    if "could not find expected ':'" in problem or "mapping values are not allowed" in problem:
+        glued = _glued_colon(text, exc.problem_mark.line if exc.problem_mark else 0)
+        if glued:
+            n, key, value = glued
+            return f"hint: line {n} reads {key}:{value}; a key needs a space after its colon ({key}: {value})"
+        return (
+            "hint: a key needs a space after its colon (key: value), and a value that contains ': ' "
+            "needs quotes"
+        )
+    return None
+
+
+def syntax_problem(exc: yaml.MarkedYAMLError, text: str, file: str) -> Problem:
+    """A YAML syntax error as one problem: the line, the source line with a caret, and a hint."""
+    mark = exc.problem_mark or exc.context_mark
+    line = mark.line + 1 if mark else None
+    message = " ".join(str(x) for x in (exc.context, exc.problem) if x)
+    detail: list[str] = []
+    source = text.splitlines()
+    if mark is not None and mark.line < len(source):
+        shown = source[mark.line].replace("\t", " ")  # a tab would move the caret
+        detail += [f"{line:>4} | {shown}", f"     | {' ' * mark.column}^"]
+    hint = _hint(exc, text)
+    if hint:
+        detail.append(hint)
+    return Problem(f"invalid YAML: {message}", "", file, line, tuple(detail))
 
 
 def load_file(path: str | Path) -> Located:
