@@ -95,28 +95,25 @@ class TrainView:
             self.live.stop()
             self.live = None
 
+    def _say(self, text: str) -> None:
+        """One message: wrapped at word boundaries on a terminal, one unbroken line off it (logs)."""
+        self.console.print(text, soft_wrap=not self.live_mode, markup=False, highlight=False)
+
+    @property
+    def digits(self) -> int:
+        """Decimals in the live table: fewer on narrow terminals, so numbers shorten instead of being cut."""
+        width = self.console.width
+        return 4 if width >= 120 or not self.live_mode else 3 if width >= 90 else 2
+
     def _print_start(self, ev) -> None:
-        c = self.console
         rows = ", ".join(f"{k} {v}" for k, v in ev.rows.items())
-        c.print(
-            f"run {ev.run_dir}  |  rows: {rows}  |  weighting: {ev.weighting}  |  seed {ev.seed}",
-            soft_wrap=True,
-            markup=False,
-            highlight=False,
-        )
+        self._say(f"run {ev.run_dir}  |  rows: {rows}  |  weighting: {ev.weighting}  |  seed {ev.seed}")
         n = ev.rows.get("train", 0)
         cov = ev.coverage.get("train", {})
-        c.print(
-            "label coverage (train): " + ", ".join(f"{t} {cov.get(t, 0)}/{n}" for t in ev.tasks),
-            soft_wrap=True,
-            markup=False,
-            highlight=False,
-        )
+        self._say("label coverage (train): " + ", ".join(f"{t} {cov.get(t, 0)}/{n}" for t in ev.tasks))
         shared = ev.params.get("shared", 0)
         heads = ", ".join(f"{t} {ev.params.get(t, 0):,}" for t in ev.tasks)
-        c.print(
-            f"parameters: shared {shared:,}; heads {heads}", soft_wrap=True, markup=False, highlight=False
-        )
+        self._say(f"parameters: shared {shared:,}; heads {heads}")
 
     def _print_resumed(self, ev) -> None:
         where = f"epoch {ev.epoch + 1}, step {ev.step}/{ev.steps}" if ev.step else f"epoch {ev.epoch + 1}"
@@ -125,12 +122,13 @@ class TrainView:
         lines += [f"  changed: {c}" for c in ev.applied]
         lines += [f"  note: {n}" for n in ev.notes]
         for line in lines:
-            self.console.print(line, soft_wrap=True, markup=False, highlight=False)
+            self._say(line)
         if self.progress is not None:
             self.progress.update(self.bar, epoch=min(ev.epoch + 1, ev.epochs), completed=ev.step)
 
     def _task_rows(self, logs: dict[str, float]) -> list[list[str]]:
         tasks = self.started.tasks
+        d = self.digits
         contrib = {t: logs.get(f"{t}_weight", math.nan) * logs.get(f"{t}_loss", math.nan) for t in tasks}
         total = sum(v for v in contrib.values() if math.isfinite(v))
         rows = []
@@ -139,17 +137,17 @@ class TrainView:
             rows.append(
                 [
                     t,
-                    fmt(logs.get(f"{t}_loss")),
-                    fmt(logs.get(f"val_{t}_loss")),
+                    fmt(logs.get(f"{t}_loss"), d),
+                    fmt(logs.get(f"val_{t}_loss"), d),
                     main.removeprefix(f"{t}_"),
-                    fmt(logs.get(main)),
-                    fmt(logs.get(f"val_{main}")),
-                    fmt(logs.get(f"{t}_weight")),
+                    fmt(logs.get(main), d),
+                    fmt(logs.get(f"val_{main}"), d),
+                    fmt(logs.get(f"{t}_weight"), d),
                     f"{100 * contrib[t] / total:.0f}%" if total > 0 and math.isfinite(contrib[t]) else "-",
                 ]
             )
             if self._gradient_diagnostics(logs):
-                rows[-1].append(fmt(_min_cosine(logs, t, list(tasks))))
+                rows[-1].append(fmt(_min_cosine(logs, t, list(tasks)), d))
         return rows
 
     @staticmethod
@@ -161,18 +159,21 @@ class TrainView:
         columns = ["task", "loss", "val loss", "metric", "train", "val", "weight", "share"]
         if self.last and self._gradient_diagnostics(self.last):
             columns.append("min cos")  # most conflicting gradient pair involving the task (< 0: conflict)
-        for col in columns:
-            table.add_column(col, justify="left" if col in ("task", "metric") else "right")
+        for col in columns:  # numbers never cut with an ellipsis: fewer digits (self.digits), then fold
+            left = col in ("task", "metric")
+            table.add_column(col, justify="left" if left else "right", overflow="fold", no_wrap=not left)
         if self.last:
             for row in self._task_rows(self.last):
                 table.add_row(*row)
         return Group(table, self.progress)
 
     def _plain_line(self, ev) -> str:
+        """The epoch off a terminal: a head line, then one short line per task (each well under 160)."""
         logs = ev.logs
         parts = [f"epoch {ev.epoch}/{ev.epochs}", f"{ev.seconds:.1f}s", f"loss={fmt(logs.get('loss'))}"]
         if "val_loss" in logs:
             parts.append(f"val_loss={fmt(logs.get('val_loss'))}")
+        lines = [" ".join(parts)]
         for t, info in self.started.tasks.items():
             bits = [f"loss={fmt(logs.get(f'{t}_loss'))}"]
             if f"val_{t}_loss" in logs:
@@ -186,8 +187,8 @@ class TrainView:
             bits.append(f"w={fmt(logs.get(f'{t}_weight'))}")
             if self._gradient_diagnostics(logs):
                 bits.append(f"min_cos={fmt(_min_cosine(logs, t, list(self.started.tasks)))}")
-            parts.append(f"| {t}: " + " ".join(bits))
-        return " ".join(parts)
+            lines.append(f"  {t}: " + " ".join(bits))
+        return "\n".join(lines)
 
     def summary(self, result) -> None:
         splits = result.results.get("splits", {})
@@ -202,8 +203,8 @@ def _min_cosine(logs: dict[str, float], task: str, tasks: list[str]) -> float | 
     return min(values) if values else None
 
 
-def fmt(v: Any) -> str:
-    """A number in 4 significant digits (scientific when large or tiny); ``-`` for none."""
+def fmt(v: Any, digits: int = 4) -> str:
+    """A number with ``digits`` decimals (``digits`` significant digits when large or tiny); ``-`` for none."""
     if v is None:
         return "-"
     try:
@@ -212,7 +213,7 @@ def fmt(v: Any) -> str:
         return str(v)
     if not math.isfinite(v):
         return str(v)
-    return f"{v:.4g}" if abs(v) >= 1e4 or abs(v) < 1e-3 and v != 0 else f"{v:.4f}"
+    return f"{v:.{digits}g}" if abs(v) >= 1e4 or abs(v) < 1e-3 and v != 0 else f"{v:.{digits}f}"
 
 
 def results_table(res: dict, title: str, fancy: bool) -> Table:
