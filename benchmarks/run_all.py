@@ -5,7 +5,7 @@
 
 Each benchmark prints JSON lines (machine-readable) and a short table; this script runs them one
 after another in separate processes so that one's memory and threads do not disturb the next.
-Figures of the latest full run are in the README ("Performance").
+Figures of the latest full run are in docs/performance.md.
 """
 
 from __future__ import annotations
