@@ -1,3 +1,5 @@
+"""``python -m mtlcli``: the same as the ``mtl`` command."""
+
 from mtlcli.cli import main
 
 if __name__ == "__main__":
