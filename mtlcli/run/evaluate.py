@@ -76,16 +76,7 @@ def evaluate(
 ) -> EvalResult:
     """``mtl evaluate``: a run directory on its own validation/test split (rebuilt from data.json, the
     files' sha256 checked), or a run directory or model file on ``data_path``."""
-    target = Path(target)
-    if target.is_dir():
-        model_path = target / "model.keras"
-        run_dir = target
-        if not model_path.exists():
-            raise UsageError(f"{target} is not a run directory (no model.keras in it)")
-    else:
-        model_path, run_dir = target, None
-        if not target.exists():
-            raise UsageError(f"{target}: no such run directory or model file")
+    model_path, run_dir = _model_path(Path(target))
     if split is not None and data_path is not None:
         raise UsageError("give either --data or --split, not both")
     # Read the data before the (slow) model load so data mistakes are reported at once.
@@ -105,6 +96,22 @@ def evaluate(
         except (KeyError, TypeError) as exc:
             raise CheckpointError(f"{model_path}: no preprocessing in the model spec ({exc})") from None
         return EvalResult(source, evaluate_arrays(tf, model, reloaded.streamed(prep)), model_path)
+    return EvalResult(source, _evaluate_table(tf, model, table), model_path)
+
+
+def _model_path(target: Path) -> tuple[Path, Path | None]:
+    """(model.keras, run directory or None) for ``mtl evaluate TARGET``."""
+    if target.is_dir():
+        if not (target / "model.keras").exists():
+            raise UsageError(f"{target} is not a run directory (no model.keras in it)")
+        return target / "model.keras", target
+    if not target.exists():
+        raise UsageError(f"{target}: no such run directory or model file")
+    return target, None
+
+
+def _evaluate_table(tf, model, table: data.Table) -> dict[str, Any]:
+    """Evaluate the rows of a table; tasks whose label columns it lacks get ``n = 0`` and a note."""
     prep = data.Preprocessing.from_dict(model.spec["preprocessing"])
     missing = [t for t, st in prep.targets.items() if any(c not in table.columns for c in st.columns)]
     if len(missing) == len(prep.targets):
@@ -128,4 +135,4 @@ def evaluate(
             "n": 0,
             "note": f"column {prep.targets[t].columns[0]!r} not in the data",
         }
-    return EvalResult(source, results, model_path)
+    return results
