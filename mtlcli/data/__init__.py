@@ -8,23 +8,13 @@ ships in this folder.
 """
 
 from mtlcli.data import pipeline, sources, stream
-from mtlcli.data.preprocess import (
-    OOV,
-    Arrays,
-    InputStats,
-    Prepared,
-    Preprocessing,
-    TargetStats,
-    embedding_dim,
-    fit,
-    transform,
-    weight_key,
-)
+from mtlcli.data.inputs import InputStats, embedding_dim
+from mtlcli.data.preprocess import Arrays, Prepared, Preprocessing, fit, transform, weight_key
 from mtlcli.data.sources import SUPPORTED, Table, file_digest, read_source, read_table
 from mtlcli.data.step import RunSplit, choose_split, prepare, read_run_info, reload_split
+from mtlcli.data.targets import TargetStats
 
 __all__ = [
-    "OOV",
     "SUPPORTED",
     "Arrays",
     "InputStats",

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mtlcli.data.sources import Table, cache_dir, fail, file_digest, read_idx
+from mtlcli.data.tables import Table, cache_dir, fail, file_digest, read_idx
 
 DEFAULT_DIR = Path("/usr/share/datasets/fashion-mnist")
 FILES = {

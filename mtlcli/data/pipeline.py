@@ -41,7 +41,7 @@ def dataset(tf, split, batch_size: int, seed: int = 0, shuffle: bool = False):
     iteration by tf.data with ``seed``. A streamed split is always read in file order."""
     if isinstance(split, StreamSplit):
         steps = -(-split.n // batch_size)
-        return _stacked(tf, split, lambda: aligned(split.parts(), batch_size), batch_size, steps)
+        return _stacked(tf, split, lambda: aligned(split.parts(raw=True), batch_size), batch_size, steps)
     ds = tf.data.Dataset.from_tensor_slices(split.feed())
     if shuffle:
         ds = ds.shuffle(split.n, seed=seed, reshuffle_each_iteration=True)
@@ -56,7 +56,7 @@ def train_stream(tf, split, batch_size: int, seed: int, first_epoch: int, first_
         steps = -(-split.n // batch_size) * (end_epoch - first_epoch) - first_step
 
         def pieces() -> Iterator[Feed]:
-            return split.epoch_pieces(batch_size, seed, first_epoch, first_step, end_epoch)
+            return split.epoch_pieces(batch_size, seed, first_epoch, first_step, end_epoch, raw=True)
 
         return _stacked(tf, split, pieces, batch_size, steps)
     n = split.n
@@ -87,10 +87,14 @@ def train_stream(tf, split, batch_size: int, seed: int, first_epoch: int, first_
 
 
 def _stacked(tf, split: StreamSplit, pieces: Callable[[], Iterator[Feed]], batch_size: int, steps: int):
-    """Batches from batch-aligned pieces of a streamed split: Python runs once per piece (a chunk, or a
-    shuffle pool's overflow), ahead of training in tf.data's background thread, and hands over each
-    piece as a stack of batches (``(k, batch_size, ...)``, reshaped, not copied) that ``unbatch``
-    takes apart."""
+    """Batches from batch-aligned pieces of raw features of a streamed split: Python runs once per piece
+    (a chunk, or a shuffle pool's overflow), ahead of training in tf.data's background thread, and hands
+    over each piece as a stack of batches (``(k, batch_size, ...)``, reshaped, not copied); the
+    TensorFlow transform (:mod:`mtlcli.data.layers`) turns the stack into model inputs in one call, and
+    ``unbatch`` takes it apart."""
+    from mtlcli.data import layers  # imports Keras
+
+    transform = layers.layer(split.prep.inputs)
 
     def stacks() -> Iterator[Feed]:
         for piece in pieces():
@@ -107,19 +111,17 @@ def _stacked(tf, split: StreamSplit, pieces: Callable[[], Iterator[Feed]], batch
         return tf.TensorSpec((None, *spec.shape), spec.dtype)
 
     signature = tuple({k: stacked(v) for k, v in d.items()} for d in split.example())
-    ds = tf.data.Dataset.from_generator(stacks, output_signature=signature).prefetch(2).unbatch()
+    ds = tf.data.Dataset.from_generator(stacks, output_signature=signature).prefetch(2)
+    ds = ds.map(lambda x, y, m: (transform(x), y, m)).unbatch()
     # a known length: Keras' evaluate() of a dataset of unknown length averages in one empty step
     return ds.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(tf.data.AUTOTUNE)
 
 
-def _decoder(tf, spec: dict):
-    h, w, c = spec["shape"]
-    scale = float(spec["scale"])
+def _decoder(spec: dict):
+    from mtlcli.data import layers  # imports Keras
 
     def decode(path):
-        img = tf.io.decode_image(tf.io.read_file(path), channels=c, expand_animations=False)
-        img = tf.image.resize(tf.cast(img, tf.float32), (h, w))
-        return tf.ensure_shape(img * scale, (h, w, c))
+        return layers.decode_image(path, spec["shape"], float(spec["scale"]))
 
     return decode
 
@@ -128,7 +130,7 @@ def _decode_rows(tf, ds, images: dict[str, dict]):
     """Decode image paths in a dataset of single rows."""
     if not images:
         return ds
-    decoders = {name: _decoder(tf, spec) for name, spec in images.items()}
+    decoders = {name: _decoder(spec) for name, spec in images.items()}
 
     def fn(x, y, m):
         x = dict(x)
@@ -143,7 +145,7 @@ def _decode_batched(tf, ds, images: dict[str, dict]):
     """Decode image paths in a dataset of batches."""
     if not images:
         return ds
-    decoders = {name: (_decoder(tf, spec), spec) for name, spec in images.items()}
+    decoders = {name: (_decoder(spec), spec) for name, spec in images.items()}
 
     def fn(x, y, m):
         x = dict(x)

@@ -10,9 +10,8 @@ a directory laid out one folder per class, or a mapping: ``{idx: IMAGES, labels:
 from __future__ import annotations
 
 import glob as globmod
-import gzip
 import hashlib
-import os
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from mtlcli.errors import DataError, Problem
+from mtlcli.data import multifashion
+from mtlcli.data.tables import Table, fail, file_digest, missing, read_idx_pair
+from mtlcli.errors import DataError
 
 SUPPORTED = (".csv", ".csv.gz", ".parquet", ".npz")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp")
@@ -29,61 +30,6 @@ NA_VALUES = ["", "NA", "NaN", "nan", "null", "None"]
 
 # ------------------------------------------------------------------------------------------------
 # The table
-
-
-@dataclass
-class Table:
-    """Columns of one data source. ``first_row`` is the file line of row 0 (2 for a CSV with a header);
-    ``is_npz`` marks sources without line numbers (NPZ, IDX, image folders). ``files`` / ``origin`` hold
-    the file of each row when a glob joined several files."""
-
-    columns: dict[str, np.ndarray]
-    n_rows: int
-    file: str
-    first_row: int = 2
-    is_npz: bool = False
-    row_ids: np.ndarray | None = None  # row number inside its file (None: 0..n-1)
-    files: list[str] | None = None
-    origin: np.ndarray | None = None  # index into ``files`` per row
-
-    def where(self, row: int | None = None) -> tuple[str, int | None]:
-        file = self.file
-        if row is not None and self.files is not None and self.origin is not None:
-            file = self.files[int(self.origin[row])]
-        if row is None or self.is_npz:
-            return file, None
-        original = int(self.row_ids[row]) if self.row_ids is not None else int(row)
-        return file, original + self.first_row
-
-    def file_of(self, row: int) -> str:
-        return self.where(row)[0]
-
-    def take(self, index: np.ndarray) -> Table:
-        index = np.asarray(index, dtype=np.int64)
-        ids = self.row_ids[index] if self.row_ids is not None else index
-        origin = self.origin[index] if self.origin is not None else None
-        return Table(
-            {k: v[index] for k, v in self.columns.items()},
-            len(index),
-            self.file,
-            self.first_row,
-            self.is_npz,
-            ids,
-            self.files,
-            origin,
-        )
-
-
-def fail(message: str, file: str, line: int | None = None, path: str = "") -> DataError:
-    return DataError(problems=[Problem(message, path, file, line)])
-
-
-def missing(value: Any) -> bool:
-    if value is None:
-        return True
-    if isinstance(value, float) and np.isnan(value):
-        return True
-    return isinstance(value, str) and value.strip() == ""
 
 
 # ------------------------------------------------------------------------------------------------
@@ -115,9 +61,7 @@ def read_source(value: Any, base_dir: Path | None = None) -> Table:
     if isinstance(value, dict):
         if "idx" in value:
             return read_idx_pair(Path(value["idx"]), Path(value["labels"]) if value.get("labels") else None)
-        from mtlcli.data.multifashion import load as load_multifashion
-
-        return load_multifashion(
+        return multifashion.load(
             Path(value["multifashion"]),
             value.get("split", "train"),
             int(value.get("seed", 0)),
@@ -158,14 +102,6 @@ def digest(value: Any, base_dir: Path | None = None) -> str:
     h = hashlib.sha256()
     for f in files:
         h.update(f.name.encode() + b"\0" + file_digest(f).encode())
-    return h.hexdigest()
-
-
-def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
     return h.hexdigest()
 
 
@@ -256,7 +192,7 @@ def _read_npz(path: Path) -> Table:
     try:
         with np.load(path, allow_pickle=False) as npz:
             columns = {k: npz[k] for k in npz.files}
-    except (ValueError, OSError, EOFError, __import__("zipfile").BadZipFile) as exc:  # corrupt archive
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:  # corrupt archive
         raise fail(f"cannot read as NPZ: {exc}", shown) from None
     if not columns:
         raise fail("the NPZ file holds no arrays", shown)
@@ -359,56 +295,6 @@ def read_image_folder(root: Path) -> Table:
 
 
 # -- IDX (MNIST format) --------------------------------------------------------------------------
-
-_IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-
-
-def read_idx(path: Path) -> np.ndarray:
-    """An IDX array (optionally .gz): 2 zero bytes, a type byte, the number of dimensions, one
-    big-endian uint32 per dimension, then the data."""
-    if not path.exists():
-        raise fail("file not found", str(path))
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
-    try:
-        with opener(path, "rb") as fh:
-            raw = fh.read()
-    except (OSError, EOFError) as exc:
-        raise fail(f"cannot read as IDX: {exc}", str(path)) from None
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_TYPES:
-        raise fail("not an IDX file (expected the bytes 0 0 <type> <dimensions> at the start)", str(path))
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    dtype = np.dtype(_IDX_TYPES[raw[2]])
-    count = int(np.prod(dims)) if dims else 0
-    if len(raw) - header != count * dtype.itemsize:
-        raise fail(
-            f"IDX header announces shape {dims} ({count * dtype.itemsize} bytes) but the file holds "
-            f"{len(raw) - header} bytes of data",
-            str(path),
-        )
-    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="))
-
-
-def read_idx_pair(images: Path, labels: Path | None) -> Table:
-    """IDX images (N, H, W) -> column ``image`` (N, H, W, 1); IDX labels (N,) -> column ``label``."""
-    x = read_idx(images)
-    if x.ndim == 3:
-        x = x[..., None]
-    columns = {"image": x}
-    if labels is not None:
-        y = read_idx(labels)
-        if len(y) != len(x):
-            raise fail(
-                f"{len(y)} labels for {len(x)} images in {images}; expected one label per image", str(labels)
-            )
-        columns["label"] = y.astype(np.int64)
-    return Table(columns, len(x), str(images), is_npz=True)
-
-
-def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "mtl"
 
 
 # ------------------------------------------------------------------------------------------------

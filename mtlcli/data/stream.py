@@ -1,61 +1,51 @@
 """Larger-than-memory CSV / CSV.gz / Parquet: a statistics pass in chunks, then tf.data streams.
 
-numpy + pandas (+ pyarrow for Parquet) at import time; TensorFlow only inside the dataset methods, so
-``mtl validate`` runs the statistics pass without it.
+numpy + pandas (+ pyarrow for Parquet), no TensorFlow, so ``mtl validate`` runs the statistics pass.
 
 * **When.** ``data.stream: true`` (or a mapping ``{chunk_rows: N, shuffle_buffer: M}``) streams;
   ``false`` never does; absent, a training source of CSV / CSV.gz / Parquet files larger than
   :data:`AUTO_BYTES` on disk in total streams.
-* **Statistics.** :func:`prepare` reads every source once, ``chunk_rows`` rows at a time (pandas
-  ``read_csv(chunksize=...)``, pyarrow ``iter_batches``). It accumulates means and standard deviations
-  (Chan's parallel update), class and label counts, coverage per split, and the first row of every
-  distinct category / label. :func:`mtlcli.data.preprocess.fit` then runs on those first rows (so vocabularies,
-  classes and their errors are the in-memory ones) and the moments replace its means and deviations.
-  The same checks as in memory run on every chunk, naming the file and line.
-* **Splits.** Fractions hash ``(seed, row number)`` (splitmix64) into [0, 1): a row goes to ``test``
-  below the test fraction, to ``validation`` below the sum, else to ``train``. Every pass assigns the
-  same rows, and split sizes are close to (not exactly) the fractions. Column splits and separate files
-  work as in memory. ``group_by``, image / array inputs and non-tabular sources are recipe errors.
+* **Statistics.** :func:`prepare` reads every source once, ``chunk_rows`` rows at a time
+  (:func:`mtlcli.data.sources.iter_chunks`), and feeds every chunk to the same accumulators as in
+  memory (:mod:`mtlcli.data.inputs`, :mod:`mtlcli.data.targets`): moments (Chan's parallel update),
+  vocabularies, label counts; plus coverage per split and the first row of every distinct label, from
+  which the targets' classes and their errors come out as in memory. The same checks as in memory run
+  on every chunk, naming the file and line; each kind of problem is reported once per split and column.
+* **Splits.** :mod:`mtlcli.data.split`: fractions hash ``(seed, row number)``; column splits and
+  separate files work as in memory. ``group_by``, image / array inputs and non-tabular sources are
+  recipe errors.
 * **Order.** Epoch ``e`` reads the training rows in file order, ``chunk_rows`` at a time, through a
   shuffle pool of ``shuffle_buffer`` rows drawn with ``numpy.random.default_rng([seed, e])``: when the
   pool overflows it is permuted and the overflow goes out. With a buffer at least as large as the
-  training split the order is exactly the in-memory one (:func:`mtlcli.run.checkpoint.epoch_order`).
+  training split the order is exactly the in-memory one (:func:`mtlcli.data.pipeline.epoch_order`).
   A mid-epoch resume replays the epoch's stream and drops the batches already done (exact, at the
   cost of re-reading that part of the file).
-* **Pipeline.** Python runs once per piece (a chunk, or a pool's overflow), not per step: the generator
-  behind ``tf.data.Dataset.from_generator`` yields batch-aligned pieces (:func:`aligned`) as stacks of
-  batches that tf.data ``unbatch``-es, two pieces prefetched in tf.data's background thread. Chunks become
-  tables without a Python call per string value (:func:`_table`).
+* **Pieces.** Python runs once per piece (a chunk, or a pool's overflow), not per step:
+  :mod:`mtlcli.data.pipeline` turns batch-aligned pieces (:func:`aligned`) of raw features into
+  tf.data batches and runs the TensorFlow transform on each piece.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from mtlcli.data import inputs as input_kinds
 from mtlcli.data import preprocess as data
 from mtlcli.data import sources
+from mtlcli.data import targets as task_types
 from mtlcli.data.columns import check_columns, needed_columns
-from mtlcli.data.sources import TABULAR, Chunk, Table, columns_of, iter_chunks
+from mtlcli.data.inputs import InputStats, missing_error
+from mtlcli.data.sources import TABULAR, Table, columns_of, iter_chunks
 from mtlcli.data.split import SPLITS, SplitPlan
-from mtlcli.data.values import (
-    Moments,
-    as_float,
-    distinct,
-    is_fraction,
-    label_key,
-    labels,
-    vocab_key,
-    when_mask,
-)
+from mtlcli.data.values import distinct, is_fraction, when_mask
 from mtlcli.errors import DataError, Problem, RecipeError
 from mtlcli.recipe import LoadedRecipe
-from mtlcli.recipe.data_checks import stream_unsupported, target_columns, when_conditions
+from mtlcli.recipe.data_checks import stream_unsupported
 
 AUTO_BYTES = 1 << 30  # 1 GiB on disk
 DEFAULT_CHUNK_ROWS = 65_536
@@ -160,9 +150,9 @@ def shuffled(parts: Iterator[Feed], rng: np.random.Generator, buffer: int) -> It
 
 @dataclass
 class StreamSplit:
-    """One split of streamed data: quacks like :class:`mtlcli.data.preprocess.Arrays` where the runner needs it
-    (``n``, ``support()``); :mod:`mtlcli.data.pipeline` builds its tf.data datasets from :meth:`parts`
-    and :meth:`epoch_pieces`."""
+    """One split of streamed data: quacks like :class:`mtlcli.data.preprocess.Arrays` where the runner
+    needs it (``n``, ``support()``); :mod:`mtlcli.data.pipeline` builds its tf.data datasets from
+    :meth:`parts` / :meth:`epoch_pieces` with ``raw=True`` and transforms each piece inside tf.data."""
 
     key: str
     n: int
@@ -175,32 +165,33 @@ class StreamSplit:
     shuffle_buffer: int
     weights: bool = False
     streamed: bool = True
-    images: dict = field(default_factory=dict)
 
     def support(self) -> dict[str, int]:
         return dict(self.coverage)
 
-    def parts(self) -> Iterator[Feed]:
-        """The split's rows, transformed, one part per chunk, in file order."""
+    def parts(self, raw: bool = False) -> Iterator[Feed]:
+        """The split's rows, one part per chunk, in file order: model inputs, or (``raw``) the checked raw
+        features the TensorFlow transform takes (:mod:`mtlcli.data.inputs`)."""
         for chunk in iter_chunks(self.files, self.columns, self.chunk_rows):
             idx = self.plan.assign(chunk).get(self.key)
             if idx is None or not len(idx):
                 continue
             table = chunk.table if len(idx) == chunk.table.n_rows else chunk.table.take(idx)
-            yield data.transform(self.prep, table, weights=self.weights).feed()
+            arrays = data.transform(self.prep, table, weights=self.weights)
+            yield (arrays.raw if raw else arrays.x), arrays.y, arrays.masks()
 
     def batches(self, batch_size: int) -> Iterator[Feed]:
         return rebatch(self.parts(), batch_size)
 
     def epoch_pieces(
-        self, batch_size: int, seed: int, first_epoch: int, first_step: int, end_epoch: int
+        self, batch_size: int, seed: int, first_epoch: int, first_step: int, end_epoch: int, raw: bool = False
     ) -> Iterator[Feed]:
         """The shuffled training rows of epochs ``first_epoch..end_epoch-1`` (from batch ``first_step``
         of the first one) in batch-aligned pieces (:func:`aligned`); a piece never spans two epochs."""
         for epoch in range(first_epoch, end_epoch):
             rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, int(epoch)])
             skip = first_step * batch_size if epoch == first_epoch else 0
-            yield from aligned(shuffled(self.parts(), rng, self.shuffle_buffer), batch_size, skip)
+            yield from aligned(shuffled(self.parts(raw), rng, self.shuffle_buffer), batch_size, skip)
 
     def epoch_batches(
         self, batch_size: int, seed: int, first_epoch: int, first_step: int, end_epoch: int
@@ -210,182 +201,117 @@ class StreamSplit:
                 yield _take(piece, slice(s, s + batch_size))
 
     def example(self) -> Feed:
-        """One transformed row of missing values: the dtypes and shapes of the split's batches."""
-        table = Table({c: np.array([None], dtype=object) for c in self.columns}, 1, "", first_row=0)
-        return _transform_lenient(self.prep, table, self.weights).feed()
-
-
-def _transform_lenient(prep: data.Preprocessing, table: Table, weights: bool) -> data.Arrays:
-    """transform() of a one-row table of missing values (for dtypes and shapes): missing: error inputs
-    and labels are given a harmless value first."""
-    cols = dict(table.columns)
-    for st in prep.inputs.values():
-        if st.kind == "numeric":
-            cols[st.column] = np.array([0.0])
-    for st in prep.targets.values():
-        for c in st.columns:
-            cols[c] = np.array([np.nan]) if st.type in ("regression",) else np.array([None], dtype=object)
-    return data.transform(prep, Table(cols, 1, "", first_row=0), weights=weights)
+        """One raw row of missing values: the dtypes and shapes of :meth:`parts` with ``raw=True``."""
+        cols: dict[str, np.ndarray] = {c: np.array([None], dtype=object) for c in self.columns}
+        for st in self.prep.inputs.values():  # missing: error inputs get a harmless value
+            if st.kind == "numeric":
+                cols[st.column] = np.array([0.0])
+        for st in self.prep.targets.values():
+            for c in st.columns:
+                cols[c] = np.array([np.nan]) if st.type == "regression" else np.array([None], dtype=object)
+        arrays = data.transform(self.prep, Table(cols, 1, "", first_row=0), weights=self.weights)
+        return arrays.raw, arrays.y, arrays.masks()
 
 
 # ------------------------------------------------------------------------------------------------
 # The statistics pass
 
 
-class _Pass:
-    """What the statistics pass accumulates."""
+def _key(split: str, problem: Problem) -> tuple:
+    """Problems of one kind, split and column are reported once (for the first chunk that has them)."""
+    return split, problem.path, " ".join(problem.message.split()[:3])
 
-    def __init__(self, loaded: LoadedRecipe) -> None:
-        self.loaded = loaded
-        self.recipe = loaded.recipe
-        self.problems: list[Problem] = []
-        self.reported: set = set()
-        self.rows = {k: 0 for k in SPLITS}
-        self.coverage: dict[str, dict[str, int]] = {}
-        self.first: dict[str, dict[int, tuple[str, int, dict]]] = {k: {} for k in SPLITS}
-        self.seen: dict[tuple, set] = {}
-        self.moments: dict[str, Moments] = {}
-        self.counts: dict[str, Counter] = {}
-        self.absent: dict[tuple[str, str], list] = {}  # (split, column) -> [count, file, line]
 
-    def problem(self, key: tuple, problem: Problem) -> None:
-        if key not in self.reported:
-            self.reported.add(key)
-            self.problems.append(problem)
+class _Keeper:
+    """Keeps, for one split, the rows that the summary table needs (see :mod:`mtlcli.data.targets`)."""
 
-    def keep(self, split: str, chunk: Chunk, table: Table, i: int) -> None:
-        """Remember row ``i`` of ``table`` (all its columns) for the summary tables."""
-        global_row = (table.file, int(table.row_ids[i]))
-        store = self.first[split]
-        if global_row not in store:
-            store[global_row] = (
-                table.file,
-                int(table.row_ids[i]),
-                {c: v[i] for c, v in table.columns.items()},
-            )
+    active = True
 
-    def new_keys(self, split: str, what: str, table: Table, raw: np.ndarray, rows: np.ndarray, key) -> None:
+    def __init__(self, owner: _Pass, split: str) -> None:
+        self.owner, self.split = owner, split
+
+    def keep(self, table: Table, i: int) -> None:
+        """Remember row ``i`` of ``table`` (all its columns) for the summary table."""
+        store = self.owner.first[self.split]
+        row = (table.file, int(table.row_ids[i]))
+        if row not in store:
+            store[row] = (table.file, int(table.row_ids[i]), {c: v[i] for c, v in table.columns.items()})
+
+    def seen(self, what: str) -> set:
+        return self.owner.seen.setdefault((self.split, what), set())
+
+    def new_keys(self, what: str, table: Table, raw: np.ndarray, rows: np.ndarray, key) -> None:
         """Keep the first row of every ``key(value)`` not seen before (distinct values first: fast)."""
-        seen = self.seen.setdefault((split, what), set())
+        seen = self.seen(what)
         idx = np.flatnonzero(rows)
-        if not len(idx):
-            return
-        want = {key(v) for v in distinct(raw[idx])} - seen
+        want = {key(v) for v in distinct(raw[idx])} - seen if len(idx) else set()
         for i in idx if want else ():
             k = key(raw[i])
             if k in want:
                 want.discard(k)
                 seen.add(k)
-                self.keep(split, None, table, int(i))
+                self.keep(table, int(i))
                 if not want:
                     break
 
-    def chunk(self, split: str, chunk: Chunk, table: Table) -> None:
-        recipe, problems = self.recipe, []
-        n = table.n_rows
-        if not n:
+
+class _Pass:
+    """The statistics pass: the accumulators of :mod:`mtlcli.data.inputs` / :mod:`mtlcli.data.targets`
+    fed chunk by chunk, row counts and label coverage per split, and the summary rows."""
+
+    def __init__(self, loaded: LoadedRecipe) -> None:
+        self.loaded, self.recipe = loaded, loaded.recipe
+        self.problems: list[Problem] = []
+        self.reported: set = set()
+        self.rows = {k: 0 for k in SPLITS}
+        self.coverage: dict[str, dict[str, int]] = {}
+        self.first: dict[str, dict[tuple, tuple[str, int, dict]]] = {k: {} for k in SPLITS}
+        self.seen: dict[tuple, set] = {}
+        self.inputs: dict[str, Any] = {}
+        self.targets = {t: task_types.target(t, spec, loaded) for t, spec in self.recipe.model.tasks.items()}
+        self.tally: dict[str, dict[str, list]] = {k: {} for k in SPLITS}  # missing: error counts
+
+    def report(self, split: str, problems: list[Problem]) -> None:
+        for p in problems:
+            if _key(split, p) not in self.reported:
+                self.reported.add(_key(split, p))
+                self.problems.append(p)
+        problems.clear()
+
+    def chunk(self, split: str, table: Table) -> None:
+        if not table.n_rows:
             return
-        first_of_split = self.rows[split] == 0
-        self.rows[split] += n
-        train = split == "train"
-        if first_of_split:
-            self.keep(split, chunk, table, 0)
-        for name, spec in recipe.data.inputs.items():
-            column = spec.column or name
-            values = table.columns[column]
+        keeper, train, problems = _Keeper(self, split), split == "train", []
+        if self.rows[split] == 0:
+            keeper.keep(table, 0)
+        self.rows[split] += table.n_rows
+        for name, spec in self.recipe.data.inputs.items():
+            values = table.columns[spec.column or name]
+            if train:
+                acc = self.inputs.setdefault(name, input_kinds.fitter(name, spec, values))
+                acc.fit(values, table, [])  # its problems are the ones the checks below report
             if spec.kind == "numeric":
-                x = as_float(values, table, column, problems)
-                for p in problems:
-                    self.problem(("number", split, column), p)
-                problems.clear()
-                if np.isinf(x).any():
-                    row = int(np.flatnonzero(np.isinf(x))[0])
-                    self.problem(
-                        ("inf", split, column),
-                        Problem("infinite value", f"column {column!r}", *table.where(row)),
-                    )
-                absent = np.isnan(x)
-                if spec.missing == "error" and absent.any():
-                    entry = self.absent.setdefault(
-                        (split, column), [0, *table.where(int(np.flatnonzero(absent)[0]))]
-                    )
-                    entry[0] += int(absent.sum())
-                if train:
-                    self.moments.setdefault(name, Moments()).add(x)
-            elif spec.kind == "categorical" and train:
-                present, raw = labels(values)
-                self.new_keys(split, f"input {name}", table, raw, present, vocab_key)
+                st = InputStats("numeric", spec.column or name, missing=spec.missing or "mean")
+                input_kinds.Numeric.encode(st, values, table, problems, self.tally[split])
+        self.report(split, problems)
         cover = self.coverage.setdefault(split, {})
-        for task, spec in recipe.model.tasks.items():
-            cols = target_columns(spec, task)
-            before = len(problems)
-            active = when_mask(when_conditions(spec.when), table, task, problems)
-            if len(problems) > before:
-                for p in problems[before:]:
-                    self.problem(("when", split, task), p)
-                del problems[before:]
+        for task, acc in self.targets.items():
+            active = when_mask(acc.when, table, task, problems)
+            if problems:
+                self.report(split, problems)
                 continue
-            if spec.type == "regression":
-                y = np.stack([as_float(table.columns[c], table, c, problems) for c in cols], axis=1)
-                for p in problems:
-                    self.problem(("number", split, p.path), p)
-                problems.clear()
-                for j, c in enumerate(cols):
-                    if np.isinf(y[:, j]).any():
-                        row = int(np.flatnonzero(np.isinf(y[:, j]))[0])
-                        self.problem(
-                            ("inf", split, c),
-                            Problem(
-                                "infinite value in a regression target", f"column {c!r}", *table.where(row)
-                            ),
-                        )
-                rows = active & np.isfinite(y).all(axis=1)
-                if train:
-                    for j in range(len(cols)):
-                        self.moments.setdefault(f"{task}\0{j}", Moments()).add(y[rows, j])
-                    if rows.any() and ("task", task) not in self.seen.setdefault(
-                        ("train", "labelled"), set()
-                    ):
-                        self.seen[("train", "labelled")].add(("task", task))
-                        self.keep(split, chunk, table, int(np.flatnonzero(rows)[0]))
-            elif spec.type == "multilabel" and spec.separator is None:
-                present = np.ones(n, bool)
-                for c in cols:
-                    if not data.binary_column(table, c, problems):
-                        for p in problems:
-                            self.problem(("binary", split, c), p)
-                        problems.clear()
-                    present &= labels(table.columns[c])[0]
-                rows = present & active
-                if (
-                    train
-                    and rows.any()
-                    and ("task", task) not in self.seen.setdefault(("train", "labelled"), set())
-                ):
-                    self.seen[("train", "labelled")].add(("task", task))
-                    self.keep(split, chunk, table, int(np.flatnonzero(rows)[0]))
-            else:
-                present, raw = labels(table.columns[cols[0]])
-                rows = present & active
-                if spec.type == "multilabel":
-                    keys = [
-                        frozenset(t.strip() for t in str(v).split(spec.separator)) if r else None
-                        for v, r in zip(raw, rows, strict=True)
-                    ]
-                    seen = self.seen.setdefault((split, f"tokens {task}"), set())
-                    for i in np.flatnonzero(rows):
-                        if not keys[i] <= seen:
-                            seen.update(keys[i])
-                            self.keep(split, chunk, table, int(i))
-                else:
-                    self.new_keys(split, f"task {task}", table, raw, rows, label_key)
-                    if train and spec.class_weight == "balanced":
-                        counts = self.counts.setdefault(task, Counter())
-                        for v, c in distinct(raw[rows], counts=True):
-                            counts[label_key(v)] += c
+            rows = acc.add(table, active, problems, train, keeper)
+            self.report(split, problems)
             cover[task] = cover.get(task, 0) + int(rows.sum())
 
+    def missing_values(self) -> None:
+        """Report each ``missing: error`` input's missing values, once per split, with their count."""
+        for split in SPLITS:
+            for column, entry in self.tally[split].items():
+                self.problems.append(missing_error(column, *entry))
+
     def summary(self, split: str) -> Table:
+        """The kept rows of a split as one table, in file order, each row keeping its file and line."""
         files = list(dict.fromkeys(f for f, _, _ in self.first[split].values()))
         rows = sorted(self.first[split].values(), key=lambda r: (files.index(r[0]), r[1]))
         columns = {c: np.array([r[2][c] for r in rows] + [None], dtype=object)[:-1] for c in rows[0][2]}
@@ -399,32 +325,54 @@ class _Pass:
             origin=np.array([files.index(f) for f, _, _ in rows], dtype=np.int64),
         )
 
+    def preprocessing(self) -> data.Preprocessing:
+        """The fitted preprocessing: inputs from their accumulators, targets from theirs and the
+        training summary (classes and their errors as in memory)."""
+        problems: list[Problem] = []
+        inputs = {}
+        for name, acc in self.inputs.items():
+            st = acc.stats()
+            if st is not None:
+                inputs[name] = st
+        summary = self.summary("train")
+        targets = {}
+        for task, acc in self.targets.items():
+            st = acc.fit(summary, when_mask(acc.when, summary, task, problems), problems)
+            if st is not None:
+                targets[task] = st
+        if problems:
+            raise DataError(problems=_unique(problems))
+        return data.Preprocessing(inputs, targets)
 
-def prepare(loaded: LoadedRecipe, seed: int, opts: dict[str, int]) -> data.Prepared:
-    """The statistics pass over streamed data (see the module docstring); no TensorFlow."""
-    recipe = loaded.recipe
-    unsupported = stream_unsupported(recipe.model_dump(mode="python")["data"])
-    if unsupported:
-        raise RecipeError(problems=[loaded.problem(m, p) for m, p in unsupported])
-    chunk_rows = int(opts["chunk_rows"])
 
-    plans: list[SplitPlan] = []
+# ------------------------------------------------------------------------------------------------
+# The streamed data step
+
+
+def _plans(loaded: LoadedRecipe, seed: int) -> tuple[list[SplitPlan], dict[str, float]]:
+    """One plan per source: the training source (split by a column, hashed fractions, or all train),
+    then the validation / test files of their own."""
+    data_spec = loaded.recipe.data
     fractions = {
-        k: float(getattr(recipe.data, k))
+        k: float(getattr(data_spec, k))
         for k in ("test", "validation")
-        if is_fraction(getattr(recipe.data, k)) and not recipe.data.split
+        if is_fraction(getattr(data_spec, k)) and not data_spec.split
     }
-    if recipe.data.split:
-        plans.append(SplitPlan(recipe.data.train, column=dict(recipe.data.split)))
+    if data_spec.split:
+        plans = [SplitPlan(data_spec.train, column=dict(data_spec.split))]
     elif fractions:
-        plans.append(SplitPlan(recipe.data.train, fractions=fractions, seed=seed))
+        plans = [SplitPlan(data_spec.train, fractions=fractions, seed=seed)]
     else:
-        plans.append(SplitPlan(recipe.data.train, only="train"))
+        plans = [SplitPlan(data_spec.train, only="train")]
     for key in ("validation", "test"):
-        value = getattr(recipe.data, key)
-        if value is not None and not is_fraction(value) and not recipe.data.split:
+        value = getattr(data_spec, key)
+        if value is not None and not is_fraction(value) and not data_spec.split:
             plans.append(SplitPlan(value, only=key))
+    return plans, fractions
 
+
+def _heads(loaded: LoadedRecipe, plans: list[SplitPlan]) -> dict[str, tuple[list[Path], list[str]]]:
+    """Each source's files and the columns to read, checked from the headers only."""
     problems: list[Problem] = []
     heads: dict[str, tuple[list[Path], list[str]]] = {}
     for i, plan in enumerate(plans):
@@ -437,58 +385,28 @@ def prepare(loaded: LoadedRecipe, seed: int, opts: dict[str, int]) -> data.Prepa
                 for p in exc.problems
             )
             continue
-        empty = Table(
-            {c: np.array([], dtype=object) for c in header},
-            0,
-            str(files[0]) if len(files) == 1 else plan.source,
-        )
+        shown = str(files[0]) if len(files) == 1 else plan.source
+        empty = Table({c: np.array([], dtype=object) for c in header}, 0, shown)
         problems.extend(check_columns(loaded, empty, split_too=i == 0))
         needed = [c for c, _, _ in needed_columns(loaded, True, i == 0)]
         heads[key] = (files, [c for c in header if c in needed])
     if problems:
         raise DataError(problems=problems)
+    return heads
 
-    acc = _Pass(loaded)
-    for i, plan in enumerate(plans):
-        key = "train" if i == 0 else plan.only
-        files, columns = heads[key]
-        for chunk in iter_chunks(files, columns, chunk_rows):
-            for split, idx in plan.assign(chunk).items():
-                if len(idx):
-                    table = chunk.table if len(idx) == chunk.table.n_rows else chunk.table.take(idx)
-                    acc.chunk(split, chunk, table)
-    for (_split, column), (count, file, line) in acc.absent.items():
-        acc.problems.append(
-            Problem(
-                f"missing value ({count} in all); the input has missing: error (use missing: mean or zero to impute)",
-                f"column {column!r}",
-                file,
-                line,
-            )
-        )
-    problems = list(acc.problems)
 
-    def own_plan(key: str) -> SplitPlan | None:
-        return next((p for p in plans[1:] if p.only == key), None)
-
-    split_spec = recipe.data.split or {}
-    present = ["train"] + [
-        k
-        for k in ("test", "validation")
-        if k in fractions or split_spec.get(k) is not None or own_plan(k) is not None
-    ]
-    train_source = str(heads["train"][0][0]) if len(heads["train"][0]) == 1 else recipe.data.train
+def _empty_splits(loaded, acc: _Pass, present, fractions, heads) -> list[Problem]:
+    """A problem for every split that got no row, worded as in memory."""
+    data_spec, problems = loaded.recipe.data, []
+    train_source = str(heads["train"][0][0]) if len(heads["train"][0]) == 1 else data_spec.train
     for key in present:
         if acc.rows[key]:
             continue
-        if recipe.data.split:
-            problems.append(
-                Problem(
-                    f"the {key} split is empty: no row has a value in data.split.{key} {recipe.data.split[key]!r}",
-                    f"column {recipe.data.split['column']!r}",
-                    train_source,
-                )
+        if data_spec.split:
+            message = (
+                f"the {key} split is empty: no row has a value in data.split.{key} {data_spec.split[key]!r}"
             )
+            problems.append(Problem(message, f"column {data_spec.split['column']!r}", train_source))
         elif key in fractions:
             n = sum(acc.rows.values())
             problems.append(
@@ -500,29 +418,38 @@ def prepare(loaded: LoadedRecipe, seed: int, opts: dict[str, int]) -> data.Prepa
             )
         else:
             problems.append(Problem(f"the {key} split is empty", "", str(heads[key][0][0])))
+    return problems
+
+
+def prepare(loaded: LoadedRecipe, seed: int, opts: dict[str, int]) -> data.Prepared:
+    """The statistics pass over streamed data (see the module docstring); no TensorFlow."""
+    recipe = loaded.recipe
+    unsupported = stream_unsupported(recipe.model_dump(mode="python")["data"])
+    if unsupported:
+        raise RecipeError(problems=[loaded.problem(m, p) for m, p in unsupported])
+    chunk_rows = int(opts["chunk_rows"])
+    plans, fractions = _plans(loaded, seed)
+    heads = _heads(loaded, plans)
+    acc = _Pass(loaded)
+    for i, plan in enumerate(plans):
+        files, columns = heads["train" if i == 0 else plan.only]
+        for chunk in iter_chunks(files, columns, chunk_rows):
+            for split, idx in plan.assign(chunk).items():
+                if len(idx):
+                    acc.chunk(split, chunk.table if len(idx) == chunk.table.n_rows else chunk.table.take(idx))
+    acc.missing_values()
+
+    def own_plan(key: str) -> SplitPlan | None:
+        return next((p for p in plans[1:] if p.only == key), None)
+
+    split_spec = recipe.data.split or {}
+    present = ["train"] + [
+        k for k in ("test", "validation") if k in fractions or split_spec.get(k) is not None or own_plan(k)
+    ]
+    problems = acc.problems + _empty_splits(loaded, acc, present, fractions, heads)
     if problems:
         raise DataError(problems=_unique(problems))
-
-    try:
-        prep = data.fit(recipe, acc.summary("train"), loaded)
-    except DataError as exc:
-        raise DataError(problems=_unique(exc.problems)) from None
-    for name, st in prep.inputs.items():
-        if st.kind == "numeric":
-            m = acc.moments.get(name) or Moments()
-            st.mean, st.std = (m.mean if m.n else 0.0), m.std()
-    for task, st in prep.targets.items():
-        if st.type == "regression":
-            ms = [acc.moments.get(f"{task}\0{j}") or Moments() for j in range(len(st.columns))]
-            if isinstance(st.column, list):
-                st.mean, st.std = [m.mean for m in ms], [m.std() for m in ms]
-            else:
-                st.mean, st.std = ms[0].mean, ms[0].std()
-        elif st.class_weights is not None and recipe.model.tasks[task].class_weight == "balanced":
-            counts = acc.counts.get(task, Counter())
-            per = np.array([counts.get(c, 0) for c in st.classes], dtype=np.float64)
-            total = per.sum()
-            st.class_weights = [float(total / (len(st.classes) * c)) if c else 1.0 for c in per]
+    prep = acc.preprocessing()
     for key in present:  # labels of validation / test rows unseen in training
         if key != "train":
             try:
@@ -531,25 +458,15 @@ def prepare(loaded: LoadedRecipe, seed: int, opts: dict[str, int]) -> data.Prepa
                 problems.extend(exc.problems)
     if problems:
         raise DataError(problems=_unique(problems))
-
     splits: dict[str, StreamSplit] = {}
     for key in present:
         plan = own_plan(key) or plans[0]
         files, columns = heads[key if plan is not plans[0] else "train"]
         splits[key] = StreamSplit(
-            key,
-            acc.rows[key],
-            acc.coverage.get(key, {}),
-            plan,
-            files,
-            columns,
-            prep,
-            chunk_rows,
-            int(opts["shuffle_buffer"]),
-            weights=key == "train",
-        )
-    info = _info(loaded, seed, plans, heads, splits, opts, fractions)
-    return data.Prepared(prep, splits, info)
+            key, acc.rows[key], acc.coverage.get(key, {}), plan, files, columns, prep, chunk_rows,
+            int(opts["shuffle_buffer"]), weights=key == "train",
+        )  # fmt: skip
+    return data.Prepared(prep, splits, _info(loaded, seed, plans, heads, splits, opts, fractions))
 
 
 def _unique(problems: list[Problem]) -> list[Problem]:
