@@ -77,7 +77,7 @@ def spec_from_recipe(recipe, prep, seed: int) -> dict[str, Any]:
         "format": 1,
         "name": recipe.name,
         "seed": int(seed),
-        "inputs": {k: v["kind"] for k, v in prep_dict["inputs"].items()},
+        "inputs": {k: st.kind for k, st in prep.inputs.items()},
         "input_shapes": shapes,
         "shared": list(recipe.model.shared),
         "architecture": recipe.model.architecture_spec(),

@@ -51,8 +51,7 @@ class CategoryEmbedding(keras.layers.Layer):
 def embedded_inputs(spec: dict) -> dict[str, tuple[int, int]]:
     """``input -> (rows, dim)`` for every categorical input of a model spec encoded as an embedding
     (specs written before embeddings existed have none)."""
-    out = {}
-    for name, st in spec["preprocessing"]["inputs"].items():
-        if name in spec["inputs"] and st.get("kind") == "categorical" and st.get("encoding") == "embedding":
-            out[name] = (len(st["vocabulary"]) + 1, int(st["dim"]))
-    return out
+    from mtlcli import data
+
+    embedded = data.Preprocessing.from_dict(spec["preprocessing"]).embeddings()
+    return {name: rows_dim for name, rows_dim in embedded.items() if name in spec["inputs"]}
