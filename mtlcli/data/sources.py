@@ -5,6 +5,9 @@ A source in a recipe is a path (relative to the recipe), a glob (``data/part-*.c
 datasets/yeast.csv.gz`` (a file shipped inside an installed Python package, found without importing it),
 a directory laid out one folder per class, or a mapping: ``{idx: IMAGES, labels: LABELS}`` or
 ``{multifashion: DIR, split: train}``.
+
+Streaming reads tabular sources in chunks (:func:`iter_chunks`: pandas ``read_csv(chunksize=...)``,
+pyarrow ``iter_batches``), each chunk a :class:`Table` whose rows keep their file and line.
 """
 
 from __future__ import annotations
