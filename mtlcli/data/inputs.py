@@ -94,8 +94,12 @@ class Numeric:
             )
             self.moments = None
             return
+        self.add(as_float(values, table, self.column, problems))
+
+    def add(self, x: np.ndarray) -> None:
+        """Accumulate numbers already read (float64, NaN where missing)."""
         if self.moments is not None:
-            self.moments.add(as_float(values, table, self.column, problems))
+            self.moments.add(x)
 
     def stats(self) -> InputStats | None:
         if self.moments is None:

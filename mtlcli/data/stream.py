@@ -287,12 +287,14 @@ class _Pass:
         self.rows[split] += table.n_rows
         for name, spec in self.recipe.data.inputs.items():
             values = table.columns[spec.column or name]
-            if train:
-                acc = self.inputs.setdefault(name, input_kinds.fitter(name, spec, values))
-                acc.fit(values, table, [])  # its problems are the ones the checks below report
-            if spec.kind == "numeric":
+            acc = self.inputs.setdefault(name, input_kinds.fitter(name, spec, values))
+            if spec.kind == "numeric":  # every split is checked; training rows add to the moments
                 st = InputStats("numeric", spec.column or name, missing=spec.missing or "mean")
-                input_kinds.Numeric.encode(st, values, table, problems, self.tally[split])
+                x = input_kinds.Numeric.encode(st, values, table, problems, self.tally[split])
+                if train:
+                    acc.add(x)
+            elif train:
+                acc.fit(values, table, problems)
         self.report(split, problems)
         cover = self.coverage.setdefault(split, {})
         for task, acc in self.targets.items():
