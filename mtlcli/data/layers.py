@@ -116,7 +116,7 @@ def transform_features(inputs: dict[str, InputStats], raw: dict[str, np.ndarray]
     """Model inputs of in-memory raw features, transformed once (image paths stay paths)."""
     t = layer(inputs, decode_files=False)
     tensors = {k: _tensor(inputs[k], v) for k, v in raw.items()}
-    return {k: (v.numpy() if inputs[k].files is False else raw[k]) for k, v in t(tensors).items()}
+    return {k: (raw[k] if inputs[k].files else v.numpy()) for k, v in t(tensors).items()}
 
 
 def _tensor(st: InputStats, values: np.ndarray):

@@ -100,7 +100,7 @@ class Arrays:
     n: int
     weight: dict[str, np.ndarray] = field(default_factory=dict)  # per-row loss weights (class_weight)
     inputs: dict[str, InputStats] = field(default_factory=dict)
-    cached: dict[str, np.ndarray] | None = None
+    cached: dict[str, np.ndarray] | None = field(default=None, repr=False, compare=False)  # x, once computed
 
     @property
     def images(self) -> dict[str, dict]:

@@ -131,4 +131,3 @@ def read_idx_pair(images: Path, labels: Path | None) -> Table:
 def cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "mtl"
-
