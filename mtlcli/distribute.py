@@ -13,13 +13,14 @@ TensorFlow import and before anything creates a tensor.
 Keras 3.15's ``fit`` does not work with MultiWorkerMirroredStrategy out of the box
 (keras-team/keras#20585: its symbolic build reduces the first PerReplica batch with ``MEAN``;
 tensorflow/tensorflow#72388: step outputs are reduced with ``axis=0``, which scalars lack).
-:class:`mtlcli.model.network.MultiTaskModel` carries the two-part workaround (its ``_maybe_symbolic_build``
+:class:`mtlcli.model.train_step.MultiTaskModel` carries the two-part workaround (its ``_maybe_symbolic_build``
 builds from the first replica's batch; the train and test steps return ``(1,)`` tensors under this
 strategy). Both parts touch private Keras code, so ``multi_worker`` refuses Keras versions it was not
 tested with (:data:`TESTED_KERAS`); ``tests/test_distribute.py`` is the regression test.
 
-The math of the train step under a strategy is in :mod:`mtlcli.model.network` (global-batch losses, the
-all-reduced task Jacobian or Gramian); :func:`replicas` and :func:`all_sum` are its helpers.
+The math of the train step under a strategy is in :mod:`mtlcli.model.backward` (global-batch losses,
+the all-reduced task Jacobian or Gramian); the helpers at the end of this module are what it calls, and
+each is the identity on one replica, so the train step reads the same with or without a strategy.
 """
 
 from __future__ import annotations
@@ -220,3 +221,27 @@ def gram_factor(gram):
     g = tf.cast(gram, tf.float64)
     values, vectors = tf.linalg.eigh(0.5 * (g + tf.transpose(g)))
     return tf.cast(vectors * tf.sqrt(tf.maximum(values, 0.0))[tf.newaxis, :], gram.dtype)
+
+
+def global_losses(losses, counts):
+    """``(global losses, global label counts split evenly)`` from this replica's share of the losses and
+    its label counts: the losses every strategy sees, tracked and checked, and counts under which the
+    per-task loss means read the same on every replica. One replica: ``(losses, counts)`` as they are."""
+    n = replicas()
+    if n == 1:
+        return losses, counts
+    import tensorflow as tf
+
+    return all_sum(tf.stop_gradient(losses)), all_sum(counts) / n
+
+
+def global_sum(value):
+    """:func:`all_sum` under several replicas; ``value`` itself on one."""
+    return value if replicas() == 1 else all_sum(value)
+
+
+def share(value):
+    """This replica's share of a value every replica computes identically (a direction, a strategy
+    parameter's gradient): the optimizer sums the replicas' gradients, so each hands in ``1/n`` of it."""
+    n = replicas()
+    return value if n == 1 else value / n

@@ -4,21 +4,19 @@ This is the only module of :mod:`mtlcli.model` that imports :mod:`mtlcli.weighti
 ``mtl>MultiTaskModel``, so importing it (or :mod:`mtlcli.model.build`) is what makes ``model.keras``
 files load with ``safe_mode=True``.
 
-The train step
---------------
-1. Forward pass: inputs -> shared trunk (representation ``z``) -> each head.
-2. Per-task losses ``L_i``: the mean of the task's per-example loss over the rows that carry its label
-   (missing labels are masked, the row still trains the other tasks).
-3. The weighting strategy (``mtlcli.weighting``):
+The train step, top to bottom (:meth:`MultiTaskModel.train_step`):
 
-   * loss-based: ``objective = strategy.combine(L)``; one gradient of it w.r.t. every variable (heads are
-     weighted too);
-   * gradient-based: per-task gradients of the shared variables (a loop of ``tape.gradient``, which was
-     measured faster than ``tape.jacobian`` here) form ``J`` (T x P); the strategy turns ``J`` into one
-     direction for the shared variables, and each head gets the plain gradient of its own loss
-     (TorchJD's convention). With ``on: representation`` ``J`` holds gradients w.r.t. ``z`` instead
-     (MGDA-UB style, one extra backward pass in all) and ``sum_i w_i L_i`` is back-propagated once.
-4. One Adam update of everything.
+1. Forward pass: inputs -> shared part (representation ``z``) -> each head, under a gradient tape.
+2. Per-task losses ``L_i``: the mean of the task's per-example loss over the rows that carry its label
+   (missing labels are masked, the row still trains the other tasks); under tf.distribute this
+   replica's share of the global losses, which every strategy sees summed (:mod:`mtlcli.distribute`).
+3. What the strategy declared it needs (:mod:`mtlcli.model.backward`): nothing more for loss-based
+   strategies, the task Jacobian ``J`` (over the shared variables or ``z``) for gradient-based ones.
+4. ``strategy.update(L, J, params, state, ctx)``: weights, new state, and a direction or the
+   gradients of an objective (:meth:`mtlcli.weighting.Strategy.update`).
+5. Gradients for every variable from that result; one Adam update of everything, the strategy's state
+   assigned and the metrics tracked -- or, with ``skip_nonfinite``, nothing at all for a batch whose
+   losses or gradients are not all finite (:func:`apply_if_finite`).
 """
 
 from __future__ import annotations
@@ -30,23 +28,19 @@ import numpy as np
 import tensorflow as tf
 
 from mtlcli import distribute, weighting
+from mtlcli.model import backward
 from mtlcli.model import losses as task_loss
 from mtlcli.model.metrics import VectorMean, make_metric
 from mtlcli.model.network import Network
 from mtlcli.model.registration import serializable
 
 
-def _grads(tape, target, variables, output_gradients=None) -> list:
-    """``tape.gradient`` with zeros for unconnected variables (Keras variables report dtype as a string,
-    which ``UnconnectedGradients.ZERO`` cannot handle)."""
-    grads = tape.gradient(target, variables, output_gradients=output_gradients)
-    return [
-        g if g is not None else tf.zeros(v.shape, tf.float32) for g, v in zip(grads, variables, strict=True)
-    ]
-
-
-def _flatten(tensors: list) -> tf.Tensor:
-    return tf.concat([tf.reshape(t, [-1]) for t in tensors], axis=0)
+def apply_if_finite(apply, tensors: list):
+    """``apply()`` (which returns True) when every tensor is finite; otherwise change nothing and
+    return False. Not under tf.distribute: an all-reduce inside ``tf.cond`` is refused (the recipe check
+    says so)."""
+    checks = [tf.reduce_all(tf.math.is_finite(t)) for t in tensors]
+    return tf.cond(tf.reduce_all(tf.stack(checks)), apply, lambda: tf.constant(False))
 
 
 @serializable
@@ -61,6 +55,7 @@ class MultiTaskModel(Network):
     def __init__(self, spec: dict[str, Any], **kwargs):
         super().__init__(spec, **kwargs)
         self.strategy = weighting.get(spec["weighting"])
+        self.backward = backward.for_strategy(self.strategy.needs, getattr(self.strategy, "on", "parameters"))
         self.losses_fn = {t: task_loss.make_loss(spec["tasks"][t]["loss"]) for t in self.task_names}
         self.task_weights = np.array([spec["tasks"][t]["weight"] for t in self.task_names], np.float32)
         total = float(self.task_weights.sum())
@@ -71,7 +66,22 @@ class MultiTaskModel(Network):
             if total > 0
             else np.full_like(self.task_weights, 1 / len(self.task_weights))
         )
-        # Trackers (reset by Keras each epoch through the ``metrics`` property).
+        self._make_trackers(spec)
+        self._make_variables(len(self.task_names))
+        self.seed = int(spec.get("seed", 0))
+        # The last train step's raw per-task losses and whether its update was applied, read by the
+        # runner's non-finite check (plain tf.Variables: not model weights, not saved). With
+        # ``skip_nonfinite`` (``train.on_nan: skip_batch``, set by the runner) a batch whose losses or
+        # gradients are not all finite changes nothing: no update, no strategy state, no metrics.
+        self.skip_nonfinite = False
+        first = tf.VariableAggregation.ONLY_FIRST_REPLICA  # replica-identical values (tf.distribute)
+        self.batch_losses = tf.Variable(
+            tf.zeros([len(self.task_names)]), trainable=False, name="batch_losses", aggregation=first
+        )
+        self.batch_applied = tf.Variable(True, trainable=False, name="batch_applied", aggregation=first)
+
+    def _make_trackers(self, spec: dict[str, Any]) -> None:
+        """Loss, weight and metric trackers (reset by Keras each epoch through :attr:`metrics`)."""
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.task_loss_tracker = VectorMean([f"{t}_loss" for t in self.task_names], name="task_losses")
         self.weight_tracker = VectorMean([f"{t}_weight" for t in self.task_names], name="task_weights")
@@ -83,9 +93,8 @@ class MultiTaskModel(Network):
             for t in self.task_names
         }
         n = len(self.task_names)
-        self.gradient_based = self.strategy.needs == "gradients"
-        self.on_representation = getattr(self.strategy, "on", "parameters") == "representation"
-        self.pairs = [(i, j) for i in range(n) for j in range(i + 1, n)] if self.gradient_based else []
+        gradient_based = self.strategy.needs == "gradients"
+        self.pairs = [(i, j) for i in range(n) for j in range(i + 1, n)] if gradient_based else []
         # pairwise cosines of the task gradients on the shared layers (gradient-based strategies only)
         self.cos_tracker = (
             VectorMean(
@@ -94,7 +103,10 @@ class MultiTaskModel(Network):
             if self.pairs
             else None
         )
-        # Strategy parameters (trained by Adam) and state (saved in checkpoints), plus step bookkeeping.
+
+    def _make_variables(self, n: int) -> None:
+        """The strategy's parameters (trained by Adam) and state (saved in checkpoints), and the epoch
+        bookkeeping. Names and order are part of every saved model and checkpoint: do not change them."""
         self.strategy_params = {
             k: self.add_weight(
                 shape=shape, initializer=keras.initializers.Constant(v), name=f"strategy_{k}", trainable=True
@@ -124,17 +136,6 @@ class MultiTaskModel(Network):
             trainable=False,
             aggregation="only_first_replica",
         )
-        self.seed = int(spec.get("seed", 0))
-        # The last train step's raw per-task losses and whether its update was applied, read by the
-        # runner's non-finite check (plain tf.Variables: not model weights, not saved). With
-        # ``skip_nonfinite`` (``train.on_nan: skip_batch``, set by the runner) a batch whose losses or
-        # gradients are not all finite changes nothing: no update, no strategy state, no metrics.
-        self.skip_nonfinite = False
-        first = tf.VariableAggregation.ONLY_FIRST_REPLICA  # replica-identical values (tf.distribute)
-        self.batch_losses = tf.Variable(
-            tf.zeros([n]), trainable=False, name="batch_losses", aggregation=first
-        )
-        self.batch_applied = tf.Variable(True, trainable=False, name="batch_applied", aggregation=first)
 
     @property
     def metrics(self):
@@ -156,22 +157,10 @@ class MultiTaskModel(Network):
                 logs[m.name] = result
         return logs
 
-    # -- losses ---------------------------------------------------------------------------------
+    # -- losses and strategy inputs ------------------------------------------------------------
     def task_losses(self, y, preds, mask):
         """Per-task masked mean losses ``(T,)`` and label counts (:func:`mtlcli.model.losses.task_losses`)."""
         return task_loss.task_losses(self.losses_fn, y, preds, mask)
-
-    def _combine_global(self, losses, reported, ctx, replicas):
-        """A loss-based strategy under tf.distribute: ``combine`` sees the global losses ``reported`` and
-        each replica back-propagates ``sum_i dC/dL_i * L_r,i + C / replicas``; summed over the replicas
-        (as the optimizer does) its gradient is the single-device gradient of ``C(L)`` for the model and
-        for the strategy's own parameters. Returns (result, per-replica surrogate)."""
-        with tf.GradientTape() as inner:
-            inner.watch(reported)
-            result = self.strategy.combine(reported, self._params(), self._state(), ctx)
-        slopes = inner.gradient(result.loss, reported)
-        slopes = tf.zeros_like(reported) if slopes is None else tf.stop_gradient(slopes)
-        return result, tf.reduce_sum(slopes * losses) + result.loss / replicas
 
     def _get_metrics_result_or_logs(self, logs):
         # Under tf.distribute the epoch's logs are the metrics read across replicas (global values);
@@ -197,11 +186,11 @@ class MultiTaskModel(Network):
             new_epoch=new_epoch,
         )
 
-    def _params(self):
-        return {k: tf.convert_to_tensor(v) for k, v in self.strategy_params.items()}
-
-    def _state(self):
-        return {k: tf.convert_to_tensor(v) for k, v in self.strategy_state.items()}
+    def strategy_values(self) -> tuple[dict, dict]:
+        """The current values of the strategy's parameters and state, as tensors."""
+        params = {k: tf.convert_to_tensor(v) for k, v in self.strategy_params.items()}
+        state = {k: tf.convert_to_tensor(v) for k, v in self.strategy_state.items()}
+        return params, state
 
     def _assign_state(self, state):
         for k, v in state.items():
@@ -211,121 +200,80 @@ class MultiTaskModel(Network):
     def train_step(self, data):
         x, y, mask = data
         ctx = self._context()
-        shared = self.shared_variables
-        heads = self.head_variables
-        params = list(self.strategy_params.values())
-        # Several replicas (tf.distribute, decided at trace time): ``losses`` is this replica's share of
-        # the global batch's losses (see task_losses), ``reported`` their sum over the replicas (the
-        # global losses every strategy sees, tracked and checked), ``counts`` the global label counts
-        # split evenly (so per-task loss means read the same on every replica). The optimizer sums the
-        # replicas' gradients. One replica: ``reported is losses`` and nothing else changes.
-        replicas = distribute.replicas()
-        with tf.GradientTape(persistent=self.gradient_based) as tape:
+        shared, heads = self.shared_variables, self.head_variables
+        with tf.GradientTape(persistent=self.backward.persistent) as tape:
             z = self.represent(x, training=True)
             preds = self.heads_from(z, training=True)
-            losses, counts = self.task_losses(y, preds, mask)
-            reported = losses
-            if replicas > 1:
-                reported = distribute.all_sum(tf.stop_gradient(losses))
-                counts = distribute.all_sum(counts) / replicas
-            if self.gradient_based:
-                task_losses = tf.unstack(losses)  # inside the tape: each row is differentiated below
-            elif replicas > 1:
-                result, surrogate = self._combine_global(losses, reported, ctx, replicas)
-                objective = result.loss
-            else:
-                result = self.strategy.combine(losses, self._params(), self._state(), ctx)
-                objective = result.loss
-        if not self.gradient_based:
-            variables = shared + heads + params
-            grads = tape.gradient(objective if replicas == 1 else surrogate, variables)
-        else:
-            if self.on_representation:
-                rows = [tape.gradient(loss, z) for loss in task_losses]
-                J = tf.stack([tf.reshape(r if r is not None else tf.zeros_like(z), [-1]) for r in rows])
-            else:
-                J = tf.stack([_flatten(_grads(tape, loss, shared)) for loss in task_losses])
-            J = tf.cast(J, tf.float32)
-            if replicas > 1 and self.on_representation:
-                # Rows over the representation hold per-example blocks: the global rows are the
-                # replicas' blocks side by side, so only the Gramian adds up. The strategy (weighting =
-                # True: a function of the Gramian) gets a T x T factor of the global Gramian.
-                J = distribute.gram_factor(distribute.all_sum(tf.matmul(J, J, transpose_b=True)))
-            elif replicas > 1:
-                J = distribute.all_sum(J)  # the task gradients of the global batch
-            result = self.strategy.aggregate(J, reported, self._params(), self._state(), ctx)
-            if self.on_representation:
-                # sum_i w_i dL_i/dtheta in one backward pass (output_gradients weights the loss vector)
-                w = tf.stop_gradient(tf.cast(result.weights, losses.dtype))
-                shared_grads = _grads(tape, losses, shared, output_gradients=w)
-            else:
-                # replicas > 1: every replica holds the global direction; the optimizer's sum restores it
-                direction = result.direction if replicas == 1 else result.direction / replicas
-                shared_grads, offset = [], 0
-                for v in shared:
-                    size = int(np.prod(v.shape))
-                    shared_grads.append(tf.reshape(direction[offset : offset + size], v.shape))
-                    offset += size
-            # Each head gets the plain gradient of its own loss (gradient of the unweighted sum).
-            head_grads = _grads(tape, losses, heads)
-            param_grads = [
-                (result.param_grads or {}).get(k, tf.zeros_like(v)) for k, v in self.strategy_params.items()
-            ]
-            if replicas > 1:
-                param_grads = [g / replicas for g in param_grads]
-            variables = shared + heads + params
-            grads = list(shared_grads) + list(head_grads) + param_grads
-            gram = tf.matmul(J, J, transpose_b=True)
-            norms = tf.sqrt(tf.maximum(tf.linalg.diag_part(gram), 0.0))
-            if self.cos_tracker is not None:
-                i, j = (list(t) for t in zip(*self.pairs, strict=True))
-                cosines = tf.math.divide_no_nan(
-                    tf.gather_nd(gram, list(zip(i, j, strict=True))),
-                    tf.gather(norms, i) * tf.gather(norms, j),
-                )
-                self.cos_tracker.update_state(cosines)
-            objective = tf.reduce_sum(tf.stop_gradient(tf.cast(result.weights, losses.dtype)) * reported)
-            del tape
-        # Apply in Keras's own variable order: a reloaded model builds its optimizer in that order, so
-        # the saved Adam slots line up whichever path (fit or a direct train_step) built it first.
-        order = {id(v): i for i, v in enumerate(self.trainable_variables)}
-        pairs = sorted(
-            ((g, v) for g, v in zip(grads, variables, strict=True) if g is not None),
-            key=lambda p: order[id(p[1])],
-        )
-        self.batch_losses.assign(tf.cast(reported, tf.float32))
+            losses, counts = self.task_losses(y, preds, mask)  # this replica's share (tf.distribute)
+            rows = tf.unstack(losses)  # inside the tape: gradient-based strategies differentiate each row
+        totals, counts = distribute.global_losses(losses, counts)  # what the strategy sees and we track
+        jacobian = self.backward.jacobian(tape, rows, z, shared)
+        result = self.strategy.update(totals, jacobian, *self.strategy_values(), ctx)
+        grads = self.backward.gradients(tape, losses, result, shared, heads) + self._param_grads(result)
+        del tape
+        if jacobian is not None and self.cos_tracker is not None:
+            self.cos_tracker.update_state(self._cosines(jacobian))
+        pairs = self._in_keras_order_pairs(grads, shared + heads + list(self.strategy_params.values()))
+        self.batch_losses.assign(tf.cast(totals, tf.float32))
 
-        def update():
+        def apply():
             self.optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
-            new_state = result.state
-            if self.strategy.needs_losses_after_step:
-                after, _ = self.task_losses(y, self(x, training=False), mask)
-                if replicas > 1:
-                    after = distribute.all_sum(after)
-                new_state = self.strategy.after_step(reported, after, self._params(), new_state, ctx)
-            self._assign_state(new_state)
-            self._track(reported, counts, y, preds, mask, objective, result.weights)
+            self._assign_state(self._state_after(result, totals, x, y, mask, ctx))
+            self._track(totals, counts, y, preds, mask, self._objective(result, totals), result.weights)
             return tf.constant(True)
 
-        if self.skip_nonfinite:
-            checks = [tf.reduce_all(tf.math.is_finite(t)) for t in [losses, *(g for g, _ in pairs)]]
-            # (not under tf.distribute: an all-reduce inside tf.cond is refused; the recipe check says so)
-            applied = tf.cond(tf.reduce_all(tf.stack(checks)), update, lambda: tf.constant(False))
-        else:
-            applied = update()
+        checks = [losses, *(g for g, _ in pairs)]
+        applied = apply_if_finite(apply, checks) if self.skip_nonfinite else apply()
         self.batch_applied.assign(applied)
         return self._step_logs(self._results())
 
     def test_step(self, data):
         x, y, mask = data
         preds = self(x, training=False)
-        losses, counts = self.task_losses(y, preds, mask)
-        replicas = distribute.replicas()
-        if replicas > 1:  # global losses and evenly split global counts, as in train_step
-            losses, counts = distribute.all_sum(losses), distribute.all_sum(counts) / replicas
+        losses, counts = distribute.global_losses(*self.task_losses(y, preds, mask))
         objective = tf.reduce_sum(tf.constant(self.eval_weights) * losses)
         self._track(losses, counts, y, preds, mask, objective, tf.constant(self.eval_weights))
         return self._step_logs(self._results(cosines=False))
+
+    # -- the train step's helpers ---------------------------------------------------------------
+    def _param_grads(self, result) -> list:
+        """Gradients of the strategy's own parameters (zeros when it gives none for one)."""
+        given = result.param_grads or {}
+        return [distribute.share(given.get(k, tf.zeros_like(v))) for k, v in self.strategy_params.items()]
+
+    def _in_keras_order_pairs(self, grads: list, variables: list) -> list:
+        # Apply in Keras's own variable order: a reloaded model builds its optimizer in that order, so
+        # the saved Adam slots line up whichever path (fit or a direct train_step) built it first.
+        order = {id(v): i for i, v in enumerate(self.trainable_variables)}
+        return sorted(
+            ((g, v) for g, v in zip(grads, variables, strict=True) if g is not None),
+            key=lambda p: order[id(p[1])],
+        )
+
+    def _cosines(self, jacobian):
+        """Pairwise cosines of the task gradients (rows of ``J``), in :attr:`pairs` order."""
+        gram = tf.matmul(jacobian, jacobian, transpose_b=True)
+        norms = tf.sqrt(tf.maximum(tf.linalg.diag_part(gram), 0.0))
+        i, j = (list(t) for t in zip(*self.pairs, strict=True))
+        return tf.math.divide_no_nan(
+            tf.gather_nd(gram, list(zip(i, j, strict=True))), tf.gather(norms, i) * tf.gather(norms, j)
+        )
+
+    @staticmethod
+    def _objective(result, totals):
+        """The tracked loss: the strategy's objective, or ``sum_i w_i L_i`` for gradient-based ones."""
+        if result.loss is not None:
+            return result.loss
+        return tf.reduce_sum(tf.stop_gradient(tf.cast(result.weights, totals.dtype)) * totals)
+
+    def _state_after(self, result, totals, x, y, mask, ctx) -> dict:
+        """The strategy's new state; FAMO-like strategies also read the losses of the same batch after
+        the optimizer step (with the parameters as updated)."""
+        if not self.strategy.needs_losses_after_step:
+            return result.state
+        after, _ = self.task_losses(y, self(x, training=False), mask)
+        params, _ = self.strategy_values()
+        return self.strategy.after_step(totals, distribute.global_sum(after), params, result.state, ctx)
 
     @staticmethod
     def _step_logs(logs):

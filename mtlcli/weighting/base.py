@@ -12,7 +12,12 @@ the strategy returns.  Learnable strategy parameters (uncertainty log-variances,
 are declared by :meth:`Strategy.param_spec`; the train step creates them as trainable variables and
 updates them with the same Adam optimizer as the model.
 
-Two kinds, by the class attribute ``needs``:
+The train step makes one call for every kind, :meth:`Strategy.update` (optax's ``update`` with extra
+arguments): it hands in what the strategy declared it needs -- the per-task losses always, the task
+Jacobian (or a factor of its Gramian) only when ``needs == "gradients"`` -- and gets back a
+:class:`Result`: the task weights, the new state, and what to apply (a direction for the shared
+variables, or the gradients of an objective).  Subclasses write the math in one of two methods, by the
+class attribute ``needs``:
 
 ``"losses"``
     :meth:`Strategy.combine` maps the per-task losses to one scalar objective that the train step
@@ -70,8 +75,11 @@ class Result(NamedTuple):
         state: dict with the same keys as :meth:`Strategy.state_spec`, new values.
         loss: scalar objective (``needs == "losses"`` only; ``None`` otherwise).
         direction: ``(P,)`` combined shared gradient (``needs == "gradients"`` only; ``None`` otherwise).
-        param_grads: dict ``name -> gradient`` for the strategy's own learnable params when the strategy
-            computes them itself (GradNorm); ``None`` when they come from differentiating ``loss``.
+        param_grads: dict ``name -> gradient`` for the strategy's own learnable params: computed by the
+            strategy itself (GradNorm), or by :meth:`Strategy.update` from differentiating ``loss``.
+        loss_grads: ``(T,)`` ``d loss / d L_i`` (set by :meth:`Strategy.update` for loss-based
+            strategies): what the train step back-propagates through the per-task losses.  Not always
+            ``weights``: those are the strategy's own report (e.g. GLS's closed form).
     """
 
     weights: Any
@@ -79,6 +87,7 @@ class Result(NamedTuple):
     loss: Any = None
     direction: Any = None
     param_grads: dict | None = None
+    loss_grads: Any = None
 
 
 @dataclass(frozen=True)
@@ -109,6 +118,37 @@ class Strategy:
         """Learnable parameters trained with the model's optimizer: ``name -> (shape, init value)``."""
         del num_tasks
         return {}
+
+    # -- the one call of the train step --------------------------------------------------------
+    def update(self, losses, jacobian, params: dict, state: dict, ctx: Context) -> Result:
+        """One step of the strategy, called the same way for every kind.
+
+        Args:
+            losses: ``(T,)`` per-task losses (global ones under tf.distribute).
+            jacobian: ``(T, P)`` task gradients, rows ``g_i``, when ``needs == "gradients"`` (over the
+                shared parameters or the shared representation; under tf.distribute with ``on:
+                representation`` a ``(T, T)`` factor of the global Gramian, which a ``weighting = True``
+                strategy cannot tell from the rows).  Ignored by loss-based strategies (may be None).
+            params, state, ctx: the strategy's learnable parameters, its state, the step's context.
+
+        Returns:
+            :meth:`aggregate`'s result for gradient-based strategies; for loss-based ones
+            :meth:`combine`'s, with ``loss_grads`` and ``param_grads`` filled in by differentiating its
+            objective here (so the train step never differentiates strategy code itself).
+        """
+        if self.needs == "gradients":
+            return self.aggregate(jacobian, losses, params, state, ctx)
+        import tensorflow as tf
+
+        names = list(params)
+        with tf.GradientTape() as tape:
+            tape.watch([losses, *params.values()])
+            result = self.combine(losses, params, state, ctx)
+        slopes, *grads = tape.gradient(result.loss, [losses, *params.values()])
+        return result._replace(
+            loss_grads=tf.zeros_like(losses) if slopes is None else tf.stop_gradient(slopes),
+            param_grads={k: g for k, g in zip(names, grads, strict=True) if g is not None},
+        )
 
     # -- math -----------------------------------------------------------------------------------
     def combine(self, losses, params: dict, state: dict, ctx: Context) -> Result:

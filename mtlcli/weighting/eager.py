@@ -93,13 +93,13 @@ def run(
     state: dict,
     ctx: Context,
 ) -> tuple[Any, Result]:
-    """One strategy call on tensors; returns ``(d, result)`` with ``d = weights @ J`` for loss strategies."""
+    """One :meth:`Strategy.update` on tensors; returns ``(d, result)``, with ``d = weights @ J`` for
+    loss-based strategies (their weights are what they report, their objective is not applied here)."""
     from mtlcli.weighting.base import combine_rows
 
+    result = strategy.update(losses, J, params, state, ctx)
     if strategy.needs == "losses":
-        result = strategy.combine(losses, params, state, ctx)
         return combine_rows(result.weights, J), result
-    result = strategy.aggregate(J, losses, params, state, ctx)
     return result.direction, result
 
 

@@ -1,0 +1,122 @@
+"""From per-task losses to gradients, for each kind of input a weighting strategy declares it needs.
+
+One of the three classes here is chosen when the model is built (:func:`for_strategy`), and the train
+step calls it the same way whatever the kind: :meth:`Backward.jacobian` before the strategy's
+``update``, :meth:`Backward.gradients` after it.
+
+* :class:`LossBackward` (``needs: losses``): no Jacobian; the strategy's ``loss_grads``
+  ``dC/dL_i`` are back-propagated through the losses to every variable, so the heads are weighted too
+  (LibMTL's convention for loss-weighting methods).
+* :class:`ParameterBackward` (``needs: gradients``): ``J`` holds the per-task gradients of the shared
+  variables (a loop of ``tape.gradient``, measured faster than ``tape.jacobian`` here); the strategy's
+  direction replaces the shared gradient and each head gets the plain gradient of its own loss
+  (TorchJD's ``mtl_backward`` convention).
+* :class:`RepresentationBackward` (``on: representation``): ``J`` holds the gradients w.r.t. the shared
+  representation ``z`` (MGDA-UB style); ``sum_i w_i L_i`` is back-propagated once through the shared
+  part, and heads get their plain gradients as above.
+
+Several replicas (tf.distribute, decided at trace time): each replica holds its share of the global
+batch's losses (:func:`mtlcli.model.losses.task_losses`) and the strategy sees global values. Every
+gradient handed to the optimizer is this replica's share of the global gradient, because the optimizer
+sums the replicas': a back-propagation of this replica's losses already is one; a value every replica
+computes identically (a direction, a strategy parameter's gradient) goes through
+:func:`mtlcli.distribute.share`. On one replica every distribute helper is the identity.
+"""
+
+from __future__ import annotations
+
+import math
+
+import tensorflow as tf
+
+from mtlcli import distribute
+
+
+def grads_or_zeros(tape, target, variables, output_gradients=None) -> list:
+    """``tape.gradient`` with zeros for unconnected variables (Keras variables report dtype as a string,
+    which ``UnconnectedGradients.ZERO`` cannot handle)."""
+    grads = tape.gradient(target, variables, output_gradients=output_gradients)
+    return [
+        g if g is not None else tf.zeros(v.shape, tf.float32) for g, v in zip(grads, variables, strict=True)
+    ]
+
+
+def _flatten(tensors: list):
+    return tf.concat([tf.reshape(t, [-1]) for t in tensors], axis=0)
+
+
+def _head_grads(tape, losses, heads) -> list:
+    # each head gets the plain gradient of its own loss: the gradient of the unweighted sum
+    return grads_or_zeros(tape, losses, heads)
+
+
+class Backward:
+    """How one kind of strategy turns the recorded losses into gradients (see the module docstring)."""
+
+    #: whether the tape must stay usable for several gradients (one per task row of ``J``)
+    persistent = True
+
+    def jacobian(self, tape, rows: list, z, shared: list):
+        """The global ``J`` the strategy reads (``rows``: the per-task losses, unstacked inside the
+        tape), or None."""
+        raise NotImplementedError
+
+    def gradients(self, tape, losses, result, shared: list, heads: list) -> list:
+        """Gradients for ``shared + heads`` (None where a variable is unconnected)."""
+        raise NotImplementedError
+
+
+class LossBackward(Backward):
+    """Loss-based strategies: ``dC/dL`` back through every variable in one pass."""
+
+    persistent = False
+
+    def jacobian(self, tape, rows, z, shared):
+        return None
+
+    def gradients(self, tape, losses, result, shared, heads):
+        return tape.gradient(losses, shared + heads, output_gradients=result.loss_grads)
+
+
+class ParameterBackward(Backward):
+    """``J`` over the shared variables; the strategy's direction becomes their gradient."""
+
+    def jacobian(self, tape, rows, z, shared):
+        J = tf.cast(tf.stack([_flatten(grads_or_zeros(tape, loss, shared)) for loss in rows]), tf.float32)
+        return distribute.global_sum(J)  # the task gradients of the global batch
+
+    def gradients(self, tape, losses, result, shared, heads):
+        direction = distribute.share(result.direction)
+        shared_grads, offset = [], 0
+        for v in shared:
+            size = math.prod(v.shape)
+            shared_grads.append(tf.reshape(direction[offset : offset + size], v.shape))
+            offset += size
+        return shared_grads + _head_grads(tape, losses, heads)
+
+
+class RepresentationBackward(Backward):
+    """``J`` over the shared representation ``z``; ``sum_i w_i L_i`` back through the shared part."""
+
+    def jacobian(self, tape, rows, z, shared):
+        grads = [tape.gradient(loss, z) for loss in rows]
+        J = tf.stack([tf.reshape(g if g is not None else tf.zeros_like(z), [-1]) for g in grads])
+        J = tf.cast(J, tf.float32)
+        if distribute.replicas() == 1:
+            return J
+        # Rows over the representation hold per-example blocks: the global rows are the replicas' blocks
+        # side by side, so only the Gramian adds up; the strategy (``weighting = True``: a function of
+        # the Gramian) gets a T x T factor of the global Gramian.
+        return distribute.gram_factor(distribute.all_sum(tf.matmul(J, J, transpose_b=True)))
+
+    def gradients(self, tape, losses, result, shared, heads):
+        # sum_i w_i dL_i/dtheta in one backward pass (output_gradients weights the loss vector)
+        w = tf.stop_gradient(tf.cast(result.weights, losses.dtype))
+        return grads_or_zeros(tape, losses, shared, output_gradients=w) + _head_grads(tape, losses, heads)
+
+
+def for_strategy(needs: str, on: str) -> Backward:
+    """The :class:`Backward` for a strategy's ``needs`` (and, for gradient-based ones, ``on``)."""
+    if needs == "losses":
+        return LossBackward()
+    return RepresentationBackward() if on == "representation" else ParameterBackward()
