@@ -5,6 +5,7 @@
 * ``architectures``  the MMoE / CGC / PLE / cross-stitch blocks;  ``embedding``  categorical embeddings
 * ``train_step``     ``MultiTaskModel``: strategy, losses, metrics, train/test steps (the only importer of
   :mod:`mtlcli.weighting`)
+* ``backward``       from per-task losses to gradients, one class per kind of strategy input
 * ``losses``, ``metrics``  per-task masked losses; metrics in the targets' units
 * ``registration``   the ``mtl`` Keras package every custom object registers under
 """

@@ -276,8 +276,7 @@ def _first_weights(model) -> dict[str, float]:
     from mtlcli import weighting
 
     n = len(model.task_names)
-    params = {k: tf.convert_to_tensor(v) for k, v in model.strategy_params.items()}
-    state = {k: tf.convert_to_tensor(v) for k, v in model.strategy_state.items()}
+    params, state = model.strategy_values()
     ctx = weighting.Context(
         step=tf.constant(0, tf.int64),
         epoch=tf.constant(0, tf.int64),
