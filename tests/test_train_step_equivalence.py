@@ -101,9 +101,12 @@ def _params(spec) -> dict:
     return {} if isinstance(spec, str) else dict(next(iter(spec.values())))
 
 
-def _setup(tiny_project, spec):
+def _setup(tiny_project, spec, model_section: str = "", flag_reads_kind: bool = False):
     """Two models built from the same recipe with equal weights, and STEPS different batches."""
     text = tiny_project.read_text().replace("weighting: static", f"weighting: {json.dumps(spec)}")
+    text = text.replace("model:\n", "model:\n" + model_section)
+    if flag_reads_kind:
+        text = text.replace("flag: {type: binary,", "flag: {type: binary, inputs_from: [kind],")
     # a non-unit task weight: it must reach the strategy's context only, never the losses
     text = text.replace("value: {type: regression, metrics: [mae]}", "value: {type: regression, weight: 2}")
     loaded = R.loads(text, file="r.yaml", base_dir=tiny_project.parent)
@@ -209,8 +212,42 @@ def _slots(optimizer) -> dict:
 
 @pytest.mark.parametrize("spec", CASES, ids=_case_id)
 def test_train_step_equals_adam_on_aggregate_of_independent_task_gradients(tiny_project, spec):
+    _check_equivalence(spec, *_setup(tiny_project, spec))
+
+
+EXPERT = "[{dense: {units: 8, activation: relu}}]"
+#: other architectures move the split between shared and task-specific variables (and ``z``); with
+#: ``flag`` reading ``kind``'s output, ``kind``'s head also gets ``dL_flag/d(kind head)`` (the gradient of
+#: the unweighted sum of the losses)
+ARCHITECTURES = {
+    "ple": f"  architecture: ple\n  levels: 2\n  experts: {{count: 2, layers: {EXPERT}}}\n",
+    "mmoe": f"  architecture: mmoe\n  experts: {{count: 3, layers: {EXPERT}}}\n",
+    "cross_stitch": "  architecture: cross_stitch\n",
+    "hard_sharing": "",
+}
+ARCHITECTURE_CASES = [
+    ("ple", "upgrad"),
+    ("ple", {"mgda": {"on": "representation"}}),
+    ("mmoe", {"gradnorm": {"on": "representation"}}),
+    ("cross_stitch", "pcgrad"),
+    ("hard_sharing", "nash_mtl"),
+]
+
+
+@pytest.mark.parametrize(
+    ("architecture", "spec"), ARCHITECTURE_CASES, ids=[f"{a}-{_case_id(s)}" for a, s in ARCHITECTURE_CASES]
+)
+def test_train_step_equivalence_on_other_architectures_and_a_task_reading_another(
+    tiny_project, architecture, spec
+):
+    setup = _setup(tiny_project, spec, ARCHITECTURES[architecture], flag_reads_kind=True)
+    assert setup[1].spec["tasks"]["flag"]["inputs_from"] == ["kind"]
+    _check_equivalence(spec, *setup)
+
+
+def _check_equivalence(spec, loaded, mtl, ref, batches):
+    """The body of the tests above (see the module docstring)."""
     name, params = _name(spec), _params(spec)
-    loaded, mtl, ref, batches = _setup(tiny_project, spec)
     strategy = weighting.get(spec)
     on_z = params.get("on") == "representation"
     rtol_moments, rtol_change = TOLERANCES.get(name, TOLERANCE)
