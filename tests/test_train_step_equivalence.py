@@ -21,7 +21,11 @@ The convention checked (``MultiTaskModel.train_step``, TorchJD's ``mtl_backward`
 * The strategy's context is ``seed = (recipe seed, optimizer step)``, ``step`` = optimizer step before
   the update, ``epoch = 0``; its state carries over from step to step; GradNorm's learnable logits get
   the exact gradient of its auxiliary loss (computed here by a tape over the documented loss) and are
-  updated by the same Adam.
+  updated by the same Adam. The strategy sees the unweighted per-task losses ``L``.
+* Randomness (PCGrad's and GradVac's visiting orders, GradDrop's draws) comes from that seed, so the
+  reference reproduces it by passing ``seed``/``step`` to ``aggregate``. GradDrop is the exception:
+  ``tf.random.stateless_uniform`` draws different numbers in float64 (``aggregate``) than in float32
+  (training), so its reference is TorchJD's formula written here with the float32 draws.
 
 Adam is invariant to a constant scale of the gradient and its first step is nearly ``-lr * sign(g)``,
 so comparing weights alone would hide a wrongly scaled direction. After each of three steps on
