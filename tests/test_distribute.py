@@ -175,6 +175,16 @@ def test_gram_factor_reproduces_a_singular_gramian():
     np.testing.assert_allclose(F @ F.T, G, rtol=1e-5, atol=1e-5)
 
 
+def test_train_step_helpers_are_the_identity_on_one_replica():
+    # the train step calls them unconditionally: without a strategy they must change nothing
+    import tensorflow as tf
+
+    losses, counts = tf.constant([0.5, 2.0]), tf.constant([3.0, 4.0])
+    assert distribute.global_losses(losses, counts) == (losses, counts)
+    assert distribute.global_sum(losses) is losses
+    assert distribute.share(counts) is counts
+
+
 # ------------------------------------------------------------------------------------------------
 # Same results on 2 logical CPU devices (subprocesses)
 

@@ -160,3 +160,66 @@ def test_direct_train_step_then_reload_with_optimizer_state(tiny_project, tmp_pa
     assert int(again.optimizer.iterations.numpy()) == 1
     for a, b in zip(model.optimizer.variables, again.optimizer.variables, strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_uncertainty_step_matches_a_hand_written_objective(tiny_project):
+    """A loss-based strategy with learnable parameters: one train step equals Adam on the gradient of
+    ``sum_i 0.5 exp(-s_i) L_i + 0.5 s_i`` w.r.t. every variable, the log-variances ``s`` included."""
+    loaded = R.loads(
+        tiny_project.read_text().replace("weighting: static", "weighting: {uncertainty: {init: 0.3}}"),
+        file="r.yaml",
+        base_dir=tiny_project.parent,
+    )
+    prepared = data.prepare(loaded)
+    a = build_model(loaded, prepared, seed=3)
+    b = build_model(loaded, prepared, seed=3)
+    b.set_weights(a.get_weights())
+    x, y, m = ({k: v[:32] for k, v in part.items()} for part in prepared.splits["train"].feed())
+    a.train_step((x, y, m))
+    with tf.GradientTape() as tape:
+        losses, _ = b.task_losses(y, b(x, training=True), m)
+        s = b.strategy_params["log_var"]
+        total = tf.reduce_sum(0.5 * tf.exp(-s) * losses + 0.5 * s)
+    grads = tape.gradient(total, b.trainable_variables)
+    b.optimizer.apply(grads, b.trainable_variables)
+    assert any(v is s for v in b.trainable_variables)
+    for va, vb in zip(a.trainable_variables, b.trainable_variables, strict=True):
+        np.testing.assert_allclose(va.numpy(), vb.numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("weighting", "kind"),
+    [
+        ("static", "LossBackward"),
+        ("famo", "LossBackward"),
+        ("pcgrad", "ParameterBackward"),
+        ("{mgda: {on: representation}}", "RepresentationBackward"),
+    ],
+)
+def test_the_backward_pass_follows_what_the_strategy_needs(tiny_project, weighting, kind):
+    loaded = R.loads(
+        tiny_project.read_text().replace("weighting: static", f"weighting: {weighting}"),
+        file="r.yaml",
+        base_dir=tiny_project.parent,
+    )
+    model = build_model(loaded, data.prepare(loaded), seed=3)
+    assert type(model.backward).__name__ == kind
+    assert model.backward.persistent == (kind != "LossBackward")
+
+
+def test_apply_if_finite_runs_the_update_only_for_finite_values():
+    from mtlcli.model.train_step import apply_if_finite
+
+    counter = tf.Variable(0)
+
+    @tf.function
+    def step(values):
+        def apply():
+            counter.assign_add(1)
+            return tf.constant(True)
+
+        return apply_if_finite(apply, [values, 2 * values])
+
+    assert bool(step(tf.constant([1.0, 2.0]))) and int(counter.numpy()) == 1
+    assert not bool(step(tf.constant([1.0, np.nan]))) and int(counter.numpy()) == 1
+    assert not bool(step(tf.constant([np.inf, 0.0]))) and int(counter.numpy()) == 1
