@@ -482,6 +482,8 @@ def _unique(problems: list[Problem]) -> list[Problem]:
 
 
 def _info(loaded, seed, plans, heads, splits, opts, fractions) -> dict[str, Any]:
+    """What data.json records of a streamed run: files and digests, split sizes, coverage, the stream
+    settings and how the training source was split (column, hash or files)."""
     files = {}
     for i, plan in enumerate(plans):
         key = "train" if i == 0 else plan.only

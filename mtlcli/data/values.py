@@ -75,6 +75,7 @@ def class_ids(raw: np.ndarray, present: np.ndarray, classes: list) -> tuple[np.n
 
 
 def label_key(value: Any) -> Any:
+    """A label as a Python value: ``2.0`` and numpy integers are the int ``2``, numpy bools are bools."""
     if isinstance(value, (np.floating, float)) and float(value).is_integer():
         return int(value)
     if isinstance(value, np.integer):
@@ -102,6 +103,7 @@ def norm(value: Any) -> Any:
 
 
 def normed(values: np.ndarray) -> list[Any]:
+    """:func:`norm` of every value of a column (None where missing)."""
     if values.dtype.kind in "biuf":
         return [None if np.isnan(v) else float(v) for v in values.astype(np.float64)]
     return [None if missing(v) else norm(v) for v in values]
@@ -153,15 +155,18 @@ def when_mask(conditions: list[dict] | None, table: Table, task: str, problems: 
 
 
 def preview(values: list, n: int = 6) -> str:
+    """The first ``n`` values for a message, and how many there are in all."""
     shown = ", ".join(repr(v) for v in values[:n])
     return shown + (f", ... ({len(values)} in all)" if len(values) > n else "")
 
 
 def is_fraction(value: Any) -> bool:
+    """Whether ``data.validation`` / ``data.test`` is a fraction of the training source (not a file)."""
     return isinstance(value, float | int) and not isinstance(value, bool)
 
 
 def vocab_key(value: Any) -> str:
+    """The vocabulary key of a category: its label as a string (``2.0`` -> ``"2"``)."""
     return str(label_key(value))
 
 
