@@ -164,7 +164,6 @@ class StreamSplit:
     chunk_rows: int
     shuffle_buffer: int
     weights: bool = False
-    streamed: bool = True
 
     def support(self) -> dict[str, int]:
         return dict(self.coverage)
