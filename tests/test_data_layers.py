@@ -4,17 +4,14 @@ model for serving raw rows."""
 
 from __future__ import annotations
 
+import keras
 import numpy as np
-import pytest
+import tensorflow as tf
 
 from mtlcli import data
 from mtlcli import recipe as R
-from mtlcli.data.inputs import InputStats
-
-tf = pytest.importorskip("tensorflow")
-keras = pytest.importorskip("keras")
-
 from mtlcli.data import layers  # noqa: E402 - imports Keras
+from mtlcli.data.inputs import InputStats
 
 
 def test_each_kind_equals_its_numpy_definition():

@@ -4,17 +4,16 @@ same batches and the same first-epoch losses."""
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from mtlcli import data
 from mtlcli.data import pipeline
 from mtlcli.data import stream as streaming
 
 from .test_streaming import both, close
-
-tf = pytest.importorskip("tensorflow")
-keras = pytest.importorskip("keras")
 
 
 def test_both_paths_give_the_same_statistics(tmp_path):
