@@ -153,3 +153,17 @@ def test_strategy_trains_tabular_and_image(spec, tiny_project, tmp_path):
     loaded = R.loads(IMAGE_RECIPE.replace("WEIGHTING", spec), file="img.yaml", base_dir=tmp_path)
     result = runner.train(loaded, output=tmp_path / "img")
     _check(result, gradient_based, ["left", "right"])
+
+
+def test_no_test_module_skips_itself_when_tensorflow_or_keras_is_missing():
+    """TensorFlow and Keras are required: a broken install must fail the suite, not skip whole modules
+    (``pytest.importorskip`` stays for optional dependencies only)."""
+    import re
+    from pathlib import Path
+
+    pattern = re.compile(r"importorskip\(\s*[\"'](tensorflow|keras)[\"']")
+    here = Path(__file__).parent
+    offenders = [
+        str(p.relative_to(here)) for p in sorted(here.rglob("*.py")) if pattern.search(p.read_text())
+    ]
+    assert offenders == []
