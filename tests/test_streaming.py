@@ -255,3 +255,36 @@ def test_a_streamed_run_equals_the_in_memory_run_and_evaluates(tmp_path):
     assert ev.source == "test"
     assert ev.results["loss"] == pytest.approx(b.results["splits"]["test"]["loss"], rel=1e-5)
     assert {t: r["n"] for t, r in ev.results["tasks"].items()} == {"kind": 24, "flag": 23, "value": 24}
+
+
+@pytest.mark.slow
+def test_a_streamed_run_interrupted_mid_epoch_resumes_to_the_same_weights(tmp_path):
+    """Chunks of 7 rows through a shuffle pool smaller than the split; SIGINT at epoch 2, step 3."""
+    import os
+    import signal
+
+    import keras
+
+    from mtlcli import events
+    from mtlcli.run import runner
+    from mtlcli.run.signals import Interrupted
+
+    path = project(tmp_path, stream="stream: {chunk_rows: 7, shuffle_buffer: 20}")
+    path.write_text(path.read_text().replace("epochs: 2", "epochs: 3, weighting: uncertainty"))
+
+    def interrupt(event):
+        if isinstance(event, events.BatchEnd) and (event.epoch, event.step) == (2, 3):
+            os.kill(os.getpid(), signal.SIGINT)
+
+    runner.train(R.load(path), output=tmp_path / "full")
+    with pytest.raises(Interrupted) as exc:
+        runner.train(R.load(path), output=tmp_path / "cut", on_event=interrupt)
+    assert exc.value.exit_code == 130
+    runner.train(None, resume=tmp_path / "cut")
+    a, b = (
+        keras.saving.load_model(tmp_path / run / "model.keras", safe_mode=True, compile=False)
+        for run in ("full", "cut")
+    )
+    assert (
+        max(float(np.max(np.abs(x - y))) for x, y in zip(a.get_weights(), b.get_weights(), strict=True)) == 0
+    )
