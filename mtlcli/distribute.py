@@ -13,9 +13,10 @@ TensorFlow import and before anything creates a tensor.
 Keras 3.15's ``fit`` does not work with MultiWorkerMirroredStrategy out of the box
 (keras-team/keras#20585: its symbolic build reduces the first PerReplica batch with ``MEAN``;
 tensorflow/tensorflow#72388: step outputs are reduced with ``axis=0``, which scalars lack).
-:class:`mtlcli.model.train_step.MultiTaskModel` carries the two-part workaround (its ``_maybe_symbolic_build``
-builds from the first replica's batch; the train and test steps return ``(1,)`` tensors under this
-strategy). Both parts touch private Keras code, so ``multi_worker`` refuses Keras versions it was not
+The model carries the two-part workaround: :class:`mtlcli.model.network.Network`'s
+``_maybe_symbolic_build`` builds from the first replica's batch, and
+:class:`mtlcli.model.train_step.MultiTaskModel`'s train and test steps return ``(1,)`` tensors under
+this strategy. Both parts touch private Keras code, so ``multi_worker`` refuses Keras versions it was not
 tested with (:data:`TESTED_KERAS`); ``tests/test_distribute.py`` is the regression test.
 
 The math of the train step under a strategy is in :mod:`mtlcli.model.backward` (global-batch losses,
