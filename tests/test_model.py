@@ -223,3 +223,24 @@ def test_apply_if_finite_runs_the_update_only_for_finite_values():
     assert bool(step(tf.constant([1.0, 2.0]))) and int(counter.numpy()) == 1
     assert not bool(step(tf.constant([1.0, np.nan]))) and int(counter.numpy()) == 1
     assert not bool(step(tf.constant([np.inf, 0.0]))) and int(counter.numpy()) == 1
+
+
+def test_only_the_train_step_imports_weighting_in_the_model_package():
+    import ast
+    from pathlib import Path
+
+    import mtlcli.model
+
+    importers = []
+    for f in sorted(Path(mtlcli.model.__file__).parent.glob("*.py")):
+        for node in ast.walk(ast.parse(f.read_text())):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [f"{node.module}.{a.name}" for a in node.names]
+                if isinstance(node, ast.ImportFrom) and node.module
+                else []
+            )
+            if any(n.startswith("mtlcli.weighting") or n == "mtlcli.weighting" for n in names):
+                importers.append(f.name)
+    assert sorted(set(importers)) == ["train_step.py"]
