@@ -295,9 +295,9 @@ def evaluate(
     with _user_errors():
         if split is not None and split not in ("validation", "test"):
             raise UsageError(f"--split: expected validation or test, received {split!r}")
-        from mtlcli.run import runner
+        from mtlcli.run import evaluate as run_eval
 
-        result = runner.evaluate(target, data_path=data, split=split)
+        result = run_eval.evaluate(target, data_path=data, split=split)
     if as_json:
         payload = {
             "tasks": result.results["tasks"],

@@ -176,11 +176,11 @@ def test_recipe_error_from_the_cli_exits_2(cli, tmp_path):
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from mtlcli import data  # noqa: E402
+from mtlcli import data, fsio  # noqa: E402
 from mtlcli.model import architectures as arch  # noqa: E402
 from mtlcli.model import train_step as mtl_model  # noqa: E402
 from mtlcli.model.build import build_model  # noqa: E402
-from mtlcli.run import runner  # noqa: E402
+from mtlcli.run import evaluate as run_eval  # noqa: E402
 
 
 def build(tmp_path, name: str, weighting: str = "static", inputs_from: bool = True):
@@ -280,13 +280,13 @@ def test_model_keras_round_trip_safe_mode(tmp_path, name):
     arr = prepared.splits["train"]
     model.train_step((arr.x, arr.y, arr.mask))
     path = tmp_path / "model.keras"
-    runner.save_model_atomic(model, path)
+    fsio.save_model_atomic(model, path)
     loaded = keras.saving.load_model(path, safe_mode=True)
     assert isinstance(loaded, mtl_model.MultiTaskModel) and loaded.architecture == name
     before, after = model(arr.x), loaded(arr.x)
     for t in before:
         np.testing.assert_array_equal(before[t].numpy(), after[t].numpy())
-    assert runner.load_model(path).spec["architecture"] == model.spec["architecture"]
+    assert run_eval.load_model(path).spec["architecture"] == model.spec["architecture"]
 
 
 def test_blocks_serialize_with_their_config():

@@ -13,6 +13,7 @@ from mtlcli import data
 from mtlcli import recipe as R
 from mtlcli.data import pipeline
 from mtlcli.model.build import build_model
+from mtlcli.run import evaluate as run_eval
 from mtlcli.run import runner
 
 from .test_data_sources import image_folder
@@ -127,7 +128,7 @@ def test_multilabel_and_several_column_regression_train_save_and_load(tmp_path):
     }
     assert val["tags"]["hamming"] == pytest.approx(1 - val["tags"]["accuracy"], abs=1e-5)
     assert 0 <= val["tags"]["exact_match"] <= 1 and val["both"]["mae"] > 0
-    model = runner.load_model(tmp_path / "run" / "model.keras")
+    model = run_eval.load_model(tmp_path / "run" / "model.keras")
     out = model(
         data.transform(
             data.Preprocessing.from_dict(model.spec["preprocessing"]),
@@ -135,7 +136,7 @@ def test_multilabel_and_several_column_regression_train_save_and_load(tmp_path):
         ).x
     )
     assert out["tags"].shape == (80, 3) and out["both"].shape == (80, 2)
-    evaluated = runner.evaluate(tmp_path / "run")
+    evaluated = run_eval.evaluate(tmp_path / "run")
     for key in ("hamming", "mae"):
         task = "tags" if key == "hamming" else "both"
         assert evaluated.results["tasks"][task][key] == pytest.approx(val[task][key], rel=1e-5)
@@ -192,7 +193,7 @@ def test_evaluate_rebuilds_a_column_split(tmp_path):
         "  inputs: {a: numeric}\nmodel: {tasks: {t: {type: regression}}}\ntrain: {epochs: 1}\n",
     )
     result = runner.train(loaded, output=tmp_path / "run")
-    evaluated = runner.evaluate(tmp_path / "run")
+    evaluated = run_eval.evaluate(tmp_path / "run")
     assert evaluated.results["tasks"]["t"]["n"] == 10
     assert evaluated.results["tasks"]["t"]["mae"] == pytest.approx(
         result.results["splits"]["test"]["tasks"]["t"]["mae"], rel=1e-5

@@ -127,8 +127,10 @@ def test_streamed_chunks_carry_the_same_ids(tmp_path):
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from mtlcli import fsio  # noqa: E402
 from mtlcli.model.build import build_model  # noqa: E402
 from mtlcli.model.embedding import CategoryEmbedding  # noqa: E402
+from mtlcli.run import evaluate as run_eval  # noqa: E402
 from mtlcli.run import runner  # noqa: E402
 
 
@@ -183,7 +185,7 @@ def test_save_and_load_with_safe_mode_predict_the_same(tmp_path, arch):
     arr = prepared.splits["train"]
     model.train_step((arr.x, arr.y, arr.mask))
     path = tmp_path / "model.keras"
-    runner.save_model_atomic(model, path)
+    fsio.save_model_atomic(model, path)
     loaded = keras.saving.load_model(path, safe_mode=True)
     assert isinstance(loaded.input_embeddings["color"], CategoryEmbedding)
     before, after = model(arr.x), loaded(arr.x)
@@ -227,9 +229,9 @@ def test_train_then_evaluate_new_data_with_unseen_categories(cli, tmp_path):
         for i, r in enumerate(rows[1:31])
     ]
     (tmp_path / "new.csv").write_text("\n".join(new) + "\n")
-    ev = runner.evaluate(tmp_path / "run", data_path=tmp_path / "new.csv")
+    ev = run_eval.evaluate(tmp_path / "run", data_path=tmp_path / "new.csv")
     assert ev.results["n"] == 30 and np.isfinite(ev.results["loss"])
-    model = runner.load_model(tmp_path / "run" / "model.keras")
+    model = run_eval.load_model(tmp_path / "run" / "model.keras")
     prep = data.Preprocessing.from_dict(model.spec["preprocessing"])
     table = data.read_table(tmp_path / "new.csv")
     ids = data.transform(prep, table, tasks=[]).x["color"]
@@ -248,9 +250,9 @@ def test_a_streamed_run_trains_the_embedding_and_evaluates(tmp_path):
     path.write_text(path.read_text().replace("color: categorical", EMBED).replace("epochs: 2", "epochs: 1"))
     run = runner.train(R.load(path), output=tmp_path / "run")
     assert json_load(tmp_path / "run" / "data.json")["stream"]["split"] == "column"
-    model = runner.load_model(tmp_path / "run" / "model.keras")
+    model = run_eval.load_model(tmp_path / "run" / "model.keras")
     assert model.input_embeddings["color"].embeddings.shape == (4, 4)
-    ev = runner.evaluate(tmp_path / "run")
+    ev = run_eval.evaluate(tmp_path / "run")
     assert ev.results["loss"] == pytest.approx(run.results["splits"]["test"]["loss"], rel=1e-5)
 
 

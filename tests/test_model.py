@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mtlcli import data
+from mtlcli import data, fsio
 from mtlcli import recipe as R
 from mtlcli.errors import CheckpointError
 from mtlcli.model.build import build_model
-from mtlcli.run import runner
+from mtlcli.run import evaluate as run_eval
 
 
 @pytest.fixture
@@ -91,8 +91,8 @@ def test_keras_round_trip_safe_mode(built, tmp_path):
     _, prepared, model = built
     x = prepared.splits["validation"].x
     before = model.predict(x, verbose=0)
-    runner.save_model_atomic(model, tmp_path / "model.keras")
-    loaded = runner.load_model(tmp_path / "model.keras")
+    fsio.save_model_atomic(model, tmp_path / "model.keras")
+    loaded = run_eval.load_model(tmp_path / "model.keras")
     after = loaded.predict(x, verbose=0)
     for task in before:
         np.testing.assert_array_equal(before[task], after[task])
@@ -102,7 +102,7 @@ def test_keras_round_trip_safe_mode(built, tmp_path):
 def test_lambda_layer_in_a_model_file_is_refused(built, tmp_path):
     _, _, model = built
     path = tmp_path / "model.keras"
-    runner.save_model_atomic(model, path)
+    fsio.save_model_atomic(model, path)
     with zipfile.ZipFile(path) as zf:
         files = {n: zf.read(n) for n in zf.namelist()}
     config = json.loads(files["config.json"])
@@ -113,16 +113,16 @@ def test_lambda_layer_in_a_model_file_is_refused(built, tmp_path):
         for name, content in files.items():
             zf.writestr(name, content)
     with pytest.raises(CheckpointError, match="cannot load the model safely"):
-        runner.load_model(bad)
+        run_eval.load_model(bad)
 
 
 def test_truncated_model_file(built, tmp_path):
     _, _, model = built
     path = tmp_path / "model.keras"
-    runner.save_model_atomic(model, path)
+    fsio.save_model_atomic(model, path)
     path.write_bytes(path.read_bytes()[:500])
     with pytest.raises(CheckpointError, match="cannot load the model safely"):
-        runner.load_model(path)
+        run_eval.load_model(path)
 
 
 @pytest.mark.parametrize("weighting", ["uncertainty", "pcgrad", "{mgda: {on: representation}}"])
@@ -154,7 +154,7 @@ def test_direct_train_step_then_reload_with_optimizer_state(tiny_project, tmp_pa
     arr = prepared.splits["train"]
     model.train_step((arr.x, arr.y, arr.mask))
     path = tmp_path / "model.keras"
-    runner.save_model_atomic(model, path)
+    fsio.save_model_atomic(model, path)
 
     again = keras.saving.load_model(path, safe_mode=True, compile=True)
     assert int(again.optimizer.iterations.numpy()) == 1

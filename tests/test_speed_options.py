@@ -10,6 +10,7 @@ import pytest
 from mtlcli import data
 from mtlcli import recipe as R
 from mtlcli.model.build import build_model
+from mtlcli.run import evaluate as run_eval
 from mtlcli.run import runner
 
 
@@ -29,7 +30,7 @@ def test_bfloat16_computes_in_bf16_with_float32_variables_and_outputs(tiny_proje
     assert all(str(o.dtype) == "<dtype: 'float32'>" for o in out.values())
     result = runner.train(loaded, output=tmp_path / "run", epochs=2)
     assert all(np.isfinite(result.history[-1][f"{t}_loss"]) for t in ("kind", "flag", "value"))
-    again = runner.load_model(tmp_path / "run" / "model.keras")
+    again = run_eval.load_model(tmp_path / "run" / "model.keras")
     assert again.trunk[0].compute_dtype == "bfloat16"
 
 

@@ -235,6 +235,7 @@ def test_validate_streams_without_tensorflow(tmp_path):
 
 @pytest.mark.slow
 def test_a_streamed_run_equals_the_in_memory_run_and_evaluates(tmp_path):
+    from mtlcli.run import evaluate as run_eval
     from mtlcli.run import runner
 
     mem, streamed = both(tmp_path)
@@ -251,7 +252,7 @@ def test_a_streamed_run_equals_the_in_memory_run_and_evaluates(tmp_path):
             for k, v in row.items():
                 assert sb["tasks"][t][k] == pytest.approx(v, rel=1e-4, abs=1e-6), (split, t, k)
     assert json.loads((tmp_path / "rb" / "data.json").read_text())["stream"]["split"] == "column"
-    ev = runner.evaluate(tmp_path / "rb")
+    ev = run_eval.evaluate(tmp_path / "rb")
     assert ev.source == "test"
     assert ev.results["loss"] == pytest.approx(b.results["splits"]["test"]["loss"], rel=1e-5)
     assert {t: r["n"] for t, r in ev.results["tasks"].items()} == {"kind": 24, "flag": 23, "value": 24}

@@ -106,10 +106,9 @@ def test_dependency_errors_from_the_cli_exit_2(cli, tmp_path):
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from mtlcli import data  # noqa: E402
+from mtlcli import data, fsio  # noqa: E402
 from mtlcli.model import train_step as mtl_model  # noqa: E402
 from mtlcli.model.build import build_model  # noqa: E402
-from mtlcli.run import runner  # noqa: E402
 
 
 def build(
@@ -173,7 +172,7 @@ def test_train_step_and_safe_mode_round_trip(tmp_path, arch):
     logs = model.train_step((arr.x, arr.y, arr.mask))
     assert np.isfinite(float(logs["loss"])) and not np.allclose(before, hidden.numpy())
     path = tmp_path / "model.keras"
-    runner.save_model_atomic(model, path)
+    fsio.save_model_atomic(model, path)
     loaded = keras.saving.load_model(path, safe_mode=True)
     a, b = model(arr.x), loaded(arr.x)
     for t in a:

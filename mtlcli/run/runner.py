@@ -30,26 +30,15 @@ from mtlcli import data
 from mtlcli.data import pipeline
 from mtlcli.errors import RunError, UsageError
 from mtlcli.events import Event, Finished, Resumed, Started
-from mtlcli.fsio import disk_error, save_model_atomic
+from mtlcli.fsio import disk_error
 from mtlcli.recipe import LoadedRecipe
 from mtlcli.run import checkpoint, rundir
 from mtlcli.run import resume as resuming
-from mtlcli.run.evaluate import EvalResult, evaluate, evaluate_arrays, load_model
+from mtlcli.run.evaluate import evaluate_arrays
 from mtlcli.run.signals import SignalGuard
 from mtlcli.tfutil import import_tf
 
-# ``runner.evaluate`` / ``runner.load_model`` / ``runner.save_model_atomic`` are what the CLI, the tests
-# and the benchmarks have always called; they live in evaluate.py and fsio.py.
-__all__ = [
-    "EvalResult",
-    "Job",
-    "RunResult",
-    "evaluate",
-    "evaluate_arrays",
-    "load_model",
-    "save_model_atomic",
-    "train",
-]
+__all__ = ["Job", "RunResult", "train"]
 
 
 def _noop(_event: Event) -> None:
