@@ -198,6 +198,7 @@ class MultiTaskModel(Network):
 
     # -- steps ----------------------------------------------------------------------------------
     def train_step(self, data):
+        """One multi-task step: steps 1-5 of the module docstring, in that order."""
         x, y, mask = data
         ctx = self._context()
         shared, heads = self.shared_variables, self.head_variables
