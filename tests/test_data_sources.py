@@ -383,7 +383,8 @@ def test_source_mapping_recipe_errors(tmp_path):
         load(tmp_path, text)
     assert [p.render() for p in info.value.problems] == [
         f"{tmp_path / 'recipe.yaml'}:2 data.train.labls: unknown key 'labls'; did you mean 'labels'?; a data "
-        "source is a path, a glob, {idx: IMAGES, labels: LABELS} or {multifashion: DIR, split: train}",
+        "source is a path, a glob, {path: FILE, sep: ';'}, {idx: IMAGES, labels: LABELS} or "
+        "{multifashion: DIR, split: train}",
         f"{tmp_path / 'recipe.yaml'}:2 data.train.split: split applies to multifashion sources only",
     ]
 

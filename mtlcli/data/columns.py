@@ -60,7 +60,7 @@ def read_recipe_source(loaded: LoadedRecipe, key: str) -> Table:
     """Read ``data.<key>`` of a recipe; its problems name the source as the recipe gives it."""
     value = getattr(loaded.recipe.data, key)
     try:
-        return sources.read_source(value, loaded.base_dir)
+        return sources.read_source(value, loaded.base_dir, loaded.recipe.data.csv)
     except DataError as exc:
         shown = (
             value if isinstance(value, str) else "{" + ", ".join(f"{k}: {v}" for k, v in value.items()) + "}"

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from mtlcli.data.sources import Table, image_format
-from mtlcli.data.values import Moments, as_float, distinct, labels, missing, vocab_key
+from mtlcli.data.values import Moments, as_float, bad_cells, distinct, labels, missing, vocab_key
 from mtlcli.errors import Problem
 
 
@@ -120,8 +120,13 @@ class Numeric:
         over the chunks of a split (the caller reports it once, naming the first)."""
         v = as_float(values, table, st.column, problems)
         if np.isinf(v).any():
-            row = int(np.flatnonzero(np.isinf(v))[0])
-            problems.append(Problem("infinite value", f"column {st.column!r}", *table.where(row)))
+            bad_cells(
+                problems,
+                table,
+                np.flatnonzero(np.isinf(v)),
+                lambda i: "infinite value",
+                f"column {st.column!r}",
+            )
         absent = np.isnan(v)
         if st.missing == "error" and absent.any():
             entry = tally.setdefault(st.column, [0, *table.where(int(np.flatnonzero(absent)[0]))])
@@ -197,13 +202,14 @@ class ImageFiles:
 
     @staticmethod
     def encode(st: InputStats, values, table: Table, problems: list[Problem], tally: dict) -> np.ndarray:
-        """Absolute paths; each must exist and start like a PNG, JPEG, GIF or BMP file."""
-        out = []
+        """Absolute paths; each must exist and start like a PNG, JPEG, GIF or BMP file (every bad cell
+        is reported)."""
+        out, bad = [], {}
         base_cache: dict[str, Path] = {}
         for i, v in enumerate(values):
             if missing(v):
-                problems.append(Problem("missing image path", f"column {st.column!r}", *table.where(i)))
-                return np.array([], dtype=str)
+                bad[i] = "missing image path"
+                continue
             p = Path(str(v)).expanduser()
             if not p.is_absolute():
                 src = table.file_of(i)
@@ -211,9 +217,11 @@ class ImageFiles:
                 p = base / p
             if image_format(p) is None:
                 reason = "image file not found" if not p.exists() else "not a PNG, JPEG, GIF or BMP image"
-                problems.append(Problem(f"{reason}: {p}", f"column {st.column!r}", *table.where(i)))
-                return np.array([], dtype=str)
+                bad[i] = f"{reason}: {p}"
             out.append(str(p))
+        if bad:
+            bad_cells(problems, table, list(bad), bad.get, f"column {st.column!r}")
+            return np.array([], dtype=str)
         return np.array(out, dtype=str)
 
 

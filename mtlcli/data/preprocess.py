@@ -24,7 +24,7 @@ from mtlcli.data import targets as task_types
 from mtlcli.data.inputs import InputStats, missing_error
 from mtlcli.data.sources import Table
 from mtlcli.data.targets import NoKeeper, TargetStats
-from mtlcli.data.values import when_mask
+from mtlcli.data.values import capped, structural, when_mask
 from mtlcli.errors import DataError, Problem, did_you_mean
 from mtlcli.recipe import LoadedRecipe, Recipe
 
@@ -66,6 +66,17 @@ class Preprocessing:
 def fit(recipe: Recipe, train: Table, loaded: LoadedRecipe | None = None) -> Preprocessing:
     """Fit input statistics and target encodings on the training split (one chunk)."""
     problems: list[Problem] = []
+    prep = fit_checked(recipe, train, loaded, problems)
+    if problems:
+        raise DataError(problems=capped(problems))
+    return prep
+
+
+def fit_checked(
+    recipe: Recipe, train: Table, loaded: LoadedRecipe | None, problems: list[Problem]
+) -> Preprocessing:
+    """:func:`fit` that adds its problems to ``problems``: bad cells do not stop it (the statistics leave
+    them out), so the caller can go on checking the other splits and report every bad cell at once."""
     inputs: dict[str, InputStats] = {}
     for name, spec in recipe.data.inputs.items():
         values = train.columns[spec.column or name]
@@ -79,14 +90,12 @@ def fit(recipe: Recipe, train: Table, loaded: LoadedRecipe | None = None) -> Pre
         acc = task_types.target(task, spec, loaded)
         before = len(problems)
         active = when_mask(acc.when, train, task, problems)
-        if len(problems) == before:
+        if not structural(problems[before:]):
             acc.add(train, active, problems, True, NoKeeper())
-        if len(problems) == before:
+        if not structural(problems[before:]):
             st = acc.fit(train, active, problems)
             if st is not None:
                 targets[task] = st
-    if problems:
-        raise DataError(problems=problems)
     return Preprocessing(inputs, targets)
 
 
@@ -192,7 +201,7 @@ def transform(
     raw = encode_inputs(prep, table, problems)
     y, mask, sample_weight = encode_targets(prep, table, tasks, weights, problems)
     if problems:
-        raise DataError(problems=problems)
+        raise DataError(problems=capped(problems))
     return Arrays(raw, y, mask, table.n_rows, sample_weight, dict(prep.inputs))
 
 

@@ -3,8 +3,11 @@ and the MultiFashion overlay. numpy + pandas only (no TensorFlow): ``mtl validat
 
 A source in a recipe is a path (relative to the recipe), a glob (``data/part-*.csv``), ``pkg://river/
 datasets/yeast.csv.gz`` (a file shipped inside an installed Python package, found without importing it),
-a directory laid out one folder per class, or a mapping: ``{idx: IMAGES, labels: LABELS}`` or
-``{multifashion: DIR, split: train}``.
+a directory laid out one folder per class, or a mapping: ``{idx: IMAGES, labels: LABELS}``,
+``{multifashion: DIR, split: train}`` or ``{path: FILE, sep: ';', encoding: latin-1, decimal: ','}`` (a
+path with its CSV dialect, :mod:`mtlcli.data.csvfiles`; ``dialect=`` gives ``data.csv`` to every reader).
+Every CSV file is scanned before pandas reads it (:func:`mtlcli.data.csvfiles.check`): empty files,
+header-only files and rows with the wrong number of fields are errors naming their line.
 
 Streaming reads tabular sources in chunks (:func:`iter_chunks`: pandas ``read_csv(chunksize=...)``,
 pyarrow ``iter_batches``), each chunk a :class:`Table` whose rows keep their file and line.
@@ -22,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from mtlcli.data import multifashion
+from mtlcli.data import csvfiles, multifashion
 from mtlcli.data.tables import Table, fail, file_digest, missing, read_idx_pair
 from mtlcli.errors import DataError
 
@@ -43,7 +46,7 @@ def resolve(value: Any, base_dir: Path) -> Any:
     """A source with its paths made absolute (what data.json records)."""
     if isinstance(value, dict):
         out = dict(value)
-        for key in ("idx", "labels", "multifashion", "cache"):
+        for key in ("idx", "labels", "multifashion", "cache", "path"):
             if isinstance(out.get(key), str):
                 out[key] = str(_abs(out[key], base_dir))
         return out
@@ -52,15 +55,22 @@ def resolve(value: Any, base_dir: Path) -> Any:
     return str(_abs(value, base_dir))
 
 
+def path_of(value: Any) -> Any:
+    """A source without its CSV dialect: ``{path: FILE, sep: ...}`` -> ``FILE``; others unchanged."""
+    return value["path"] if isinstance(value, dict) and "path" in value else value
+
+
 def _abs(value: str, base_dir: Path) -> Path:
     p = Path(value).expanduser()
     return (p if p.is_absolute() else base_dir / p).absolute()
 
 
-def read_source(value: Any, base_dir: Path | None = None) -> Table:
-    """Read any source (see the module docstring) into a Table."""
+def read_source(value: Any, base_dir: Path | None = None, dialect: dict | None = None) -> Table:
+    """Read any source (see the module docstring) into a Table; ``dialect``: ``data.csv``."""
     base_dir = base_dir or Path.cwd()
     value = resolve(value, base_dir)
+    dialect = csvfiles.dialect_of(value, dialect)
+    value = path_of(value)
     if isinstance(value, dict):
         if "idx" in value:
             return read_idx_pair(Path(value["idx"]), Path(value["labels"]) if value.get("labels") else None)
@@ -71,16 +81,16 @@ def read_source(value: Any, base_dir: Path | None = None) -> Table:
             Path(value["cache"]) if value.get("cache") else None,
         )
     if value.startswith("pkg://"):
-        return read_table(package_file(value))
+        return read_table(package_file(value), dialect=dialect)
     if any(c in Path(value).name for c in "*?[") or any(c in value for c in "*?"):
-        return read_glob(value)
-    return read_table(Path(value))
+        return read_glob(value, dialect)
+    return read_table(Path(value), dialect=dialect)
 
 
 def source_files(value: Any, base_dir: Path | None = None) -> list[Path]:
     """The files a source reads (for digests)."""
     base_dir = base_dir or Path.cwd()
-    value = resolve(value, base_dir)
+    value = path_of(resolve(value, base_dir))
     if isinstance(value, dict):
         if "idx" in value:
             return [Path(value["idx"])] + ([Path(value["labels"])] if value.get("labels") else [])
@@ -100,7 +110,7 @@ def source_files(value: Any, base_dir: Path | None = None) -> list[Path]:
 def digest(value: Any, base_dir: Path | None = None) -> str:
     """sha256 of a source: the file's own sha256 for one file, else a hash of every file's hash."""
     files = source_files(value, base_dir)
-    if len(files) == 1 and not isinstance(value, dict):
+    if len(files) == 1 and not isinstance(path_of(value), dict):
         return file_digest(files[0])
     h = hashlib.sha256()
     for f in files:
@@ -140,8 +150,9 @@ def suffix(path: Path) -> str:
     return ".csv.gz" if name.endswith(".csv.gz") else path.suffix.lower()
 
 
-def read_table(path: Path, label: str = "") -> Table:
-    """Read a CSV (optionally gzip-compressed), Parquet or NPZ file, or a folder of images per class."""
+def read_table(path: Path, label: str = "", dialect: dict | None = None, allow_empty: bool = False) -> Table:
+    """Read a CSV (optionally gzip-compressed; in ``dialect``), Parquet or NPZ file, or a folder of
+    images per class. A CSV file with a header only is an error unless ``allow_empty`` (a glob's part)."""
     shown = str(path)
     if not path.exists():
         raise fail(f"file not found{label}", shown)
@@ -156,11 +167,20 @@ def read_table(path: Path, label: str = "") -> Table:
         return _read_parquet(path)
     import pandas as pd
 
+    csvfiles.check(path, dialect, allow_empty)
     try:
-        frame = pd.read_csv(path, keep_default_na=True, na_values=NA_VALUES, skipinitialspace=True)
+        frame = pd.read_csv(
+            path,
+            keep_default_na=True,
+            na_values=NA_VALUES,
+            skipinitialspace=True,
+            **csvfiles.pandas_options(dialect),
+        )
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError, ValueError) as exc:
         raise fail(f"cannot read as CSV: {str(exc).strip().splitlines()[0]}", shown) from None
-    return _from_frame(frame, shown, first_row=2)
+    table = _from_frame(frame, shown, first_row=2)
+    table.decimal = csvfiles.options(dialect)["decimal"]
+    return table
 
 
 def _from_frame(frame, shown: str, first_row: int) -> Table:
@@ -224,12 +244,12 @@ def columns_differ(first: list[str], other: list[str], first_file, other_file):
     return fail(f"columns differ from {first_file} ({detail})", str(other_file))
 
 
-def read_glob(pattern: str) -> Table:
+def read_glob(pattern: str, dialect: dict | None = None) -> Table:
     """Every file matching ``pattern`` (sorted), joined row-wise; the columns must agree."""
     paths = sorted(globmod.glob(pattern))
     if not paths:
         raise fail("no file matches this pattern", pattern)
-    tables = [read_table(Path(p)) for p in paths]
+    tables = [read_table(Path(p), dialect=dialect, allow_empty=True) for p in paths]
     first = tables[0]
     for t in tables[1:]:
         if list(t.columns) != list(first.columns):
@@ -249,6 +269,7 @@ def read_glob(pattern: str) -> Table:
         np.concatenate([np.arange(t.n_rows) for t in tables]),
         [t.file for t in tables],
         np.concatenate([np.full(t.n_rows, i) for i, t in enumerate(tables)]),
+        first.decimal,
     )
 
 
@@ -313,8 +334,8 @@ class Chunk:
     start: int  # row number (0-based, over all files of the source) of the chunk's first row
 
 
-def chunk_files(value: str, base_dir: Path | None) -> list[Path]:
-    resolved = resolve(value, base_dir or Path.cwd())
+def chunk_files(value: Any, base_dir: Path | None) -> list[Path]:
+    resolved = path_of(resolve(value, base_dir or Path.cwd()))
     if resolved.startswith("pkg://"):
         return [package_file(resolved)]
     if any(c in resolved for c in "*?["):
@@ -328,7 +349,7 @@ def chunk_files(value: str, base_dir: Path | None) -> list[Path]:
     return [path]
 
 
-def _header(path: Path) -> list[str]:
+def _header(path: Path, dialect: dict | None) -> list[str]:
     if suffix(path) not in TABULAR:
         raise fail(f"streaming reads {', '.join(TABULAR)} files; received {suffix(path)!r}", str(path))
     if suffix(path) == ".parquet":
@@ -339,8 +360,10 @@ def _header(path: Path) -> list[str]:
             raise fail(f"cannot read as Parquet: {str(exc).strip().splitlines()[0]}", str(path)) from None
     import pandas as pd
 
+    csvfiles.check_header(path, dialect)
     try:
-        return [str(c) for c in pd.read_csv(path, nrows=0, skipinitialspace=True).columns]
+        options = csvfiles.pandas_options(dialect)
+        return [str(c) for c in pd.read_csv(path, nrows=0, skipinitialspace=True, **options).columns]
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError, ValueError) as exc:
         raise fail(f"cannot read as CSV: {str(exc).strip().splitlines()[0]}", str(path)) from None
 
@@ -356,26 +379,35 @@ def _pyarrow(path: Path):
     return pq
 
 
-def columns_of(value: str, base_dir: Path | None) -> tuple[list[Path], list[str]]:
+def columns_of(
+    value: Any, base_dir: Path | None, dialect: dict | None = None
+) -> tuple[list[Path], list[str]]:
     """A source's files and their (agreeing) columns, from the headers only."""
     files = chunk_files(value, base_dir)
-    first = _header(files[0])
+    first = _header(files[0], dialect)
     for f in files[1:]:
-        cols = _header(f)
+        cols = _header(f, dialect)
         if cols != first:
             raise columns_differ(list(first), list(cols), files[0], f)
     return files, first
 
 
-def iter_chunks(files: list[Path], columns: list[str], chunk_rows: int) -> Iterator[Chunk]:
-    """The rows of ``files`` (in order), ``chunk_rows`` at a time, reading only ``columns``."""
+def iter_chunks(
+    files: list[Path], columns: list[str], chunk_rows: int, dialect: dict | None = None, check: bool = False
+) -> Iterator[Chunk]:
+    """The rows of ``files`` (in order), ``chunk_rows`` at a time, reading only ``columns``. ``check``
+    scans each CSV file first (:func:`mtlcli.data.csvfiles.check`, bounded memory): the statistics pass
+    does, the epochs that read the same files again do not."""
     import pandas as pd
 
     start = 0
+    decimal = csvfiles.options(dialect)["decimal"]
     for path in files:
         parquet = suffix(path) == ".parquet"
         first_row = 1 if parquet else 2
         local = 0
+        if check and not parquet:
+            csvfiles.check(path, dialect, allow_empty=len(files) > 1)
         try:
             if parquet:
                 pf = _pyarrow(path).ParquetFile(path)
@@ -388,9 +420,11 @@ def iter_chunks(files: list[Path], columns: list[str], chunk_rows: int) -> Itera
                     keep_default_na=True,
                     na_values=NA_VALUES,
                     skipinitialspace=True,
+                    **csvfiles.pandas_options(dialect),
                 )
             for frame in frames:
                 table = chunk_table(frame, [c for c in columns if c in frame.columns], str(path))
+                table.decimal = decimal
                 n = table.n_rows
                 table.row_ids = np.arange(local + first_row, local + first_row + n)
                 yield Chunk(table, start)

@@ -18,12 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from mtlcli.data import sources, split
+from mtlcli.data import csvfiles, sources, split
 from mtlcli.data import stream as streaming
 from mtlcli.data.columns import check_columns, read_recipe_source
-from mtlcli.data.preprocess import Prepared, Preprocessing, fit, transform
+from mtlcli.data.preprocess import Prepared, Preprocessing, fit_checked, transform
 from mtlcli.data.sources import Table
-from mtlcli.data.values import is_fraction
+from mtlcli.data.values import capped, is_fraction, structural
 from mtlcli.errors import CheckpointError, DataError, Problem, UsageError
 from mtlcli.recipe import LoadedRecipe
 
@@ -35,9 +35,12 @@ def prepare(loaded: LoadedRecipe, seed: int | None = None) -> Prepared:
     if opts is not None:
         return streaming.prepare(loaded, seed, opts)
     tables, indices, source_rows = _split_tables(loaded, seed)
-    prep = fit(loaded.recipe, tables["train"], loaded)
-    splits, problems = {}, []
-    for key, table in tables.items():
+    problems: list[Problem] = []
+    prep = fit_checked(loaded.recipe, tables["train"], loaded, problems)
+    if structural(problems):
+        raise DataError(problems=capped(problems))
+    splits = {}
+    for key, table in tables.items():  # bad cells of every split, in one run
         if table.n_rows == 0:
             problems.append(Problem(f"the {key} split is empty", "", table.file))
             continue
@@ -46,7 +49,7 @@ def prepare(loaded: LoadedRecipe, seed: int | None = None) -> Prepared:
         except DataError as exc:
             problems.extend(exc.problems)
     if problems:
-        raise DataError(problems=problems)
+        raise DataError(problems=capped(problems))
     return Prepared(prep, splits, _info(loaded, seed, tables, splits, indices, source_rows))
 
 
@@ -93,13 +96,16 @@ def _info(loaded: LoadedRecipe, seed: int, tables, splits, indices, source_rows:
     for key in ("train", "validation", "test"):
         if key in tables and (key == "train" or _own_file(loaded, key)):
             value = getattr(data, key)
-            resolved = sources.resolve(value, loaded.base_dir)
+            resolved = sources.path_of(sources.resolve(value, loaded.base_dir))
             files[key] = {
                 "path": resolved if isinstance(resolved, str) else tables[key].file,
                 "source": resolved,
                 "sha256": sources.digest(value, loaded.base_dir),
                 "rows": source_rows if key == "train" else tables[key].n_rows,
             }
+            dialect = csvfiles.dialect_of(value, data.csv)
+            if dialect:
+                files[key]["csv"] = dialect
     info = {
         "files": files,
         "seed": seed,

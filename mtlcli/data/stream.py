@@ -34,15 +34,15 @@ from typing import Any
 
 import numpy as np
 
+from mtlcli.data import csvfiles, sources
 from mtlcli.data import inputs as input_kinds
 from mtlcli.data import preprocess as data
-from mtlcli.data import sources
 from mtlcli.data import targets as task_types
 from mtlcli.data.columns import check_columns, needed_columns
 from mtlcli.data.inputs import InputStats, missing_error
 from mtlcli.data.sources import TABULAR, Table, columns_of, iter_chunks
 from mtlcli.data.split import SPLITS, SplitPlan
-from mtlcli.data.values import distinct, is_fraction, when_mask
+from mtlcli.data.values import CellCount, CellProblem, capped, distinct, is_fraction, when_mask
 from mtlcli.errors import DataError, Problem, RecipeError
 from mtlcli.recipe import LoadedRecipe
 from mtlcli.recipe.data_checks import stream_unsupported
@@ -64,7 +64,7 @@ def settings(loaded: LoadedRecipe) -> dict[str, int] | None:
         return {**base, **{k: int(v) for k, v in value.items()}}
     if value is True:
         return base
-    train = loaded.recipe.data.train
+    train = sources.path_of(loaded.recipe.data.train)
     if not isinstance(train, str):
         return None
     try:
@@ -164,6 +164,7 @@ class StreamSplit:
     chunk_rows: int
     shuffle_buffer: int
     weights: bool = False
+    dialect: dict | None = None  # of CSV files (mtlcli.data.csvfiles)
 
     def support(self) -> dict[str, int]:
         return dict(self.coverage)
@@ -171,7 +172,7 @@ class StreamSplit:
     def parts(self, raw: bool = False) -> Iterator[Feed]:
         """The split's rows, one part per chunk, in file order: model inputs, or (``raw``) the checked raw
         features the TensorFlow transform takes (:mod:`mtlcli.data.inputs`)."""
-        for chunk in iter_chunks(self.files, self.columns, self.chunk_rows):
+        for chunk in iter_chunks(self.files, self.columns, self.chunk_rows, self.dialect):
             idx = self.plan.assign(chunk).get(self.key)
             if idx is None or not len(idx):
                 continue
@@ -271,11 +272,19 @@ class _Pass:
         self.tally: dict[str, dict[str, list]] = {k: {} for k in SPLITS}  # missing: error counts
 
     def report(self, split: str, problems: list[Problem]) -> None:
+        """Bad cells add up over the chunks (capped per column: bounded memory); any other kind of
+        problem is kept once per split and column."""
+        cells = False
         for p in problems:
-            if _key(split, p) not in self.reported:
+            if isinstance(p, (CellProblem, CellCount)):
+                self.problems.append(p)
+                cells = True
+            elif _key(split, p) not in self.reported:
                 self.reported.add(_key(split, p))
                 self.problems.append(p)
         problems.clear()
+        if cells:
+            self.problems = capped(self.problems)
 
     def chunk(self, split: str, table: Table) -> None:
         if not table.n_rows:
@@ -379,7 +388,7 @@ def _heads(loaded: LoadedRecipe, plans: list[SplitPlan]) -> dict[str, tuple[list
     for i, plan in enumerate(plans):
         key = "train" if i == 0 else plan.only
         try:
-            files, header = columns_of(plan.source, loaded.base_dir)
+            files, header = columns_of(plan.source, loaded.base_dir, _dialect(loaded, plan))
         except DataError as exc:
             problems.extend(
                 Problem(p.message + f" (data.{key}: {plan.source!r})", p.path, p.file, p.line)
@@ -434,7 +443,7 @@ def prepare(loaded: LoadedRecipe, seed: int, opts: dict[str, int]) -> data.Prepa
     acc = _Pass(loaded)
     for i, plan in enumerate(plans):
         files, columns = heads["train" if i == 0 else plan.only]
-        for chunk in iter_chunks(files, columns, chunk_rows):
+        for chunk in iter_chunks(files, columns, chunk_rows, _dialect(loaded, plan), check=True):
             for split, idx in plan.assign(chunk).items():
                 if len(idx):
                     acc.chunk(split, chunk.table if len(idx) == chunk.table.n_rows else chunk.table.take(idx))
@@ -465,14 +474,19 @@ def prepare(loaded: LoadedRecipe, seed: int, opts: dict[str, int]) -> data.Prepa
         files, columns = heads[key if plan is not plans[0] else "train"]
         splits[key] = StreamSplit(
             key, acc.rows[key], acc.coverage.get(key, {}), plan, files, columns, prep, chunk_rows,
-            int(opts["shuffle_buffer"]), weights=key == "train",
+            int(opts["shuffle_buffer"]), weights=key == "train", dialect=_dialect(loaded, plan) or None,
         )  # fmt: skip
     return data.Prepared(prep, splits, _info(loaded, seed, plans, heads, splits, opts, fractions))
 
 
+def _dialect(loaded: LoadedRecipe, plan: SplitPlan) -> dict[str, str]:
+    """The CSV dialect of a plan's source: ``data.csv`` and the source's own keys."""
+    return csvfiles.dialect_of(plan.source, loaded.recipe.data.csv)
+
+
 def _unique(problems: list[Problem]) -> list[Problem]:
     out, seen = [], set()
-    for p in problems:
+    for p in capped(problems):
         k = (p.message, p.path, p.file, p.line)
         if k not in seen:
             seen.add(k)
@@ -486,7 +500,7 @@ def _info(loaded, seed, plans, heads, splits, opts, fractions) -> dict[str, Any]
     files = {}
     for i, plan in enumerate(plans):
         key = "train" if i == 0 else plan.only
-        resolved = sources.resolve(plan.source, loaded.base_dir)
+        resolved = sources.path_of(sources.resolve(plan.source, loaded.base_dir))
         paths = heads[key][0]
         files[key] = {
             "path": resolved if isinstance(resolved, str) else str(paths[0]),
@@ -494,6 +508,8 @@ def _info(loaded, seed, plans, heads, splits, opts, fractions) -> dict[str, Any]
             "sha256": sources.digest(plan.source, loaded.base_dir),
             "rows": sum(s.n for s in splits.values() if s.plan is plan),
         }
+        if _dialect(loaded, plan):
+            files[key]["csv"] = _dialect(loaded, plan)
     info: dict[str, Any] = {
         "files": files,
         "seed": seed,
@@ -528,6 +544,7 @@ def run_split(info: dict[str, Any], split: str, prep: data.Preprocessing) -> Str
     """A split of a streamed run, rebuilt from data.json (the caller checked the file's sha256)."""
     files_info = info["files"]
     stream = info["stream"]
+    entry = files_info.get(split) or files_info["train"]
     if split in files_info:
         plan = SplitPlan(files_info[split]["source"], only=split)
     elif info.get("split_by"):
@@ -536,7 +553,7 @@ def run_split(info: dict[str, Any], split: str, prep: data.Preprocessing) -> Str
         plan = SplitPlan(
             files_info["train"]["source"], fractions=dict(stream["fractions"]), seed=int(info["seed"])
         )
-    files, header = columns_of(plan.source, None)
+    files, header = columns_of(plan.source, None, entry.get("csv"))
     needed = {c for st in prep.inputs.values() for c in [st.column]}
     for st in prep.targets.values():
         needed.update(st.columns)
@@ -555,4 +572,5 @@ def run_split(info: dict[str, Any], split: str, prep: data.Preprocessing) -> Str
         prep,
         int(stream["chunk_rows"]),
         int(stream["shuffle_buffer"]),
+        dialect=entry.get("csv"),
     )

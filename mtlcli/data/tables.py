@@ -33,6 +33,7 @@ class Table:
     row_ids: np.ndarray | None = None  # row number inside its file (None: 0..n-1)
     files: list[str] | None = None
     origin: np.ndarray | None = None  # index into ``files`` per row
+    decimal: str = "."  # the decimal mark of numbers the reader left as text (a CSV dialect)
 
     def where(self, row: int | None = None) -> tuple[str, int | None]:
         file = self.file
@@ -59,6 +60,7 @@ class Table:
             ids,
             self.files,
             origin,
+            self.decimal,
         )
 
 

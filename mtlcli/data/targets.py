@@ -24,7 +24,17 @@ from typing import Any
 import numpy as np
 
 from mtlcli.data.sources import Table
-from mtlcli.data.values import Moments, as_float, class_ids, distinct, label_key, labels, normed, preview
+from mtlcli.data.values import (
+    Moments,
+    as_float,
+    bad_cells,
+    class_ids_and_unknown,
+    distinct,
+    label_key,
+    labels,
+    normed,
+    preview,
+)
 from mtlcli.errors import Problem, did_you_mean
 from mtlcli.recipe.data_checks import target_columns, when_conditions
 
@@ -73,18 +83,28 @@ class NoKeeper:
 
 
 def binary_column(table: Table, column: str, problems: list[Problem]) -> bool:
-    """A multilabel column must hold 0/1 (or true/false) values."""
-    for i, v in enumerate(normed(table.columns[column])):
-        if v is not None and v not in (0.0, 1.0):
-            problems.append(
-                Problem(
-                    f"a multilabel target column holds 0/1 values, received {label_key(table.columns[column][i])!r}",
-                    f"column {column!r}",
-                    *table.where(i),
-                )
+    """A multilabel column must hold 0/1 (or true/false) values (every other cell is reported)."""
+    cells = table.columns[column]
+    bad = [i for i, v in enumerate(normed(cells)) if v is not None and v not in (0.0, 1.0)]
+    if bad:
+        bad_cells(
+            problems,
+            table,
+            bad,
+            lambda i: f"a multilabel target column holds 0/1 values, received {label_key(cells[i])!r}",
+            f"column {column!r}",
+        )
+    return not bad
+
+
+def infinite(y: np.ndarray, table: Table, columns: list[str], problems: list[Problem]) -> None:
+    """Every infinite value of a regression target."""
+    for j, c in enumerate(columns):
+        rows = np.flatnonzero(np.isinf(y[:, j]))
+        if len(rows):
+            bad_cells(
+                problems, table, rows, lambda i: "infinite value in a regression target", f"column {c!r}"
             )
-            return False
-    return True
 
 
 def _output_units(spec) -> int | None:
@@ -137,14 +157,8 @@ class Regression(Target):
         self.moments = [Moments() for _ in self.cols]
 
     def add(self, table: Table, active, problems: list[Problem], train: bool, keeper) -> np.ndarray:
-        before = len(problems)
         y = np.stack([as_float(table.columns[c], table, c, problems) for c in self.cols], axis=1)
-        for j, c in enumerate(self.cols):
-            if len(problems) == before and np.isinf(y[:, j]).any():
-                row = int(np.flatnonzero(np.isinf(y[:, j]))[0])
-                problems.append(
-                    Problem("infinite value in a regression target", f"column {c!r}", *table.where(row))
-                )
+        infinite(y, table, self.cols, problems)
         rows = active & np.isfinite(y).all(axis=1)
         if train:
             for j, m in enumerate(self.moments):
@@ -168,12 +182,7 @@ class Regression(Target):
     def encode(st: TargetStats, table: Table, active, problems: list[Problem]):
         v = np.stack([as_float(table.columns[c], table, c, problems) for c in st.columns], axis=1)
         means, stds = np.atleast_1d(st.mean), np.atleast_1d(st.std)
-        for j, c in enumerate(st.columns):
-            if np.isinf(v[:, j]).any():
-                row = int(np.flatnonzero(np.isinf(v[:, j]))[0])
-                problems.append(
-                    Problem("infinite value in a regression target", f"column {c!r}", *table.where(row))
-                )
+        infinite(v, table, st.columns, problems)
         ok = np.isfinite(v).all(axis=1)
         y = np.where(np.isfinite(v), (v - means) / stds, 0.0).astype(np.float32)
         return y, (ok & active).astype(np.float32), None
@@ -245,20 +254,22 @@ class Multilabel(Target):
             return y, (present & active).astype(np.float32), None
         index = {c: j for j, c in enumerate(st.classes)}
         present, raw = labels(table.columns[st.columns[0]])
+        unknown: dict[int, str] = {}
         for i in np.flatnonzero(present):
             for token in str(raw[i]).split(st.separator):
                 token = token.strip()
                 if token and token not in index:
-                    problems.append(
-                        Problem(
-                            f"label {token!r} is not one of the task's labels ({preview(st.classes)})",
-                            f"column {st.columns[0]!r}",
-                            *table.where(int(i)),
-                        )
-                    )
-                    return y, (present & active).astype(np.float32), None
-                if token:
+                    unknown.setdefault(int(i), token)
+                elif token:
                     y[i, index[token]] = 1.0
+        if unknown:
+            bad_cells(
+                problems,
+                table,
+                list(unknown),
+                lambda i: f"label {unknown[i]!r} is not one of the task's labels ({preview(st.classes)})",
+                f"column {st.columns[0]!r}",
+            )
         return y, (present & active).astype(np.float32), None
 
 
@@ -304,16 +315,20 @@ class Classification(Target):
         """The classes once ``model.tasks.<task>.classes`` is taken into account (None: an error)."""
         n, task = self.spec.classes, self.task
         if n is not None and all(isinstance(c, int) for c in classes):
-            bad = [c for c in classes if not 0 <= c < n]
+            bad = {c for c in classes if not 0 <= c < n}
             if bad:
-                hits = [p and label_key(v) == bad[0] for v, p in zip(raw, present, strict=True)]
-                problems.append(
-                    Problem(
-                        f"label {bad[0]!r} is outside the {n} classes declared by "
-                        f"model.tasks.{task}.classes (expected 0..{n - 1})",
-                        self.where,
-                        *table.where(int(np.flatnonzero(hits)[0])),
-                    )
+                rows = [
+                    i for i, (v, p) in enumerate(zip(raw, present, strict=True)) if p and label_key(v) in bad
+                ]
+                bad_cells(
+                    problems,
+                    table,
+                    rows,
+                    lambda i: (
+                        f"label {label_key(raw[i])!r} is outside the {n} classes declared by "
+                        f"model.tasks.{task}.classes (expected 0..{n - 1})"
+                    ),
+                    self.where,
                 )
                 return None
             return list(range(n))
@@ -382,14 +397,16 @@ class Classification(Target):
     def encode(st: TargetStats, table: Table, active, problems: list[Problem]):
         present, raw = labels(table.columns[st.columns[0]])
         present = present & active
-        ids, bad = class_ids(raw, present, st.classes)
-        if bad is not None:
-            problems.append(
-                Problem(
-                    f"label {label_key(raw[bad])!r} is not one of the task's classes ({preview(st.classes)})",
-                    f"column {st.columns[0]!r}",
-                    *table.where(bad),
-                )
+        ids, bad = class_ids_and_unknown(raw, present, st.classes)
+        if len(bad):
+            bad_cells(
+                problems,
+                table,
+                bad,
+                lambda i: (
+                    f"label {label_key(raw[i])!r} is not one of the task's classes ({preview(st.classes)})"
+                ),
+                f"column {st.columns[0]!r}",
             )
         mask = present.astype(np.float32)
         y = ids if st.type == "classification" else ids.astype(np.float32)[:, None]

@@ -4,11 +4,16 @@
 One definition each, so in-memory and streamed preparation agree value for value: ``1``, ``1.0``,
 ``"1"`` and ``true`` compare equal (:func:`norm`), a label is keyed by :func:`label_key` (``2.0`` is the
 class ``2``), and a blank string is missing (:func:`mtlcli.data.sources.missing`).
+
+A problem with one cell is a :class:`CellProblem`: every bad cell of a column is reported, up to
+:data:`CELL_LIMIT` per column (the first by file and line), then counted (:func:`capped`) -- in memory
+over the whole table, streamed over all chunks.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -16,21 +21,98 @@ import numpy as np
 from mtlcli.data.sources import Table, missing
 from mtlcli.errors import Problem, did_you_mean
 
+#: bad cells listed per column; the rest are counted
+CELL_LIMIT = 20
+
+
+@dataclass(frozen=True)
+class CellProblem(Problem):
+    """A problem with one cell (``path`` names its column): listed up to :data:`CELL_LIMIT` per column."""
+
+
+@dataclass(frozen=True)
+class CellCount(Problem):
+    """The bad cells of a column beyond the limit: ``... and N more bad cells in column 'x'``."""
+
+    count: int = 0
+    group: str = ""  # the column (the ``path`` of its cells)
+    #: which cells it counts (a hash of their places): the same count reached twice is dropped as a
+    #: duplicate (in memory the training rows are checked by the fit and again by the transform)
+    cells: int = 0
+
+
+def bad_cells(problems: list[Problem], table: Table, rows, message, path: str) -> None:
+    """A :class:`CellProblem` for each of ``rows`` (``message(row)`` says what is wrong), up to the limit
+    (the rest are counted), so a chunk of any size adds at most ``CELL_LIMIT + 1`` problems."""
+    rows = [int(r) for r in rows]
+    for r in rows[:CELL_LIMIT]:
+        problems.append(CellProblem(message(r), path, *table.where(r)))
+    if len(rows) > CELL_LIMIT:
+        rest = tuple(table.where(r) for r in rows[CELL_LIMIT:])
+        problems.append(_count(path, len(rest), table.file, hash(rest)))
+
+
+def _count(path: str, n: int, file: str, cells: int) -> CellCount:
+    return CellCount(f"... and {n} more bad cells in {path}", "", file, count=n, group=path, cells=cells)
+
+
+def capped(problems: list[Problem]) -> list[Problem]:
+    """``problems`` with the bad cells of each column cut to the first :data:`CELL_LIMIT` by file and line
+    (duplicates dropped) and one count of the rest; the column's problems stay where its first one was."""
+    groups: dict[str, list] = {}
+    order: list[Any] = []
+    for p in problems:
+        if isinstance(p, (CellProblem, CellCount)):
+            key = p.path if isinstance(p, CellProblem) else p.group
+            if key not in groups:
+                groups[key] = []
+                order.append(key)
+            groups[key].append(p)
+        else:
+            order.append(p)
+    out: list[Problem] = []
+    for item in order:
+        if isinstance(item, Problem):
+            out.append(item)
+            continue
+        cells = sorted(
+            {p for p in groups[item] if isinstance(p, CellProblem)}, key=lambda p: (p.file, p.line or 0)
+        )
+        counts = sorted({p for p in groups[item] if isinstance(p, CellCount)}, key=lambda p: p.cells)
+        dropped = cells[CELL_LIMIT:]
+        more = sum(p.count for p in counts) + len(dropped)
+        out.extend(cells[:CELL_LIMIT])
+        if more:
+            files = {p.file for p in cells} | {p.file for p in counts}
+            key = hash((tuple(p.cells for p in counts), tuple((p.file, p.line) for p in dropped)))
+            out.append(_count(item, more, files.pop() if len(files) == 1 else "", key))
+    return out
+
+
+def structural(problems: list[Problem]) -> bool:
+    """Whether any of ``problems`` is more than a bad cell (then the checks that follow cannot run)."""
+    return any(not isinstance(p, (CellProblem, CellCount)) for p in problems)
+
 
 def as_float(values: np.ndarray, table: Table, column: str, problems: list[Problem]) -> np.ndarray:
-    """Numeric view of a column; NaN where missing. Reports the first non-numeric value."""
+    """Numeric view of a column; NaN where missing. Reports every non-numeric cell (up to the limit). A
+    number the reader left as text (a column with a bad cell) is read with the table's decimal mark."""
     if values.dtype.kind in "biuf":
         return values.astype(np.float64)
     out = np.full(len(values), np.nan)
+    bad = []
+    comma = table.decimal != "."
     for i, v in enumerate(values):
         if missing(v):
             continue
         try:
-            out[i] = float(v)
+            out[i] = float(v.replace(table.decimal, ".") if comma and isinstance(v, str) else v)
         except (TypeError, ValueError):
-            file, line = table.where(i)
-            problems.append(Problem(f"expected a number, received {v!r}", f"column {column!r}", file, line))
-            return out
+            bad.append(i)
+    if bad:
+        bad_cells(
+            problems, table, bad, lambda i: f"expected a number, received {values[i]!r}", f"column {column!r}"
+        )
     return out
 
 
@@ -59,19 +141,27 @@ def present_objects(values: np.ndarray) -> np.ndarray:
 
 def class_ids(raw: np.ndarray, present: np.ndarray, classes: list) -> tuple[np.ndarray, int | None]:
     """The class index of every present row (0 elsewhere) and the first row whose label is not one of
-    ``classes`` (None when all are): one look-up per distinct value, not per row."""
+    ``classes`` (None when all are)."""
+    ids, bad = class_ids_and_unknown(raw, present, classes)
+    return ids, int(bad[0]) if len(bad) else None
+
+
+def class_ids_and_unknown(
+    raw: np.ndarray, present: np.ndarray, classes: list
+) -> tuple[np.ndarray, np.ndarray]:
+    """The class index of every present row (0 elsewhere) and every row whose label is not one of
+    ``classes``: one look-up per distinct value, not per row."""
     import pandas as pd
 
     ids = np.zeros(len(raw), np.int32)
     rows = np.flatnonzero(present)
     if not len(rows):
-        return ids, None
+        return ids, rows
     codes, uniques = pd.factorize(raw[rows])
     index = {c: i for i, c in enumerate(classes)}
     got = np.array([index.get(label_key(u), -1) for u in uniques], np.int32)[codes]
-    bad = np.flatnonzero(got < 0)
     ids[rows] = np.maximum(got, 0)
-    return ids, int(rows[bad[0]]) if len(bad) else None
+    return ids, rows[got < 0]
 
 
 def label_key(value: Any) -> Any:
@@ -130,17 +220,18 @@ def when_mask(conditions: list[dict] | None, table: Table, task: str, problems: 
         if op == "present":
             hit = [(v is not None) == bool(arg) for v in values]
         elif op in ("greater_than", "less_than"):
-            bad = next((i for i, v in enumerate(values) if v is not None and not isinstance(v, float)), None)
-            if bad is not None:
-                file, line = table.where(bad)
-                problems.append(
-                    Problem(
+            bad = [i for i, v in enumerate(values) if v is not None and not isinstance(v, float)]
+            if bad:
+                cells = table.columns[column]
+                bad_cells(
+                    problems,
+                    table,
+                    bad,
+                    lambda i, op=op, cells=cells: (
                         f"model.tasks.{task}.when compares with {op}, but the column holds "
-                        f"{table.columns[column][bad]!r}; expected numbers",
-                        f"column {column!r}",
-                        file,
-                        line,
-                    )
+                        f"{cells[i]!r}; expected numbers"
+                    ),
+                    f"column {column!r}",
                 )
                 continue
             hit = [v is not None and (v > arg if op == "greater_than" else v < arg) for v in values]

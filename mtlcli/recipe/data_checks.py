@@ -7,6 +7,8 @@ multi-column targets. Each problem names the recipe path and line.
 
 from __future__ import annotations
 
+import codecs
+import encodings.aliases
 from collections.abc import Callable
 from typing import Any
 
@@ -21,7 +23,13 @@ SOURCE_KEYS = {
     "split": "multifashion: train or test",
     "seed": "multifashion: seed of the partner draw (default 0)",
     "cache": "multifashion: directory of the built overlay (default ~/.cache/mtl)",
+    "path": "a CSV / CSV.gz (or any) file or glob, read with the dialect keys beside it",
+    "sep": "path: the field separator of the CSV file (one character, or \\t for tabs)",
+    "encoding": "path: the text encoding of the CSV file (default utf-8)",
+    "decimal": "path: the decimal mark of its numbers (default .)",
 }
+#: the keys of a CSV dialect (``data.csv``, or beside ``path:`` in a source) and their defaults
+CSV_DEFAULTS = {"sep": ",", "encoding": "utf-8", "decimal": "."}
 #: operators of a ``when:`` condition
 WHEN_OPS = ("equals", "not_equals", "in", "not_in", "greater_than", "less_than", "present")
 SPLIT_KEYS = ("column", "train", "validation", "test")
@@ -54,6 +62,21 @@ def data_problems(data: dict, tasks: dict, src: Located) -> list[Problem]:
         value = data.get(key)
         if isinstance(value, dict):
             out.extend(_source_problems(value, ("data", key), add))
+    if data.get("csv") is not None:
+        if not isinstance(data["csv"], dict):
+            add(
+                f"expected a mapping such as {{sep: ';', decimal: ','}}, received {describe(data['csv'])}",
+                ("data", "csv"),
+            )
+        else:
+            for key in data["csv"]:
+                if key not in CSV_DEFAULTS:
+                    add(
+                        f"unknown key {key!r}{did_you_mean(key, CSV_DEFAULTS)}; data.csv has "
+                        f"{', '.join(CSV_DEFAULTS)}",
+                        ("data", "csv", key),
+                    )
+            csv_problems(data["csv"], ("data", "csv"), add)
 
     split = data.get("split")
     if isinstance(split, dict):
@@ -114,20 +137,29 @@ def _source_problems(value: dict, path: tuple, add) -> list[Problem]:
         if key not in SOURCE_KEYS:
             add(
                 f"unknown key {key!r}{did_you_mean(key, SOURCE_KEYS)}; a data source is a path, a glob, "
-                f"{{idx: IMAGES, labels: LABELS}} or {{multifashion: DIR, split: train}}",
+                f"{{path: FILE, sep: ';'}}, {{idx: IMAGES, labels: LABELS}} or {{multifashion: DIR, split: train}}",
                 (*path, key),
             )
-    kinds = [k for k in ("idx", "multifashion") if k in value]
+    kinds = [k for k in ("idx", "multifashion", "path") if k in value]
     if len(kinds) != 1:
         add(
-            "a data source mapping needs exactly one of idx or multifashion, received "
-            + (", ".join(kinds) if kinds else "neither"),
+            "a data source mapping needs exactly one of path, idx or multifashion, received "
+            + (", ".join(kinds) if kinds else "none"),
             path,
         )
         return []
-    for key in ("idx", "labels", "multifashion", "cache"):
+    for key in ("idx", "labels", "multifashion", "cache", "path"):
         if key in value and not isinstance(value[key], str):
             add(f"expected a path, received {describe(value[key])}", (*path, key))
+    if kinds == ["path"]:
+        for key in ("labels", "split", "seed", "cache"):
+            if key in value:
+                add(f"{key} applies to idx or multifashion sources, not to path", (*path, key))
+        csv_problems(value, path, add)
+        return []
+    for key in CSV_DEFAULTS:
+        if key in value:
+            add(f"{key} applies to path sources (a CSV file): {{path: FILE, {key}: ...}}", (*path, key))
     if kinds == ["idx"]:
         for key in ("split", "seed", "cache"):
             if key in value:
@@ -141,6 +173,41 @@ def _source_problems(value: dict, path: tuple, add) -> list[Problem]:
         if not isinstance(seed, int) or isinstance(seed, bool):
             add(f"expected an integer, received {describe(seed)}", (*path, "seed"))
     return []
+
+
+def csv_problems(dialect: dict, path: tuple, add) -> None:
+    """Checks of the dialect keys of ``data.csv`` or of a ``{path: FILE, ...}`` source."""
+    for key in ("sep", "decimal"):
+        value = dialect.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, str) or len(value.replace("\\t", "\t")) != 1:
+            example = "';', '|' or '\\t' (a tab)" if key == "sep" else "',' or '.'"
+            add(f"expected one character such as {example}, received {describe(value)}", (*path, key))
+    sep, decimal = dialect.get("sep", ","), dialect.get("decimal", ".")
+    if isinstance(sep, str) and sep == decimal:
+        add(
+            f"the decimal mark {decimal!r} is also the field separator; choose two different characters",
+            (*path, "decimal"),
+        )
+    encoding = dialect.get("encoding")
+    if encoding is None:
+        return
+    if not isinstance(encoding, str):
+        add(
+            f"expected an encoding name such as utf-8 or latin-1, received {describe(encoding)}",
+            (*path, "encoding"),
+        )
+        return
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        known = sorted(set(encodings.aliases.aliases) | set(encodings.aliases.aliases.values()))
+        hint = did_you_mean(encoding.lower().replace("-", "_"), known) or did_you_mean(encoding, known)
+        add(
+            f"unknown encoding {encoding!r}{hint} (Python's codecs know utf-8, latin-1, cp1252, utf-16, ...)",
+            (*path, "encoding"),
+        )
 
 
 def _split_problems(split: dict, data: dict, add) -> None:
@@ -339,7 +406,7 @@ def stream_unsupported(data_spec: dict) -> list[tuple[str, tuple]]:
                 )
             )
     for key in SPLITS:
-        if isinstance(data_spec.get(key), dict):
+        if isinstance(data_spec.get(key), dict) and "path" not in data_spec[key]:
             out.append(
                 (
                     "streaming reads CSV, CSV.gz and Parquet files; this source is not one (set stream: false)",

@@ -195,6 +195,9 @@ class DataSpec(_Strict):
     test: float | str | dict[str, Any] | None = None
     split: dict[str, Any] | None = Field(None, description="{column: c, train: [..], validation: [..]}")
     group_by: str | None = Field(None, description="rows sharing this column's value stay in one split")
+    csv: dict[str, Any] | None = Field(
+        None, description="the dialect of every CSV source: {sep: ';', encoding: latin-1, decimal: ','}"
+    )
     inputs: dict[str, InputSpec]
     stream: Any = Field(
         None,
