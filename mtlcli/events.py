@@ -34,6 +34,19 @@ class EpochEnd:
     epochs: int
     logs: dict[str, float]
     seconds: float
+    final: bool = False  # the run trains no further epoch (the last one, or early stopping ends it)
+
+
+@dataclass
+class EarlyStopped:
+    """``train.early_stopping`` ended the run after ``epoch`` (1-based)."""
+
+    epoch: int
+    monitor: str
+    waited: int  # epochs since the best value
+    min_delta: float
+    best_epoch: int | None
+    restored: bool  # the weights of ``best_epoch`` are put back (``restore_best``)
 
 
 @dataclass
@@ -43,6 +56,7 @@ class Finished:
     stopped_early: bool
     seconds: float
     results: dict[str, Any]
+    weights_epoch: int | None = None  # the epoch whose weights the final results are from
 
 
 @dataclass
@@ -67,4 +81,4 @@ class Notice:
     message: str
 
 
-Event = Started | BatchEnd | EpochEnd | Finished | Resumed | Notice
+Event = Started | BatchEnd | EpochEnd | EarlyStopped | Finished | Resumed | Notice

@@ -75,9 +75,17 @@ class TrainView:
             self._print_resumed(event)
         elif isinstance(event, events.Notice):
             self.console.print(event.message, soft_wrap=True, markup=False, highlight=False)
+        elif isinstance(event, events.EarlyStopped):
+            self.close()  # the live view ends on the last epoch's table; the message goes below it
+            self._say(early_stop_message(event))
         elif isinstance(event, events.EpochEnd):
             self.last = event.logs
-            if self.live is not None:
+            if self.live is not None and event.final:
+                # the last epoch: the bar stays full (no next epoch at 0/N) and the live view ends
+                self.progress.update(self.bar, completed=self.started.steps_per_epoch, epoch=event.epoch)
+                self.live.update(self._render())
+                self.close()
+            elif self.live is not None:
                 # reset() replaces the task's fields: pass all of them
                 self.progress.reset(
                     self.bar,
@@ -191,9 +199,23 @@ class TrainView:
         return "\n".join(lines)
 
     def summary(self, result) -> None:
+        """The final tables, each titled with the epoch whose weights it evaluates (the best epoch
+        under ``restore_best``: the last live row may show a later one)."""
         splits = result.results.get("splits", {})
+        epoch = getattr(result, "weights_epoch", None)
+        weights = f" — weights of epoch {epoch}" if epoch else ""
         for split, res in splits.items():
-            self.console.print(results_table(res, f"{split} ({res['n']} rows)", self.live_mode))
+            self.console.print(results_table(res, f"{split} ({res['n']} rows){weights}", self.live_mode))
+
+
+def early_stop_message(ev) -> str:
+    """``stopped at epoch 38: val_loss did not improve for 25 epochs; restored the weights of epoch 13``"""
+    by = f" by more than {ev.min_delta:g}" if ev.min_delta else ""
+    text = f"stopped at epoch {ev.epoch}: {ev.monitor} did not improve{by} for {ev.waited} epoch"
+    text += "" if ev.waited == 1 else "s"
+    if ev.restored and ev.best_epoch is not None:
+        text += f"; restored the weights of epoch {ev.best_epoch}"
+    return text
 
 
 def _min_cosine(logs: dict[str, float], task: str, tasks: list[str]) -> float | None:

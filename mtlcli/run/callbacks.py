@@ -106,6 +106,16 @@ class RunState:
     failure: str | None = None
     best_weights: list | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    at: tuple[int, int] | None = None  # (1-based epoch, steps done in it): where an error happened
+
+    def doing(self) -> str:
+        """What the run was doing at :attr:`at`, for an error message."""
+        if self.at is None:
+            return "starting to train"
+        epoch, step = self.at
+        if step >= self.steps:
+            return f"validating epoch {epoch}"
+        return f"training epoch {epoch}, step {step + 1}/{self.steps}"
 
 
 class RunCallback(keras.callbacks.Callback):
@@ -124,6 +134,7 @@ class RunCallback(keras.callbacks.Callback):
         self.mtl_model.epoch_var.assign(epoch)
         run.skipped_in_epoch = 0
         self.offset = run.first_step if epoch == run.first_epoch else 0
+        run.at = (epoch + 1, self.offset)
         if epoch == run.first_epoch and run.metrics_from is not None:
             # A mid-epoch resume: Keras reset the metrics just before this; continue the epoch's means.
             checkpoint.restore_metrics(self.mtl_model, run.metrics_from)
@@ -148,6 +159,7 @@ class RunCallback(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         run = self.run
         step = self.offset + batch + 1
+        run.at = (self.epoch + 1, step)
         losses = self.mtl_model.batch_losses.numpy()
         names = self.mtl_model.task_names
         bad = [(t, float(v)) for t, v in zip(names, losses, strict=True) if not math.isfinite(v)]
@@ -223,7 +235,8 @@ class RunCallback(keras.callbacks.Callback):
                 sel.stopped = True
                 self.model.stop_training = True
         checkpoint.save(self.mtl_model, run.run_dir, "last", self.state_at(epoch + 1, 0))
-        self.on_event(EpochEnd(epoch + 1, run.epochs, logs, time.time() - self.t0))
+        final = sel.stopped or epoch + 1 >= run.epochs
+        self.on_event(EpochEnd(epoch + 1, run.epochs, logs, time.time() - self.t0, final))
         if (
             run.guard is not None
             and run.guard.received is not None

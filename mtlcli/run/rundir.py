@@ -20,11 +20,14 @@ before training starts; once it has started, a :class:`~mtlcli.errors.RunError` 
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import platform
 import shutil
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +38,7 @@ from mtlcli import __version__
 from mtlcli.errors import UsageError
 from mtlcli.fsio import atomic_write, disk_error, save_model_atomic
 from mtlcli.recipe import LoadedRecipe
+from mtlcli.run import checkpoint
 
 
 def resolved_recipe(loaded: LoadedRecipe, seed: int, epochs: int) -> dict[str, Any]:
@@ -46,49 +50,170 @@ def resolved_recipe(loaded: LoadedRecipe, seed: int, epochs: int) -> dict[str, A
     return resolved
 
 
-def new_run_dir(name: str, output: str | Path | None, force: bool, root: Path | None = None) -> Path:
+#: What a run writes into its directory. ``--force`` moves the ones an earlier run left aside (they
+#: would be mistaken for this run's) and deletes them only once this run has written a checkpoint.
+RUN_FILES = (
+    "model.keras",
+    "metrics.json",
+    "history.csv",
+    "checkpoints",
+    "recipe.yaml",
+    "resolved.yaml",
+    "data.json",
+    "env.json",
+)
+
+
+@dataclass
+class Opened:
+    """A run directory this session made or entered, and what a failed start has to undo.
+
+    A start is not final until the run has written a ``last`` checkpoint: before that, a failure (out
+    of memory, a non-finite loss in the first steps, a bad value TensorFlow refuses, Ctrl-C twice)
+    would leave a directory that neither ``--resume`` (no checkpoint) nor a re-run (``--output ... is
+    not empty``) accepts. :meth:`close` then puts everything back as it was: directories this session
+    made are removed, files it added to an existing directory are deleted, and the files it moved
+    aside (``--force``) or is about to rewrite (a resume in place) are moved back. Nothing the user
+    had there before is ever deleted. The files wait in ``.mtl-replaced-<pid>/`` inside the run
+    directory (a rename, so no copy of a large model; a process killed with SIGKILL leaves them there).
+    """
+
+    path: Path
+    made: list[Path] = field(default_factory=list)  # directories made by this session, outermost first
+    before: set[str] | None = None  # the names in an existing directory (None: the directory is new)
+    aside: Path | None = None
+    started_from: bytes | None = None  # checkpoints/last/state.json when the session started
+
+    def keep(self, name: str, *, move: bool) -> None:
+        """Put ``name`` aside until the start is final (``move``: gone from the run directory meanwhile;
+        else a copy, for a file the session rewrites in place)."""
+        src = self.path / name
+        if not src.exists():
+            return
+        if self.aside is None:
+            self.aside = self.path / f".mtl-replaced-{os.getpid()}"
+            self.aside.mkdir()
+        if move:
+            os.replace(src, self.aside / name)
+        else:
+            shutil.copy2(src, self.aside / name)
+
+    def progressed(self) -> bool:
+        """Has this session written a ``last`` checkpoint (the run can be resumed from it)?"""
+        return _last_state(self.path) not in (None, self.started_from)
+
+    def close(self, failed: bool) -> None:
+        """The session ends: a success, or a failure after a checkpoint, keeps the directory (and
+        drops what was put aside); a failure before one puts the directory back as it was."""
+        if failed and not self.progressed():
+            self._roll_back()
+        elif self.aside is not None:
+            shutil.rmtree(self.aside, ignore_errors=True)
+        self.aside = None
+        self.made = []
+
+    def _roll_back(self) -> None:
+        with contextlib.suppress(OSError):
+            if self.before is None:
+                shutil.rmtree(self.path, ignore_errors=True)
+                # the parents it made (runs/<name>/), only while empty: another run may use them now
+                for parent in reversed(self.made[:-1]):
+                    with contextlib.suppress(OSError):
+                        parent.rmdir()
+                return
+            for entry in self.path.iterdir():
+                if entry.name not in self.before and entry != self.aside:
+                    if entry.is_dir() and not entry.is_symlink():
+                        shutil.rmtree(entry, ignore_errors=True)
+                    else:
+                        entry.unlink(missing_ok=True)
+            if self.aside is not None:
+                for kept in self.aside.iterdir():
+                    target = self.path / kept.name
+                    if target.is_dir() and not target.is_symlink():
+                        shutil.rmtree(target, ignore_errors=True)
+                    os.replace(kept, target)
+                self.aside.rmdir()
+
+
+def _last_state(run_dir: Path) -> bytes | None:
+    ckpt = checkpoint.find(run_dir, "last")
+    try:
+        return (ckpt / "state.json").read_bytes() if ckpt is not None else None
+    except OSError:
+        return None
+
+
+def _missing_dirs(path: Path) -> list[Path]:
+    """``path`` and those of its parents that do not exist yet, outermost first."""
+    missing = []
+    for p in (path, *path.parents):
+        if p.exists():
+            break
+        missing.append(p)
+    return missing[::-1]
+
+
+def new_run_dir(name: str, output: str | Path | None, force: bool, root: Path | None = None) -> Opened:
     """``--output DIR`` (refused when not empty, unless ``force``), else the next ``runs/<name>/<N>``."""
     if output is not None:
         out = Path(output)
         if out.exists() and not out.is_dir():
             raise UsageError(f"--output {out} exists and is not a directory")
-        if out.exists() and any(out.iterdir()):
-            if not force:
+        if out.exists():
+            before = {p.name for p in out.iterdir()}
+            if before and not force:
                 raise UsageError(
                     f"--output {out} is not empty; choose another directory or pass --force to write into it"
                 )
-            for leftover in ("model.keras", "metrics.json", "history.csv"):
-                (out / leftover).unlink(missing_ok=True)
-            if (out / "checkpoints").is_dir():  # another run's checkpoints must not be resumed by mistake
-                shutil.rmtree(out / "checkpoints")
+            opened = Opened(out, before=before)
+            for leftover in RUN_FILES:  # another run's checkpoints must not be resumed by mistake
+                opened.keep(leftover, move=True)
+            return opened
+        made = _missing_dirs(out)
         out.mkdir(parents=True, exist_ok=True)
-        return out
+        return Opened(out, made=made)
     base = (root or Path.cwd()) / "runs" / name
+    made = _missing_dirs(base)
     base.mkdir(parents=True, exist_ok=True)
     n = 1 + max((int(p.name) for p in base.iterdir() if p.name.isdigit()), default=0)
     while True:
         try:
             (base / str(n)).mkdir()
-            return base / str(n)
+            return Opened(base / str(n), made=[*made, base / str(n)])
         except FileExistsError:  # a concurrent run took it
             n += 1
 
 
-def create(loaded: LoadedRecipe, output, force: bool, info: dict[str, Any], seed: int, epochs: int) -> Path:
+def create(loaded: LoadedRecipe, output, force: bool, info: dict[str, Any], seed: int, epochs: int) -> Opened:
     """Create the run directory and its static files; a failure leaves no half-made directory."""
-    existed = output is not None and Path(output).exists()
     try:
-        run_dir = new_run_dir(loaded.name, output, force)
+        opened = new_run_dir(loaded.name, output, force)
     except OSError as exc:
         where = output if output is not None else Path.cwd() / "runs" / loaded.name
         raise UsageError(f"cannot create the run directory {where}: {exc.strerror or exc}") from None
     try:
-        write_static_files(run_dir, loaded, info, seed, epochs)
+        write_static_files(opened.path, loaded, info, seed, epochs)
     except OSError as exc:
-        if not existed:
-            shutil.rmtree(run_dir, ignore_errors=True)
+        opened.close(failed=True)
+        raise UsageError(f"cannot write to the run directory {opened.path}: {exc.strerror or exc}") from None
+    except BaseException:
+        opened.close(failed=True)
+        raise
+    return opened
+
+
+def enter(run_dir: Path) -> Opened:
+    """A run continued in its own directory (a resume in place): the files the session rewrites
+    before its first checkpoint are kept, so that a failed start leaves the run as it was."""
+    opened = Opened(run_dir, before={p.name for p in run_dir.iterdir()}, started_from=_last_state(run_dir))
+    try:
+        for name in ("resolved.yaml", "env.json", "history.csv"):
+            opened.keep(name, move=False)
+    except OSError as exc:
+        opened.close(failed=True)
         raise UsageError(f"cannot write to the run directory {run_dir}: {exc.strerror or exc}") from None
-    return run_dir
+    return opened
 
 
 def write_static_files(run_dir: Path, loaded: LoadedRecipe, info: dict[str, Any], seed: int, epochs: int):
@@ -101,7 +226,9 @@ def write_static_files(run_dir: Path, loaded: LoadedRecipe, info: dict[str, Any]
     atomic_write(run_dir / "recipe.yaml", source)
     resolved = resolved_recipe(loaded, seed, epochs)
     atomic_write(run_dir / "resolved.yaml", yaml.safe_dump(resolved, sort_keys=False))
-    atomic_write(run_dir / "data.json", json.dumps(info, indent=1) + "\n")
+    from mtlcli.data.step import recorded  # data paths relative to the run directory too (relocatable)
+
+    atomic_write(run_dir / "data.json", json.dumps(recorded(info, run_dir, loaded.base_dir), indent=1) + "\n")
     env = {
         "mtl": __version__,
         "tensorflow": tf.__version__,

@@ -10,12 +10,17 @@
     fit              one or two ``model.fit`` calls under the signal guard
     finish           best weights, model.keras, final evaluation, metrics.json, env.json
 
+A start is final once the run has written its first checkpoint: a failure before that puts the run
+directory back as it was (:class:`mtlcli.run.rundir.Opened`), so the same command can be run again.
+Out-of-memory errors become one line naming what the run was doing (:mod:`mtlcli.run.failures`).
+
 What each file of a run directory holds is in :mod:`mtlcli.run.rundir`; checkpoints are
 :mod:`mtlcli.run.checkpoint`; the rules of a resume are :mod:`mtlcli.run.resume`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import shlex
 import shutil
@@ -29,12 +34,13 @@ from typing import Any
 from mtlcli import data
 from mtlcli.data import pipeline
 from mtlcli.errors import RunError, UsageError
-from mtlcli.events import Event, Finished, Resumed, Started
+from mtlcli.events import EarlyStopped, Event, Finished, Resumed, Started
 from mtlcli.fsio import disk_error
 from mtlcli.recipe import LoadedRecipe
 from mtlcli.run import checkpoint, rundir
 from mtlcli.run import resume as resuming
 from mtlcli.run.evaluate import evaluate_arrays
+from mtlcli.run.failures import Memory, last_good
 from mtlcli.run.signals import SignalGuard
 from mtlcli.tfutil import import_tf
 
@@ -52,6 +58,7 @@ class RunResult:
     history: list[dict[str, float]] = field(default_factory=list)
     chief: bool = True  # False: a multi_worker worker that is not the chief (run_dir was its scratch copy)
     task: str = ""  # "worker 1" under multi_worker
+    weights_epoch: int | None = None  # the epoch whose weights ``results`` are from (best or last)
 
 
 @dataclass
@@ -120,20 +127,40 @@ def train(
     # chief runs every step (the collectives need it) but reports nothing and writes into a scratch
     # directory that is removed at the end.
     dist = distribute.setup(job.recipe.train, tf)
-    scratch = None if dist.is_chief else Path(tempfile.mkdtemp(prefix="mtl-worker-"))
-    if scratch is not None:
-        on_event = _noop
-    model = build(job, dist)
-    session = start_session(job, model)
-    run_dir = open_run_dir(job, session, scratch)
-    announce(job, session, model, run_dir, on_event)
-    run, seconds = fit(tf, job, session, model, run_dir, dist, on_event)
-    results = finish(tf, job, run, model, run_dir, dist, seconds)
-    on_event(Finished(run_dir, len(run.history), run.selection.stopped, seconds, results))
-    if scratch is not None:  # a worker that is not the chief: its copy of the run goes
+    if dist.is_chief:
+        return _run(tf, job, dist, None, on_event)
+    scratch = Path(tempfile.mkdtemp(prefix="mtl-worker-"))
+    try:
+        result = _run(tf, job, dist, scratch, _noop)
+    finally:  # a worker that is not the chief: its copy of the run goes
         shutil.rmtree(scratch, ignore_errors=True)
-        return RunResult(scratch, results, run.history, chief=False, task=dist.task)
-    return RunResult(run_dir, results, run.history)
+    return dataclasses.replace(result, chief=False, task=dist.task)
+
+
+def _run(tf, job: Job, dist, scratch: Path | None, on_event) -> RunResult:
+    """The steps after TensorFlow is set up; a failure before the first checkpoint undoes the run
+    directory (:meth:`mtlcli.run.rundir.Opened.close`)."""
+    memory = Memory(tf, job.batch)
+    with memory.guard("building the model"):
+        model = build(job, dist)
+    with memory.guard("restoring the checkpoint"):
+        session = start_session(job, model)
+    opened = open_run_dir(job, session, scratch)
+    run_dir = opened.path
+    try:
+        announce(job, session, model, run_dir, on_event)
+        run, seconds = fit(tf, job, session, model, run_dir, dist, on_event, memory)
+        if run.selection.stopped:
+            on_event(_early_stop(run))
+        with memory.guard("evaluating and saving the trained model", run_dir):
+            results = finish(tf, job, run, model, run_dir, dist, seconds)
+    except BaseException:
+        opened.close(failed=True)
+        raise
+    opened.close(failed=False)
+    weights = weights_epoch(run, job)
+    on_event(Finished(run_dir, len(run.history), run.selection.stopped, seconds, results, weights))
+    return RunResult(run_dir, results, run.history, weights_epoch=weights)
 
 
 def prepare(
@@ -214,8 +241,9 @@ def start_session(job: Job, model) -> Session:
     return Session(selection, restored.history, restored.best_weights, restored.notes, finished)
 
 
-def open_run_dir(job: Job, session: Session, scratch: Path | None) -> Path:
-    """The resumed run's own directory (refused when it has already finished), or a new one."""
+def open_run_dir(job: Job, session: Session, scratch: Path | None) -> rundir.Opened:
+    """The resumed run's own directory (refused when it has already finished), or a new one; the
+    caller closes it (:meth:`~mtlcli.run.rundir.Opened.close`)."""
     source, pos = job.source, job.position
     if job.in_place:
         run_dir = source.run_dir
@@ -226,21 +254,34 @@ def open_run_dir(job: Job, session: Session, scratch: Path | None) -> Path:
                 f"{run_dir} has already finished ({why}); to train longer pass --epochs N with N > {pos.epoch}"
                 + (" and raise train.early_stopping.patience" if stopped else "")
             )
-        run_dir = run_dir if scratch is None else scratch
-        rundir.record_resume(run_dir, job.resolved, source.env, source.state, pos.rendered())
-        return run_dir
+        opened = rundir.enter(run_dir if scratch is None else scratch)
+        try:
+            rundir.record_resume(opened.path, job.resolved, source.env, source.state, pos.rendered())
+        except BaseException:
+            opened.close(failed=True)
+            raise
+        return opened
     target = scratch or job.output
-    run_dir = rundir.create(job.loaded, target, job.force, job.prepared.info, job.seed, job.epochs)
+    opened = rundir.create(job.loaded, target, job.force, job.prepared.info, job.seed, job.epochs)
     if source is not None:  # a fork: where it came from, the best checkpoint so far, the history so far
-        rundir.record_fork(run_dir, source.run_dir, source.ckpt, source.state, pos.rendered())
-        best = checkpoint.find(source.run_dir, "best")
-        if best is not None and session.selection.best is not None and source.ckpt != best:
-            shutil.copytree(best, run_dir / "checkpoints" / "best")
-        if session.history:
-            from mtlcli.run.callbacks import write_history
+        try:
+            _start_fork(job, session, opened.path)
+        except BaseException:
+            opened.close(failed=True)
+            raise
+    return opened
 
-            write_history(run_dir, session.history)
-    return run_dir
+
+def _start_fork(job: Job, session: Session, run_dir: Path) -> None:
+    source, pos = job.source, job.position
+    rundir.record_fork(run_dir, source.run_dir, source.ckpt, source.state, pos.rendered())
+    best = checkpoint.find(source.run_dir, "best")
+    if best is not None and session.selection.best is not None and source.ckpt != best:
+        shutil.copytree(best, run_dir / "checkpoints" / "best")
+    if session.history:
+        from mtlcli.run.callbacks import write_history
+
+        write_history(run_dir, session.history)
 
 
 def announce(job: Job, session: Session, model, run_dir: Path, on_event) -> None:
@@ -291,10 +332,11 @@ def announce(job: Job, session: Session, model, run_dir: Path, on_event) -> None
         )
 
 
-def fit(tf, job: Job, session: Session, model, run_dir: Path, dist, on_event):
+def fit(tf, job: Job, session: Session, model, run_dir: Path, dist, on_event, memory: Memory):
     """Train the epochs that are left; returns the callback's RunState and the seconds it took.
 
-    A non-finite loss (``train.on_nan: stop``) becomes a RunError that names the last good checkpoint.
+    A non-finite loss (``train.on_nan: stop``) becomes a RunError that names the last good checkpoint;
+    so does running out of memory, naming the epoch and step.
     """
     from mtlcli.run.callbacks import NonFinite, RunCallback, RunState
 
@@ -325,12 +367,12 @@ def fit(tf, job: Job, session: Session, model, run_dir: Path, dist, on_event):
     val_ds = dist.dataset(pipeline.dataset(tf, val, max(job.batch, 256), job.seed)) if val else None
     started = time.time()
     try:
-        with SignalGuard() as guard:
+        with SignalGuard() as guard, memory.guard(run.doing, run_dir):
             run.guard = guard
             if not session.finished:
                 _fit_epochs(tf, job, model, callback, dist, val_ds)
     except NonFinite:
-        raise RunError(run.failure + _last_good(run_dir)) from None
+        raise RunError(run.failure + last_good(run_dir)) from None
     except OSError as exc:
         raise disk_error(exc, f"to the run directory {run_dir}") from None
     return run, time.time() - started
@@ -368,17 +410,20 @@ def _fit_epochs(tf, job: Job, model, callback, dist, val_ds) -> None:
         fit_range(epoch, 0, job.epochs)
 
 
-def _last_good(run_dir: Path) -> str:
-    """The tail of a non-finite-loss error: where the last good checkpoint is and how to retry."""
-    last = checkpoint.find(run_dir, "last")
-    if last is None:
-        return "; no checkpoint had been written yet"
-    st = checkpoint.read_state(last)
-    where = f"epoch {st['epoch']}" + (f", step {st['step_in_epoch']}" if st["step_in_epoch"] else "")
-    return (
-        f"; the last good checkpoint ({where}) is {last}; to retry from it with other settings: "
-        f"mtl train RECIPE --resume {shlex.quote(str(last))} --fork NEW_DIR"
-    )
+def _early_stop(run) -> EarlyStopped:
+    sel = run.selection
+    restored = sel.restore_best and run.best_weights is not None
+    epoch = int(run.history[-1]["epoch"]) if run.history else sel.best_epoch or 0
+    return EarlyStopped(epoch, sel.monitor, sel.wait, sel.min_delta, sel.best_epoch, restored)
+
+
+def weights_epoch(run, job: Job) -> int | None:
+    """The epoch whose weights the final model holds: the best one under ``restore_best``, else the
+    last trained (counting the epochs before a resume)."""
+    sel = run.selection
+    if sel.restore_best and run.best_weights is not None and sel.best_epoch is not None:
+        return sel.best_epoch
+    return int(run.history[-1]["epoch"]) if run.history else job.position.epoch or None
 
 
 def finish(tf, job: Job, run, model, run_dir: Path, dist, seconds: float) -> dict[str, Any]:
