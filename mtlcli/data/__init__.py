@@ -11,7 +11,17 @@ from mtlcli.data import pipeline, sources, stream
 from mtlcli.data.inputs import InputStats, embedding_dim
 from mtlcli.data.preprocess import Arrays, Prepared, Preprocessing, fit, transform, weight_key
 from mtlcli.data.sources import SUPPORTED, Table, file_digest, read_source, read_table
-from mtlcli.data.step import RunSplit, choose_split, prepare, read_run_info, reload_split
+from mtlcli.data.step import (
+    RunSplit,
+    choose_split,
+    locate,
+    prepare,
+    read_run_info,
+    recipe_dir,
+    recorded,
+    reload_split,
+    run_dialect,
+)
 from mtlcli.data.targets import TargetStats
 
 __all__ = [
@@ -29,10 +39,14 @@ __all__ = [
     "fit",
     "pipeline",
     "prepare",
+    "locate",
     "read_run_info",
+    "recipe_dir",
+    "recorded",
     "read_source",
     "read_table",
     "reload_split",
+    "run_dialect",
     "sources",
     "stream",
     "transform",

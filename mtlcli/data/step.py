@@ -6,12 +6,21 @@ training source). It raises :class:`mtlcli.errors.DataError` with every problem 
 TensorFlow, so ``mtl validate`` runs it in full.
 
 :func:`reload_split` is the other end: the rows of a run's validation or test split, read again from
-the files ``data.json`` recorded, after one sha256 check that they are unchanged.
+the files ``data.json`` recorded (with their CSV dialect), after one sha256 check that they are unchanged.
+
+Run directories are relocatable. A run records each data file's absolute path and, once its directory
+exists (:func:`recorded`), the same path relative to the run directory (``from_run``) and the recipe
+directory relative to it (``recipe_from_run``). A run is read again relative first -- so a project moved
+or copied as a whole, or a run directory moved with its data beside it, finds its own files -- then at
+the absolute path (all that runs of mtl 0.1 recorded); whichever is found must still have its sha256.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -148,6 +157,15 @@ def read_run_info(run_dir: Path) -> dict[str, Any]:
         raise CheckpointError(f"{info_path}: not valid JSON ({exc})") from None
 
 
+def run_dialect(run_dir: Path | None) -> dict[str, str] | None:
+    """The CSV dialect of a run's training data, which ``mtl evaluate RUN_DIR --data FILE`` reads FILE
+    with (None without a run directory, or for the default dialect)."""
+    if run_dir is None or not (run_dir / "data.json").is_file():
+        return None
+    entry = (read_run_info(run_dir).get("files") or {}).get("train") or {}
+    return entry.get("csv") or None
+
+
 @dataclass
 class RunSplit:
     """A run's split, read again. ``table`` holds its rows for an in-memory run; a streamed run's split
@@ -162,17 +180,77 @@ class RunSplit:
         return streaming.run_split(self.info, self.name, prep)
 
 
+def recorded(info: dict[str, Any], run_dir: Path, base_dir: Path) -> dict[str, Any]:
+    """``data.json`` as run directory ``run_dir`` keeps it: ``info`` plus each file's source relative to
+    the run directory and the recipe directory ``base_dir`` relative to it (see the module docstring)."""
+    out = copy.deepcopy(info)
+    for entry in out.get("files", {}).values():
+        rel = _rebased(
+            entry.get("source", entry.get("path")), lambda p: os.path.relpath(p, run_dir.absolute())
+        )
+        if rel is not None:
+            entry["from_run"] = rel
+    with contextlib.suppress(ValueError):  # another drive (Windows): no relative path
+        out["recipe_from_run"] = os.path.relpath(base_dir.absolute(), run_dir.absolute())
+    return out
+
+
+def _rebased(source: Any, move) -> Any:
+    """``source`` (a path, a glob or a source mapping) with each of its paths passed through ``move``;
+    None when a path cannot be moved (``pkg://`` sources, another drive)."""
+    if isinstance(source, dict):
+        out = dict(source)
+        for key in ("idx", "labels", "multifashion", "cache", "path"):
+            if isinstance(out.get(key), str):
+                out[key] = _rebased(out[key], move)
+                if out[key] is None:
+                    return None
+        return out
+    if not isinstance(source, str) or source.startswith("pkg://"):
+        return None
+    try:
+        return move(source)
+    except ValueError:
+        return None
+
+
+def recipe_dir(run_dir: Path, info: dict[str, Any], recorded_dir: Path) -> Path:
+    """The directory the recipe of run ``run_dir`` resolves its data paths from: where it is now relative
+    to the run directory (a moved project), else ``recorded_dir`` (env.json's, as when it was trained)."""
+    rel = info.get("recipe_from_run")
+    if isinstance(rel, str) and (run_dir / rel).is_dir():
+        return Path(os.path.normpath(run_dir.absolute() / rel))
+    return recorded_dir
+
+
+def locate(run_dir: Path, entry: dict[str, Any]) -> Any:
+    """The source of a data.json file entry where it is now: relative to the run directory (a moved
+    project) when its files are there, else the recorded absolute one; None when neither exists."""
+    candidates = []
+    if entry.get("from_run") is not None:
+        base = run_dir.absolute()
+        candidates.append(_rebased(entry["from_run"], lambda p: os.path.normpath(base / p)))
+    candidates.append(entry.get("source", entry["path"]))
+    for source in candidates:
+        try:
+            found = sources.source_files(source)
+        except DataError:
+            continue
+        if found and all(f.exists() for f in found):
+            return source
+    return None
+
+
 def reload_split(run_dir: Path, split: str | None) -> RunSplit:
-    """The split of run ``run_dir`` to evaluate (:func:`choose_split`), after checking that the data
-    files recorded in data.json are still there and unchanged (sha256)."""
+    """The split of run ``run_dir`` to evaluate (:func:`choose_split`), after finding the data files that
+    data.json recorded (:func:`locate`) and checking that they are unchanged (sha256)."""
     info = read_run_info(run_dir)
     name = choose_split(run_dir, info, split)
     files = info["files"]
     entry = files.get(name) or files["train"]
-    source = entry.get("source", entry["path"])  # a path, a glob or a source mapping (absolute paths)
+    source = locate(run_dir, entry)  # a path, a glob or a source mapping (absolute paths)
     try:
-        files_now = sources.source_files(source)
-        digest = sources.digest(source) if files_now and all(f.exists() for f in files_now) else None
+        digest = sources.digest(source) if source is not None else None
     except DataError:
         digest = None
     if digest is None:
@@ -188,13 +266,15 @@ def reload_split(run_dir: Path, split: str | None) -> RunSplit:
                     f"the file changed since training (sha256 differs), so the {name} "
                     f"split cannot be rebuilt; pass --data FILE to evaluate it anyway",
                     "",
-                    str(entry["path"]),
+                    str(source if isinstance(source, str) else entry["path"]),
                 )
             ]
         )
+    info = copy.deepcopy(info)
+    info["files"][name if name in files else "train"]["source"] = source  # where the files are now
     if streaming.is_streamed(info):
         return RunSplit(name, info, None)
-    table = sources.read_source(source)
+    table = sources.read_source(source, dialect=entry.get("csv"))
     if name not in files:
         table = table.take(np.array(info["fraction_indices"][name], dtype=np.int64))
     return RunSplit(name, info, table)

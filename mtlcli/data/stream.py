@@ -390,10 +390,7 @@ def _heads(loaded: LoadedRecipe, plans: list[SplitPlan]) -> dict[str, tuple[list
         try:
             files, header = columns_of(plan.source, loaded.base_dir, _dialect(loaded, plan))
         except DataError as exc:
-            problems.extend(
-                Problem(p.message + f" (data.{key}: {plan.source!r})", p.path, p.file, p.line)
-                for p in exc.problems
-            )
+            problems.extend(_named(exc.problems, key, plan.source))
             continue
         shown = str(files[0]) if len(files) == 1 else plan.source
         empty = Table({c: np.array([], dtype=object) for c in header}, 0, shown)
@@ -442,11 +439,17 @@ def prepare(loaded: LoadedRecipe, seed: int, opts: dict[str, int]) -> data.Prepa
     heads = _heads(loaded, plans)
     acc = _Pass(loaded)
     for i, plan in enumerate(plans):
-        files, columns = heads["train" if i == 0 else plan.only]
-        for chunk in iter_chunks(files, columns, chunk_rows, _dialect(loaded, plan), check=True):
-            for split, idx in plan.assign(chunk).items():
-                if len(idx):
-                    acc.chunk(split, chunk.table if len(idx) == chunk.table.n_rows else chunk.table.take(idx))
+        key = "train" if i == 0 else plan.only
+        files, columns = heads[key]
+        try:
+            for chunk in iter_chunks(files, columns, chunk_rows, _dialect(loaded, plan), check=True):
+                for split, idx in plan.assign(chunk).items():
+                    if len(idx):
+                        acc.chunk(
+                            split, chunk.table if len(idx) == chunk.table.n_rows else chunk.table.take(idx)
+                        )
+        except DataError as exc:  # a file that is not a table: named as the recipe gives it, as in memory
+            raise DataError(problems=_named(exc.problems, key, plan.source)) from None
     acc.missing_values()
 
     def own_plan(key: str) -> SplitPlan | None:
@@ -477,6 +480,11 @@ def prepare(loaded: LoadedRecipe, seed: int, opts: dict[str, int]) -> data.Prepa
             int(opts["shuffle_buffer"]), weights=key == "train", dialect=_dialect(loaded, plan) or None,
         )  # fmt: skip
     return data.Prepared(prep, splits, _info(loaded, seed, plans, heads, splits, opts, fractions))
+
+
+def _named(problems: list[Problem], key: str, source) -> list[Problem]:
+    """Problems of reading a source, each ending with the source as the recipe gives it."""
+    return [Problem(p.message + f" (data.{key}: {source!r})", p.path, p.file, p.line) for p in problems]
 
 
 def _dialect(loaded: LoadedRecipe, plan: SplitPlan) -> dict[str, str]:

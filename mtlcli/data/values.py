@@ -84,7 +84,11 @@ def capped(problems: list[Problem]) -> list[Problem]:
         out.extend(cells[:CELL_LIMIT])
         if more:
             files = {p.file for p in cells} | {p.file for p in counts}
-            key = hash((tuple(p.cells for p in counts), tuple((p.file, p.line) for p in dropped)))
+            key = (
+                counts[0].cells  # a count merged with nothing is the same count (found again: a duplicate)
+                if len(counts) == 1 and not dropped
+                else hash((tuple(p.cells for p in counts), tuple((p.file, p.line) for p in dropped)))
+            )
             out.append(_count(item, more, files.pop() if len(files) == 1 else "", key))
     return out
 

@@ -81,7 +81,7 @@ def evaluate(
         raise UsageError("give either --data or --split, not both")
     # Read the data before the (slow) model load so data mistakes are reported at once.
     if data_path is not None:
-        table = data.sources.read_source(str(data_path))
+        table = data.sources.read_source(str(data_path), dialect=data.run_dialect(run_dir))
         source = str(data_path)
     else:
         if run_dir is None:

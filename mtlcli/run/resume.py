@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from mtlcli import data
 from mtlcli.errors import CheckpointError, UsageError
 from mtlcli.recipe import LoadedRecipe
 from mtlcli.run import checkpoint
@@ -119,12 +120,19 @@ def refusal(changes: list[Change], run_dir: Path, fork: bool) -> str:
 
 
 def comparable(resolved: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
-    """A resolved recipe with data paths made absolute (a recipe moved elsewhere is the same recipe)."""
+    """A resolved recipe with its data files named by content (a recipe or a whole project moved
+    elsewhere is the same recipe; :func:`data_changes` compares the contents by sha256)."""
     out = copy.deepcopy(resolved)
     files = info.get("files") or {}
     for key in ("train", "validation", "test"):
-        if isinstance((out.get("data") or {}).get(key), str) and isinstance(files.get(key), dict):
-            out["data"][key] = files[key].get("path", out["data"][key])
+        value, entry = (out.get("data") or {}).get(key), files.get(key)
+        if not isinstance(entry, dict):
+            continue
+        name = "(sha256)" if entry.get("sha256") else entry.get("path")
+        if isinstance(value, str):
+            out["data"][key] = name or value
+        elif isinstance(value, dict) and "path" in value:  # {path: FILE, sep: ...}: the dialect counts
+            out["data"][key] = {**value, "path": name or value["path"]}
     return out
 
 
@@ -194,6 +202,7 @@ def _read_run_files(run_dir: Path):
     except (yaml.YAMLError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{run_dir}: a run file is damaged ({exc})") from None
     base = Path(env.get("recipe_dir") or (Path(env["recipe"]).parent if env.get("recipe") else run_dir))
+    base = data.recipe_dir(run_dir, info, base)  # where the recipe is now, when the project moved
     original = recipe.loads(files["recipe.yaml"], file=str(run_dir / "recipe.yaml"), base_dir=base)
     original.name = resolved.get("name", original.name)
     return resolved, info, env, original
