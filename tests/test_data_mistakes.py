@@ -90,8 +90,9 @@ def test_bad_cells_beyond_the_limit_are_counted(cli, tmp_path, mode):
     assert problems[20] == f"  - {f}: ... and 30 more bad cells in column 'a'"
 
 
-def test_every_unknown_label_of_a_validation_file_is_reported(cli, tmp_path):
-    recipe = project(tmp_path)
+@pytest.mark.parametrize("mode", MODES)
+def test_every_unknown_label_of_a_validation_file_is_reported(cli, tmp_path, mode):
+    recipe = project(tmp_path, extra=MODES[mode])
     rows = (tmp_path / "tiny.csv").read_text().splitlines()
     val = [rows[0]] + rows[1:30]
     for i in (3, 7):
@@ -305,3 +306,28 @@ def test_a_run_of_mtl_0_1_with_absolute_paths_only_still_finds_its_data(tmp_path
     reloaded = data.reload_split(run, None)
     assert reloaded.name == "validation" and reloaded.table.n_rows == 30
     assert data.recipe_dir(run, info, tmp_path) == tmp_path
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_file_read_with_the_wrong_separator_says_which_one_it_looks_like(cli, tmp_path, mode):
+    european(tmp_path)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        TINY_RECIPE.replace("train: tiny.csv", "train: euro.csv\n  csv: {encoding: latin-1}").replace(
+            "  inputs:", MODES[mode] + "  inputs:"
+        )
+    )
+    problems = refused(cli, recipe, tmp_path)
+    if mode == "in memory":  # the file is read (and scanned) before its columns are checked
+        assert problems == [
+            f"  - {tmp_path / 'euro.csv'}:1: the header line is one column, 'a;b;color;kind;flag;value'; the "
+            "file looks separated by ';': set data.csv: {sep: ';'} (data.train: 'euro.csv')"
+        ]
+    else:  # streamed, the columns are checked from the header first
+        assert problems[0].endswith("the file looks separated by ';': set data.csv: {sep: ';'}")
+    (tmp_path / "semi.csv").write_text("a;b;color;kind;flag;value\n1;2;red;x;yes;3\n1;2;red;y;no;4\n")
+    recipe.write_text(recipe.read_text().replace("train: euro.csv", "train: semi.csv"))
+    assert refused(cli, recipe, tmp_path)[0] == (
+        f"  - {recipe}:9 data.inputs.a: column 'a' not found in {tmp_path / 'semi.csv'} (columns: "
+        "'a;b;color;kind;flag;value'); the file looks separated by ';': set data.csv: {sep: ';'}"
+    )

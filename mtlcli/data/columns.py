@@ -5,7 +5,7 @@ Used by in-memory and streamed preparation alike (a streamed source is checked f
 
 from __future__ import annotations
 
-from mtlcli.data import sources
+from mtlcli.data import csvfiles, sources
 from mtlcli.data.sources import Table
 from mtlcli.data.values import preview
 from mtlcli.errors import DataError, Problem, did_you_mean
@@ -38,6 +38,7 @@ def check_columns(
     """A problem, located in the recipe, for every column it reads that ``table`` lacks."""
     problems = []
     seen = set()
+    hint = _separator_hint(table)
     for column, what, path in needed_columns(loaded, need_targets, split_too):
         if column in table.columns or (column, path) in seen:
             continue
@@ -47,13 +48,21 @@ def check_columns(
             Problem(
                 f"{what}{kind} {column!r} not found in {table.file}"
                 f"{did_you_mean(column, table.columns)} ({kind}s: "
-                f"{preview(list(table.columns), 12)})",
+                f"{preview(list(table.columns), 12)}){'' if problems else hint}",
                 ".".join(map(str, path)),
                 loaded.source.file,
                 loaded.source.line(path) or loaded.source.line(path[:-1]) or loaded.source.line(path[:3]),
             )
         )
     return problems
+
+
+def _separator_hint(table: Table) -> str:
+    """A hint when a CSV file's header is one column that holds another separator (a ';' file read
+    with ',')."""
+    if table.is_npz:
+        return ""
+    return csvfiles.separator_hint(list(table.columns), "")
 
 
 def read_recipe_source(loaded: LoadedRecipe, key: str) -> Table:

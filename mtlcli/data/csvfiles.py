@@ -84,7 +84,7 @@ def check(path: Path, dialect: dict | None = None, allow_empty: bool = False) ->
     try:
         with io.TextIOWrapper(_binary(path), encoding=opts["encoding"], newline="") as fh:
             reader = csv.reader(fh, delimiter=opts["sep"], skipinitialspace=True)
-            return _scan(reader, shown, allow_empty)
+            return _scan(reader, shown, allow_empty, opts["sep"])
     except UnicodeDecodeError as exc:
         raise _not_text(path, opts["encoding"], exc) from None
     except csv.Error as exc:
@@ -115,7 +115,23 @@ def _blank(row: list[str]) -> bool:
     return not row or (len(row) == 1 and not row[0].strip())
 
 
-def _scan(reader, shown: str, allow_empty: bool) -> int:
+def separator_hint(header: list[str], sep: str) -> str:
+    """``"; the file looks separated by ';': set data.csv: {sep: ';'}"`` when a one-column header holds
+    another common separator (a ';' file read with ','), else ``""``."""
+    if len(header) != 1:
+        return ""
+    other = next((c for c in (",", ";", "\t", "|") if c != sep and c in header[0]), None)
+    if other is None:
+        return ""
+    written = "\\t" if other == "\t" else other
+    return f"; the file looks separated by {written!r}: set data.csv: {{sep: {written!r}}}"
+
+
+def _fields(n: int) -> str:
+    return f"{n} field{'s' if n != 1 else ''}"
+
+
+def _scan(reader, shown: str, allow_empty: bool, sep: str) -> int:
     header, line = None, 0
     for row in reader:
         line = reader.line_num
@@ -131,10 +147,13 @@ def _scan(reader, shown: str, allow_empty: bool) -> int:
         if n == width:
             rows += 1
         elif not _blank(row):
+            hint = separator_hint(header, sep)
+            if hint:
+                raise fail(f"the header line is one column, {header[0]!r}{hint}", shown, 1)
             if len(bad) < ROW_LIMIT:
                 bad.append(
                     Problem(
-                        f"expected {width} fields (as in the header line), received {n}"
+                        f"expected {_fields(width)} (as in the header line), received {n}"
                         + (": the row is cut short" if n < width else ""),
                         "",
                         shown,

@@ -463,14 +463,6 @@ def prepare(loaded: LoadedRecipe, seed: int, opts: dict[str, int]) -> data.Prepa
     if problems:
         raise DataError(problems=_unique(problems))
     prep = acc.preprocessing()
-    for key in present:  # labels of validation / test rows unseen in training
-        if key != "train":
-            try:
-                data.transform(prep, acc.summary(key))
-            except DataError as exc:
-                problems.extend(exc.problems)
-    if problems:
-        raise DataError(problems=_unique(problems))
     splits: dict[str, StreamSplit] = {}
     for key in present:
         plan = own_plan(key) or plans[0]
@@ -479,7 +471,29 @@ def prepare(loaded: LoadedRecipe, seed: int, opts: dict[str, int]) -> data.Prepa
             key, acc.rows[key], acc.coverage.get(key, {}), plan, files, columns, prep, chunk_rows,
             int(opts["shuffle_buffer"]), weights=key == "train", dialect=_dialect(loaded, plan) or None,
         )  # fmt: skip
+    for key in present:  # labels of validation / test rows unseen in training
+        if key != "train":
+            try:
+                data.transform(prep, acc.summary(key))
+            except DataError:
+                problems.extend(_every_bad_row(splits[key]))
+    if problems:
+        raise DataError(problems=_unique(problems))
     return data.Prepared(prep, splits, _info(loaded, seed, plans, heads, splits, opts, fractions))
+
+
+def _every_bad_row(split: StreamSplit) -> list[Problem]:
+    """The problems of every row of a split, read again chunk by chunk (only once its summary rows, the
+    first of every label, showed that some are wrong), so every bad cell is named, as in memory."""
+    problems: list[Problem] = []
+    for chunk in iter_chunks(split.files, split.columns, split.chunk_rows, split.dialect):
+        idx = split.plan.assign(chunk).get(split.key)
+        if idx is not None and len(idx):
+            try:
+                data.transform(split.prep, chunk.table.take(idx))
+            except DataError as exc:
+                problems = capped(problems + exc.problems)
+    return problems
 
 
 def _named(problems: list[Problem], key: str, source) -> list[Problem]:
