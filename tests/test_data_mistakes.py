@@ -328,6 +328,6 @@ def test_a_file_read_with_the_wrong_separator_says_which_one_it_looks_like(cli, 
     (tmp_path / "semi.csv").write_text("a;b;color;kind;flag;value\n1;2;red;x;yes;3\n1;2;red;y;no;4\n")
     recipe.write_text(recipe.read_text().replace("train: euro.csv", "train: semi.csv"))
     assert refused(cli, recipe, tmp_path)[0] == (
-        f"  - {recipe}:9 data.inputs.a: column 'a' not found in {tmp_path / 'semi.csv'} (columns: "
+        f"  - {recipe}:{recipe.read_text().splitlines().index('    a: numeric') + 1} data.inputs.a: column 'a' not found in {tmp_path / 'semi.csv'} (columns: "
         "'a;b;color;kind;flag;value'); the file looks separated by ';': set data.csv: {sep: ';'}"
     )
