@@ -202,8 +202,7 @@ class TrainView:
         """The final tables, each titled with the epoch whose weights it evaluates (the best epoch
         under ``restore_best``: the last live row may show a later one)."""
         splits = result.results.get("splits", {})
-        epoch = getattr(result, "weights_epoch", None)
-        weights = f" — weights of epoch {epoch}" if epoch else ""
+        weights = f" — weights of epoch {result.weights_epoch}" if result.weights_epoch else ""
         for split, res in splits.items():
             self.console.print(results_table(res, f"{split} ({res['n']} rows){weights}", self.live_mode))
 

@@ -202,3 +202,15 @@ def test_prepare_decides_a_job_before_tensorflow_and_resume_check_reads_its_posi
     with pytest.raises(UsageError) as exc:
         runner.prepare(None, resume=run, epochs=2, output=tmp_path / "x")
     assert str(exc.value).startswith("--resume continues the run in its own directory")
+
+
+def test_a_setting_added_since_the_run_and_left_off_is_no_change():
+    """A run written before a recipe key existed (``data.csv``) resumes when the key is unset; setting it
+    is still a change."""
+    from mtlcli.run import resume as resuming
+
+    old = {"data": {"train": "a.csv"}, "train": {"epochs": 2}}
+    assert resuming.diff(old, {"data": {"train": "a.csv", "csv": None}, "train": {"epochs": 2}}) == []
+    assert resuming.diff({"data": {"train": "a.csv", "csv": None}}, {"data": {"train": "a.csv"}}) == []
+    changed = resuming.diff(old, {"data": {"train": "a.csv", "csv": {"sep": ";"}}, "train": {"epochs": 2}})
+    assert [c.render() for c in changed] == ['data.csv.sep: (absent) -> ";"']

@@ -16,6 +16,10 @@ Run directory (``runs/<name>/<N>/`` or ``--output DIR``)::
 Every file is replaced atomically (:func:`mtlcli.fsio.atomic_write`): a crash leaves the old file or the
 new one. A run directory that cannot be made or written is a :class:`~mtlcli.errors.UsageError` (exit 2)
 before training starts; once it has started, a :class:`~mtlcli.errors.RunError` (:func:`mtlcli.fsio.disk_error`).
+
+Making or entering a run directory returns an :class:`Opened`: until the run's first checkpoint, a
+failure puts the directory back as it was (removed, or an existing one restored), so that neither a
+re-run nor ``--resume`` is blocked by a half-written run.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import os
 import platform
 import shutil
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,7 +79,7 @@ class Opened:
     not empty``) accepts. :meth:`close` then puts everything back as it was: directories this session
     made are removed, files it added to an existing directory are deleted, and the files it moved
     aside (``--force``) or is about to rewrite (a resume in place) are moved back. Nothing the user
-    had there before is ever deleted. The files wait in ``.mtl-replaced-<pid>/`` inside the run
+    had there before is ever deleted. The files wait in ``.mtl-replaced-*/`` inside the run
     directory (a rename, so no copy of a large model; a process killed with SIGKILL leaves them there).
     """
 
@@ -91,8 +96,7 @@ class Opened:
         if not src.exists():
             return
         if self.aside is None:
-            self.aside = self.path / f".mtl-replaced-{os.getpid()}"
-            self.aside.mkdir()
+            self.aside = Path(tempfile.mkdtemp(prefix=".mtl-replaced-", dir=self.path))
         if move:
             os.replace(src, self.aside / name)
         else:
