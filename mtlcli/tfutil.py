@@ -3,6 +3,9 @@
 TF 2.21 prints absl/oneDNN notices from C++ during ``import tensorflow`` even with
 ``TF_CPP_MIN_LOG_LEVEL=3``: they are written to file descriptor 2 before absl is initialised. We capture
 fd 2 during the import only and replay the capture when the import fails or ``verbose`` is set.
+
+The library uses it too (:func:`mtlcli.weighting.aggregate`), so that a notebook calling mtl's math
+gets no C++ start-up logs either; it imports TensorFlow only when called.
 """
 
 from __future__ import annotations
@@ -39,13 +42,16 @@ def capture_fd2(replay: bool = False):
                 sys.stderr.write(tmp.read().decode(errors="replace"))
 
 
-def import_tf(verbose: bool = False):
-    """Import TensorFlow and Keras without log noise; returns the ``tensorflow`` module."""
-    if "tensorflow" in sys.modules and "keras" in sys.modules:
+def import_tf(verbose: bool = False, keras: bool = True):
+    """Import TensorFlow (and Keras, unless ``keras=False``) without log noise; returns the
+    ``tensorflow`` module. ``keras=False`` is for code that needs only tensors (the weighting math):
+    importing Keras costs about a second more."""
+    if "tensorflow" in sys.modules and (not keras or "keras" in sys.modules):
         return sys.modules["tensorflow"]
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if verbose else "2")
     with capture_fd2(replay=verbose):
-        import keras  # noqa: F401
+        if keras:
+            import keras as _keras  # noqa: F401
         import tensorflow as tf
 
         # Device discovery logs from C++ too (e.g. "failed call to cuInit" on machines without a GPU).
@@ -57,5 +63,6 @@ def import_tf(verbose: bool = False):
             import absl.logging
 
             absl.logging.set_verbosity(absl.logging.ERROR)
-        warnings.filterwarnings("ignore", category=UserWarning, module=r"keras(\..*)?")
+        if keras:
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"keras(\..*)?")
     return tf

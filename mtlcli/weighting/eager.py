@@ -1,7 +1,9 @@
 """``aggregate``: run any strategy on a plain matrix (numpy in, numpy out), the library's public API.
 
 The train step drives strategies with tensors inside ``tf.function``; this module is the other door:
-eager, float64, on arrays, for tests, notebooks and comparisons with TorchJD.
+eager, float64, on arrays, for tests, notebooks and comparisons with TorchJD. TensorFlow is imported
+on the first call, through :func:`mtlcli.tfutil.import_tf` (as the CLI does): a library user's stderr
+gets none of TensorFlow's C++ start-up logs, and importing :mod:`mtlcli.weighting` stays cheap.
 
 >>> import numpy as np
 >>> aggregate("sum", np.array([[1.0, 2.0], [3.0, 4.0]]))
@@ -14,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from mtlcli.tfutil import import_tf
 from mtlcli.weighting.base import Context, Result, Strategy
 from mtlcli.weighting.registry import get
 
@@ -46,7 +49,7 @@ def _check_vector(name: str, value: Any, num_tasks: int) -> np.ndarray:
 
 def initial_state(strategy: Strategy, num_tasks: int, dtype: Any = "float64") -> dict:
     """Fresh state tensors from :meth:`Strategy.state_spec` (what the train step's variables hold)."""
-    import tensorflow as tf
+    tf = import_tf(keras=False)
 
     return {
         k: tf.fill(shape, tf.constant(v, dtype)) for k, (shape, v) in strategy.state_spec(num_tasks).items()
@@ -55,7 +58,7 @@ def initial_state(strategy: Strategy, num_tasks: int, dtype: Any = "float64") ->
 
 def initial_params(strategy: Strategy, num_tasks: int, dtype: Any = "float64") -> dict:
     """Initial learnable-parameter tensors from :meth:`Strategy.param_spec`."""
-    import tensorflow as tf
+    tf = import_tf(keras=False)
 
     return {
         k: tf.fill(shape, tf.constant(v, dtype)) for k, (shape, v) in strategy.param_spec(num_tasks).items()
@@ -73,7 +76,7 @@ def make_context(
     dtype: Any = "float64",
 ) -> Context:
     """A :class:`Context` of tensors; the per-step seed is ``(seed, step)``."""
-    import tensorflow as tf
+    tf = import_tf(keras=False)
 
     tw = np.ones(num_tasks) if task_weights is None else task_weights
     return Context(
@@ -135,7 +138,7 @@ def aggregate(
         ``d`` as a float64 numpy array of shape ``(P,)`` (and the new state when ``return_state``).
         For loss-based strategies ``d = weights @ J`` with the weights :meth:`Strategy.combine` reports.
     """
-    import tensorflow as tf
+    tf = import_tf(keras=False)
 
     strategy = get(spec)
     arr = _check_matrix(J)

@@ -1,0 +1,25 @@
+"""``mtlcli.weighting.aggregate`` as a library: no TensorFlow C++ start-up logs on stderr, and importing
+:mod:`mtlcli.weighting` does not import TensorFlow (it is imported on the first call)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+SCRIPT = """
+import sys
+import numpy as np
+from mtlcli.weighting import aggregate, available
+assert "tensorflow" not in sys.modules, "importing mtlcli.weighting imported TensorFlow"
+J = np.array([[-4.0, 1.0, 1.0], [6.0, 1.0, 1.0]])
+for name in available():
+    aggregate(name, J, losses=[0.5, 2.0])
+print(aggregate("upgrad", J).round(6).tolist())
+"""
+
+
+def test_aggregate_prints_no_tensorflow_logs() -> None:
+    done = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    assert done.stdout.strip() == "[0.292902, 1.900352, 1.900352]"
