@@ -331,3 +331,10 @@ def test_a_file_read_with_the_wrong_separator_says_which_one_it_looks_like(cli, 
         f"  - {recipe}:{recipe.read_text().splitlines().index('    a: numeric') + 1} data.inputs.a: column 'a' not found in {tmp_path / 'semi.csv'} (columns: "
         "'a;b;color;kind;flag;value'); the file looks separated by ';': set data.csv: {sep: ';'}"
     )
+
+
+def test_a_path_source_may_name_a_package_file(tmp_path):
+    from mtlcli.data import sources
+
+    table = sources.read_source({"path": "pkg://mtlcli/data/penguins.csv", "encoding": "utf-8"}, tmp_path)
+    assert "species" in table.columns and table.n_rows > 300

@@ -47,7 +47,7 @@ def resolve(value: Any, base_dir: Path) -> Any:
     if isinstance(value, dict):
         out = dict(value)
         for key in ("idx", "labels", "multifashion", "cache", "path"):
-            if isinstance(out.get(key), str):
+            if isinstance(out.get(key), str) and not out[key].startswith("pkg://"):
                 out[key] = str(_abs(out[key], base_dir))
         return out
     if isinstance(value, str) and value.startswith("pkg://"):
