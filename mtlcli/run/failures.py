@@ -11,6 +11,7 @@ the allocator's message, what to change, and where the last checkpoint is when t
 from __future__ import annotations
 
 import contextlib
+import re
 import shlex
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -38,6 +39,7 @@ def _detail(exc: BaseException) -> str:
     """The allocator's own first line, without TensorFlow's device path and node dump."""
     text = getattr(exc, "message", None) or str(exc)
     first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    first = re.sub(r"^\{\{[^}]*\}\}\s*", "", first)  # {{function_node __wrapped__Fill_device_/job:...}}
     first = first.split(" on /job:", 1)[0].strip()
     return first if len(first) <= _DETAIL_CHARS else first[: _DETAIL_CHARS - 3] + "..."
 
