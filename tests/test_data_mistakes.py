@@ -338,3 +338,53 @@ def test_a_path_source_may_name_a_package_file(tmp_path):
 
     table = sources.read_source({"path": "pkg://mtlcli/data/penguins.csv", "encoding": "utf-8"}, tmp_path)
     assert "species" in table.columns and table.n_rows > 300
+
+
+SHAPES = [
+    "a,b,c\n1,2,3\n4,5,6\n",
+    "a,b,c\r\n1,2,3\r\n4,5\r\n7,8,9,10\r\n",
+    "\n\na,b,c\n1,2,3\n   \n\n4,5,6\n1\n",
+    "a,b,c\n1,2,3\n4,5,6",  # no newline at the end
+    "a,b,c\n",
+    "",
+    "\n  \n",
+    "a;b;c\n1;2;3\n",  # read with ',': one column holding ';'
+    "a\n1\n\n2\n",
+    "x,y\n" + "".join(f"{i},{i}\n" if i % 13 else f"{i}\n" for i in range(1, 200)),  # 15 short rows
+    "x,y\n" + "".join(f"{i},{i},{i}\n" for i in range(1, 40)),  # more than 20 bad rows: counted
+]
+
+
+@pytest.mark.parametrize("text", SHAPES)
+@pytest.mark.parametrize("gz", [False, True])
+def test_the_fast_byte_scan_finds_what_the_csv_reader_finds(tmp_path, monkeypatch, text, gz):
+    from mtlcli.data import csvfiles
+    from mtlcli.errors import DataError
+
+    path = tmp_path / ("f.csv.gz" if gz else "f.csv")
+    path.write_bytes(gzip.compress(text.encode()) if gz else text.encode())
+
+    def outcome():
+        try:
+            return csvfiles.check(path)
+        except DataError as exc:
+            return [p.render() for p in exc.problems]
+
+    monkeypatch.setattr(csvfiles, "BLOCK", 7)  # lines cut across blocks, lines longer than a block
+    fast = outcome()
+    monkeypatch.setattr(csvfiles, "scan_bytes", lambda *a: None)
+    assert fast == outcome()
+
+
+def test_a_quoted_file_is_scanned_by_the_csv_reader(tmp_path):
+    from mtlcli.data import csvfiles
+    from mtlcli.errors import DataError
+
+    path = tmp_path / "q.csv"
+    path.write_text('a,b\n1,"x,y"\n2,"multi\nline"\n3\n')
+    assert csvfiles.scan_bytes(path, csvfiles.options(None), str(path), False) is None
+    with pytest.raises(DataError) as info:
+        csvfiles.check(path)
+    assert [p.render() for p in info.value.problems] == [
+        f"{path}:5: expected 2 fields (as in the header line), received 1: the row is cut short"
+    ]
