@@ -1,6 +1,7 @@
 """The model stage: recipe -> compiled multi-task Keras model, and its train step.
 
 * ``build``          recipe -> model spec -> compiled ``MultiTaskModel`` (``build_model``)
+* ``size``           parameters and bytes from the recipe and the data, before building (no TensorFlow)
 * ``network``        the Keras network: inputs, shared trunk or architecture, heads (no weighting)
 * ``architectures``  the MMoE / CGC / PLE / cross-stitch blocks;  ``embedding``  categorical embeddings
 * ``train_step``     ``MultiTaskModel``: strategy, losses, metrics, train/test steps (the only importer of

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import keras
 
 from mtlcli.errors import RecipeError
+from mtlcli.model import size
 from mtlcli.model.network import dtype_policy
 from mtlcli.model.train_step import MultiTaskModel
 
@@ -22,8 +23,10 @@ if TYPE_CHECKING:
 
 
 def build_model(loaded: LoadedRecipe, prepared: Prepared, seed: int) -> MultiTaskModel:
-    """Build and compile the Keras model for a recipe (imports TensorFlow)."""
+    """Build and compile the Keras model for a recipe (imports TensorFlow). A model whose weights
+    cannot fit in memory is refused before any variable exists (:func:`mtlcli.model.size.check`)."""
     recipe = loaded.recipe
+    size.check(loaded, prepared.prep)
     spec = spec_from_recipe(recipe, prepared.prep, seed)
     spec["name"] = loaded.name
     # Layers take the dtype policy in force when they are created (and save it in their config), so
