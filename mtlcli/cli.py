@@ -125,10 +125,13 @@ def validate(
     """Check a recipe (and its data) without training. Exit 0 when valid, 2 otherwise."""
     from mtlcli import data as data_mod
     from mtlcli import recipe as recipe_mod
+    from mtlcli.model import size
 
     try:
         loaded = recipe_mod.load(recipe)
         prepared = None if no_data else data_mod.prepare(loaded)
+        if prepared is not None:  # the input widths come from the data
+            size.check(loaded, prepared.prep)
     except MtlError as exc:
         if not as_json or _state["debug"]:
             with _user_errors():
