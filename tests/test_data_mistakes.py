@@ -366,7 +366,8 @@ def test_the_fast_byte_scan_finds_what_the_csv_reader_finds(tmp_path, monkeypatc
 
     def outcome():
         try:
-            return csvfiles.check(path)
+            rows = csvfiles.check(path)
+            return rows.count, rows.breaks.tolist(), rows.lines(0, rows.count).tolist()
         except DataError as exc:
             return [p.render() for p in exc.problems]
 
@@ -388,3 +389,21 @@ def test_a_quoted_file_is_scanned_by_the_csv_reader(tmp_path):
     assert [p.render() for p in info.value.problems] == [
         f"{path}:5: expected 2 fields (as in the header line), received 1: the row is cut short"
     ]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_lines_are_physical_after_blank_lines_and_multi_line_cells(cli, tmp_path, mode):
+    recipe = project(tmp_path, extra=MODES[mode])
+    f = tmp_path / "tiny.csv"
+    rows = f.read_text().splitlines()
+    rows[3] = (
+        rows[3].replace(",red,", ',"red",').replace(",blue,", ',"blue",').replace(",green,", ',"green",')
+    )
+    fields = rows[40].split(",")
+    fields[2] = '"dark\nred"'  # a quoted cell over two lines: the row is lines 42-43 once a blank line is in
+    rows[40] = ",".join(fields)
+    fields = rows[100].split(",")
+    fields[1] = "oops"
+    rows[100] = ",".join(fields)
+    f.write_text("\n".join(rows[:10] + [""] + rows[10:]) + "\n")  # a blank line after line 10
+    assert refused(cli, recipe, tmp_path) == [f"  - {f}:103 column 'b': expected a number, received 'oops'"]

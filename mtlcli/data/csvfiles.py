@@ -22,6 +22,7 @@ import codecs
 import csv
 import gzip
 import io
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -80,8 +81,8 @@ def _ascii_compatible(encoding: str) -> bool:
         return False
 
 
-def check(path: Path, dialect: dict | None = None, allow_empty: bool = False) -> int:
-    """The number of data rows of CSV file ``path``; a :class:`DataError` naming the file and line when it
+def check(path: Path, dialect: dict | None = None, allow_empty: bool = False) -> Rows:
+    """The data rows of CSV file ``path`` (:class:`Rows`); a :class:`DataError` naming the file and line when it
     is empty, has a header only (unless ``allow_empty``), holds rows with more or fewer fields than the
     header, or bytes that are not text in its encoding."""
     opts, shown = options(dialect), str(path)
@@ -140,6 +141,24 @@ def _fields(n: int) -> str:
     return f"{n} field{'s' if n != 1 else ''}"
 
 
+@dataclass
+class Rows:
+    """The data rows a scan found: how many, and the physical line of each where it is not simply
+    ``row + 2`` (blank lines skipped, a quoted cell over several lines, a header after blank lines), kept
+    as the few rows where the offset changes, so a file of any size takes little memory."""
+
+    count: int
+    breaks: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.int64))  # (row, line - row - 2)
+
+    def lines(self, start: int, n: int) -> np.ndarray:
+        """The physical lines of rows ``start .. start + n - 1``."""
+        rows = np.arange(start, start + n, dtype=np.int64)
+        if not len(self.breaks):
+            return rows + 2
+        j = np.searchsorted(self.breaks[:, 0], rows, side="right") - 1
+        return rows + 2 + np.where(j >= 0, self.breaks[np.maximum(j, 0), 1], 0)
+
+
 class _Shape:
     """The row shapes of one file as a scan finds them: the header, the rows that match it, the bad ones
     (the first :data:`ROW_LIMIT` named, the rest counted), and the errors they make."""
@@ -147,8 +166,27 @@ class _Shape:
     def __init__(self, shown: str, sep: str) -> None:
         self.shown, self.sep = shown, sep
         self.header: list[str] | None = None
-        self.width = self.rows = self.more = self.line = self.header_line = 0
+        self.width = self.rows = self.more = self.line = self.header_line = self.offset = 0
         self.bad: list[Problem] = []
+        self.breaks: list[tuple[int, int]] = []
+
+    def found_one(self, line: int) -> None:
+        """:meth:`found` of one row (the reader's loop: no numpy per row)."""
+        offset = line - self.rows - 2
+        if offset != self.offset:
+            self.breaks.append((self.rows, offset))
+            self.offset = offset
+        self.rows += 1
+
+    def found(self, lines: np.ndarray) -> None:
+        """Rows of the header's width at physical ``lines`` (in order)."""
+        rows = self.rows + np.arange(len(lines), dtype=np.int64)
+        offsets = np.asarray(lines, np.int64) - rows - 2
+        changes = np.flatnonzero(np.diff(offsets, prepend=self.offset))
+        self.breaks.extend(zip(rows[changes].tolist(), offsets[changes].tolist(), strict=True))
+        if len(offsets):
+            self.offset = int(offsets[-1])
+        self.rows += len(lines)
 
     def start(self, header: list[str], line: int) -> None:
         self.header, self.width, self.header_line = header, len(header), line
@@ -167,7 +205,7 @@ class _Shape:
         message = f"expected {_fields(self.width)} (as in the header line), received {n}{short}"
         self.bad.append(Problem(message, "", self.shown, line))
 
-    def finish(self, allow_empty: bool) -> int:
+    def finish(self, allow_empty: bool) -> Rows:
         if self.header is None:
             raise fail(EMPTY, self.shown)
         if self.bad:
@@ -182,10 +220,10 @@ class _Shape:
                 self.shown,
                 self.line + 1,
             )
-        return self.rows
+        return Rows(self.rows, np.array(self.breaks, np.int64).reshape(-1, 2))
 
 
-def _scan(reader, shown: str, allow_empty: bool, sep: str) -> int:
+def _scan(reader, shown: str, allow_empty: bool, sep: str) -> Rows:
     """The shapes of the rows the ``csv`` reader gives (any file: quoted fields, any encoding)."""
     shape = _Shape(shown, sep)
     for row in reader:
@@ -195,13 +233,13 @@ def _scan(reader, shown: str, allow_empty: bool, sep: str) -> int:
         if shape.header is None:
             shape.start(row, first)
         elif len(row) == shape.width:
-            shape.rows += 1
+            shape.found_one(first)
         else:
             shape.wrong(first, len(row))
     return shape.finish(allow_empty)
 
 
-def scan_bytes(path: Path, opts: dict[str, str], shown: str, allow_empty: bool) -> int | None:
+def scan_bytes(path: Path, opts: dict[str, str], shown: str, allow_empty: bool) -> Rows | None:
     """:func:`_scan` from the raw bytes with numpy, a block of :data:`BLOCK` bytes at a time, for the
     files it reads exactly as the ``csv`` reader does: an ASCII-compatible encoding, a one-character ASCII
     separator, and no quote character, NUL or bare carriage return (most numeric exports). None as soon as
@@ -252,7 +290,7 @@ def _block_shapes(data: bytes, sep: str, encoding: str, shape: _Shape) -> None:
         else:
             return
     ok = (fields[first:] == shape.width) & ~empty[first:]
-    shape.rows += int(ok.sum())
+    shape.found(base + np.flatnonzero(ok) + first + 1)
     for i in np.flatnonzero(~ok & ~empty[first:]) + first:
         if fields[i] == 1 and not data[starts[i] : ends[i]].strip():
             continue  # whitespace only: pandas skips it

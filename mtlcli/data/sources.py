@@ -167,7 +167,7 @@ def read_table(path: Path, label: str = "", dialect: dict | None = None, allow_e
         return _read_parquet(path)
     import pandas as pd
 
-    csvfiles.check(path, dialect, allow_empty)
+    rows = csvfiles.check(path, dialect, allow_empty)
     try:
         frame = pd.read_csv(
             path,
@@ -180,6 +180,8 @@ def read_table(path: Path, label: str = "", dialect: dict | None = None, allow_e
         raise fail(f"cannot read as CSV: {str(exc).strip().splitlines()[0]}", shown) from None
     table = _from_frame(frame, shown, first_row=2)
     table.decimal = csvfiles.options(dialect)["decimal"]
+    if len(rows.breaks) and rows.count == table.n_rows:  # physical lines (blank lines, multi-line cells)
+        table.row_ids = rows.lines(0, table.n_rows) - 2
     return table
 
 
@@ -266,7 +268,7 @@ def read_glob(pattern: str, dialect: dict | None = None) -> Table:
         pattern,
         first.first_row,
         first.is_npz,
-        np.concatenate([np.arange(t.n_rows) for t in tables]),
+        np.concatenate([t.row_ids if t.row_ids is not None else np.arange(t.n_rows) for t in tables]),
         [t.file for t in tables],
         np.concatenate([np.full(t.n_rows, i) for i, t in enumerate(tables)]),
         first.decimal,
@@ -406,8 +408,7 @@ def iter_chunks(
         parquet = suffix(path) == ".parquet"
         first_row = 1 if parquet else 2
         local = 0
-        if check and not parquet:
-            csvfiles.check(path, dialect, allow_empty=len(files) > 1)
+        rows = csvfiles.check(path, dialect, allow_empty=len(files) > 1) if check and not parquet else None
         try:
             if parquet:
                 pf = _pyarrow(path).ParquetFile(path)
@@ -426,7 +427,11 @@ def iter_chunks(
                 table = chunk_table(frame, [c for c in columns if c in frame.columns], str(path))
                 table.decimal = decimal
                 n = table.n_rows
-                table.row_ids = np.arange(local + first_row, local + first_row + n)
+                table.row_ids = (
+                    rows.lines(local, n)  # physical lines, as the scan found them
+                    if rows is not None and len(rows.breaks)
+                    else np.arange(local + first_row, local + first_row + n)
+                )
                 yield Chunk(table, start)
                 local += n
                 start += n
