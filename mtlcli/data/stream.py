@@ -486,8 +486,8 @@ def _every_bad_row(split: StreamSplit) -> list[Problem]:
     """The problems of every row of a split, read again chunk by chunk (only once its summary rows, the
     first of every label, showed that some are wrong), so every bad cell is named, as in memory."""
     problems: list[Problem] = []
-    for chunk in iter_chunks(split.files, split.columns, split.chunk_rows, split.dialect):
-        idx = split.plan.assign(chunk).get(split.key)
+    for chunk in iter_chunks(split.files, split.columns, split.chunk_rows, split.dialect, check=True):
+        idx = split.plan.assign(chunk).get(split.key)  # (check: the scan numbers rows by physical line)
         if idx is not None and len(idx):
             try:
                 data.transform(split.prep, chunk.table.take(idx))
