@@ -407,3 +407,44 @@ def test_lines_are_physical_after_blank_lines_and_multi_line_cells(cli, tmp_path
     rows[100] = ",".join(fields)
     f.write_text("\n".join(rows[:10] + [""] + rows[10:]) + "\n")  # a blank line after line 10
     assert refused(cli, recipe, tmp_path) == [f"  - {f}:103 column 'b': expected a number, received 'oops'"]
+
+
+def test_every_label_outside_the_declared_classes_is_reported(cli, tmp_path):
+    rows = ["a,b,digit"] + [f"{i / 10},{i % 3},{i % 4}" for i in range(40)]
+    for i in (5, 17, 30):
+        rows[i] = rows[i].rsplit(",", 1)[0] + ",7"
+    (tmp_path / "d.csv").write_text("\n".join(rows) + "\n")
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        "data:\n  train: d.csv\n  validation: null\n  inputs: {a: numeric, b: numeric}\n"
+        "model:\n  tasks:\n    digit: {type: classification, classes: 5}\ntrain: {epochs: 1}\n"
+    )
+    f = tmp_path / "d.csv"
+    message = "label 7 is outside the 5 classes declared by model.tasks.digit.classes (expected 0..4)"
+    assert refused(cli, recipe, tmp_path) == [
+        f"  - {f}:{line} column 'digit': {message}" for line in (6, 18, 31)
+    ]
+
+
+def test_every_bad_image_file_is_reported(cli, tmp_path):
+    png = b"\x89PNG\r\n\x1a\n" + bytes(32)
+    (tmp_path / "img").mkdir()
+    rows = ["path,label"]
+    for i in range(12):
+        (tmp_path / "img" / f"{i}.png").write_bytes(png)
+        rows.append(f"img/{i}.png,{i % 2}")
+    (tmp_path / "img" / "3.png").write_bytes(b"not an image")
+    rows[5] = "img/missing.png,0"
+    rows[8] = ",1"
+    (tmp_path / "images.csv").write_text("\n".join(rows) + "\n")
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        "data:\n  train: images.csv\n  validation: null\n  inputs: {path: {kind: image, shape: [8, 8, 1]}}\n"
+        "model:\n  tasks:\n    label: {type: binary}\ntrain: {epochs: 1}\n"
+    )
+    f, img = tmp_path / "images.csv", tmp_path / "img"
+    assert refused(cli, recipe, tmp_path) == [
+        f"  - {f}:5 column 'path': not a PNG, JPEG, GIF or BMP image: {img / '3.png'}",
+        f"  - {f}:6 column 'path': image file not found: {img / 'missing.png'}",
+        f"  - {f}:9 column 'path': missing image path",
+    ]
