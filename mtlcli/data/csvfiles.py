@@ -64,11 +64,6 @@ def pandas_options(dialect: dict | None) -> dict[str, str]:
     return options(dialect)
 
 
-def describe(dialect: dict | None) -> str:
-    """``sep ';', encoding latin-1`` for messages, or ``""`` for the default dialect."""
-    return ", ".join(f"{k} {v!r}" for k, v in (dialect or {}).items() if k in KEYS)
-
-
 def _binary(path: Path):
     return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")
 
