@@ -84,10 +84,15 @@ def _image(tmp_path, shared: str):
 
 
 def _keras_counts(loaded, prepared) -> tuple[int, int]:
+    """Keras's count of every variable and of the trainable ones, less the strategy's own variables
+    (a few values per task, which the estimate leaves out)."""
     from mtlcli.model.build import build_model
 
     model = build_model(loaded, prepared, 0)
-    return model.count_params(), sum(math.prod(v.shape) for v in model.trainable_variables)
+    learned = sum(math.prod(v.shape) for v in model.strategy_params.values())
+    state = sum(math.prod(v.shape) for v in model.strategy_state.values())
+    trainable = sum(math.prod(v.shape) for v in model.trainable_variables)
+    return model.count_params() - learned - state, trainable - learned
 
 
 # ------------------------------------------------------------------------------------------------

@@ -410,9 +410,8 @@ def _towers(walk: _Walk, recipe: Recipe, prep: Preprocessing, bases: dict[str, S
 
 def estimate(recipe: Recipe, prep: Preprocessing) -> Estimate:
     """The parameters of the model ``recipe`` builds on data with ``prep``'s statistics, per recipe
-    line: every variable of the built model, the strategy's and the epoch counters included."""
-    from mtlcli import weighting
-
+    line: every variable of the built model but the weighting strategy's own (a few values per task;
+    only :mod:`mtlcli.model.train_step` reads :mod:`mtlcli.weighting`), the epoch counters included."""
     est = Estimate()
     walk = _Walk(est)
     h = _joined(walk, prep)
@@ -426,10 +425,7 @@ def estimate(recipe: Recipe, prep: Preprocessing) -> Estimate:
     else:
         bases = _experts(walk, recipe, h)
     _towers(walk, recipe, prep, bases)
-    strategy, n = weighting.get(recipe.train.weighting), len(recipe.model.tasks)
-    learned = sum(math.prod(shape) for shape, _ in strategy.param_spec(n).values())
-    state = sum(math.prod(shape) for shape, _ in strategy.state_spec(n).values())
-    est.add(("train", "weighting"), learned, state + 2)  # + the epoch counters
+    est.add(("train", "epochs"), 0, 2)  # the epoch counters (``epoch``, ``seen_epoch``)
     return est
 
 
