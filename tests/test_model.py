@@ -244,3 +244,46 @@ def test_only_the_train_step_imports_weighting_in_the_model_package():
             if any(n.startswith("mtlcli.weighting") or n == "mtlcli.weighting" for n in names):
                 importers.append(f.name)
     assert sorted(set(importers)) == ["train_step.py"]
+
+
+@pytest.mark.parametrize("weighting", ["static", "pcgrad", "uncertainty", "{mgda: {on: representation}}"])
+def test_train_and_validation_loss_are_the_same_static_weighted_sum(tiny_project, weighting):
+    """``loss`` is the recipe's static weighted sum on both splits, whatever the strategy: a train step
+    logs the very value a test step on the same batch (same weights, no dropout) logs. The strategy's
+    own objective is ``objective``, in training only (``static``: none, it would repeat ``loss``)."""
+    loaded = R.loads(
+        tiny_project.read_text()
+        .replace("weighting: static", f"weighting: {weighting}")
+        .replace(
+            "value: {type: regression, metrics: [mae]}",
+            "value: {type: regression, metrics: [mae], weight: 3}",
+        ),
+        file="r.yaml",
+        base_dir=tiny_project.parent,
+    )
+    prepared = data.prepare(loaded)
+    model = build_model(loaded, prepared, seed=3)
+    batch = tuple(prepared.splits["train"].feed())
+    test_logs = {k: float(v) for k, v in model.test_step(batch).items()}
+    for m in model.metrics:
+        m.reset_state()
+    train_logs = {k: float(v) for k, v in model.train_step(batch).items()}
+
+    w = np.array([1.0, 1.0, 3.0]) / 5.0
+    static = sum(wi * test_logs[f"{t}_loss"] for wi, t in zip(w, ["kind", "flag", "value"], strict=True))
+    np.testing.assert_allclose(test_logs["loss"], static, rtol=1e-6)
+    np.testing.assert_allclose(train_logs["loss"], test_logs["loss"], rtol=1e-6)
+    assert "objective" not in test_logs
+    if weighting == "static":
+        assert "objective" not in train_logs
+    else:
+        strategy_sum = sum(
+            train_logs[f"{t}_weight"] * train_logs[f"{t}_loss"] for t in ["kind", "flag", "value"]
+        )
+        if weighting == "uncertainty":  # sum_i 0.5 exp(-s_i) L_i + 0.5 s_i, with s_i = 0 at the start
+            assert train_logs["objective"] == pytest.approx(
+                0.5 * sum(test_logs[f"{t}_loss"] for t in ["kind", "flag", "value"]), rel=1e-5
+            )
+        else:
+            assert train_logs["objective"] == pytest.approx(strategy_sum, rel=1e-5)
+        assert train_logs["objective"] != pytest.approx(train_logs["loss"], rel=1e-3)

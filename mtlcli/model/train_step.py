@@ -59,8 +59,8 @@ class MultiTaskModel(Network):
         self.losses_fn = {t: task_loss.make_loss(spec["tasks"][t]["loss"]) for t in self.task_names}
         self.task_weights = np.array([spec["tasks"][t]["weight"] for t in self.task_names], np.float32)
         total = float(self.task_weights.sum())
-        # Validation/evaluation loss: the recipe's static weights normalised to sum 1, whatever the
-        # strategy, so it is comparable across epochs and strategies (used for early stopping).
+        # The logged loss of every split: the recipe's static weights normalised to sum 1, whatever the
+        # strategy, so it is comparable across splits, epochs and strategies (used for early stopping).
         self.eval_weights = (
             self.task_weights / total
             if total > 0
@@ -83,6 +83,12 @@ class MultiTaskModel(Network):
     def _make_trackers(self, spec: dict[str, Any]) -> None:
         """Loss, weight and metric trackers (reset by Keras each epoch through :attr:`metrics`)."""
         self.loss_tracker = keras.metrics.Mean(name="loss")
+        # ``loss`` is the recipe's static weighted sum on every split (what val_loss always was), so the
+        # train and validation columns compare; a strategy whose own objective differs from it (every
+        # strategy but ``static``) logs that objective as ``objective``, on the training split only.
+        self.objective_tracker = (
+            keras.metrics.Mean(name="objective") if self.strategy.name != "static" else None
+        )
         self.task_loss_tracker = VectorMean([f"{t}_loss" for t in self.task_names], name="task_losses")
         self.weight_tracker = VectorMean([f"{t}_weight" for t in self.task_names], name="task_weights")
         self.task_metrics = {
@@ -142,13 +148,15 @@ class MultiTaskModel(Network):
         out = [self.loss_tracker, self.task_loss_tracker, self.weight_tracker]
         for ms in self.task_metrics.values():
             out.extend(ms)
-        return out + ([self.cos_tracker] if self.cos_tracker is not None else [])
+        train_only = [m for m in (self.objective_tracker, self.cos_tracker) if m is not None]
+        return out + train_only
 
-    def _results(self, cosines: bool = True) -> dict:
-        """The logs of a step: every metric's result, dict results flattened."""
+    def _results(self, training: bool = True) -> dict:
+        """The logs of a step: every metric's result, dict results flattened (the objective and the
+        gradient cosines only in training)."""
         logs = {}
         for m in self.metrics:
-            if m is self.cos_tracker and not cosines:
+            if not training and (m is self.objective_tracker or m is self.cos_tracker):
                 continue
             result = m.result()
             if isinstance(result, dict):
@@ -220,7 +228,9 @@ class MultiTaskModel(Network):
         def apply():
             self.optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
             self._assign_state(self._state_after(result, totals, x, y, mask, ctx))
-            self._track(totals, counts, y, preds, mask, self._objective(result, totals), result.weights)
+            self._track(totals, counts, y, preds, mask, result.weights)
+            if self.objective_tracker is not None:
+                self.objective_tracker.update_state(self._objective(result, totals))
             return tf.constant(True)
 
         checks = [losses, *(g for g, _ in pairs)]
@@ -232,9 +242,8 @@ class MultiTaskModel(Network):
         x, y, mask = data
         preds = self(x, training=False)
         losses, counts = distribute.global_losses(*self.task_losses(y, preds, mask))
-        objective = tf.reduce_sum(tf.constant(self.eval_weights) * losses)
-        self._track(losses, counts, y, preds, mask, objective, tf.constant(self.eval_weights))
-        return self._step_logs(self._results(cosines=False))
+        self._track(losses, counts, y, preds, mask, tf.constant(self.eval_weights))
+        return self._step_logs(self._results(training=False))
 
     # -- the train step's helpers ---------------------------------------------------------------
     def _param_grads(self, result) -> list:
@@ -262,7 +271,8 @@ class MultiTaskModel(Network):
 
     @staticmethod
     def _objective(result, totals):
-        """The tracked loss: the strategy's objective, or ``sum_i w_i L_i`` for gradient-based ones."""
+        """The logged ``objective``: the strategy's own, or ``sum_i w_i L_i`` with the strategy's weights
+        for gradient-based ones."""
         if result.loss is not None:
             return result.loss
         return tf.reduce_sum(tf.stop_gradient(tf.cast(result.weights, totals.dtype)) * totals)
@@ -286,8 +296,9 @@ class MultiTaskModel(Network):
             return {k: tf.reshape(v, [1]) for k, v in logs.items()}
         return logs
 
-    def _track(self, losses, counts, y, preds, mask, objective, weights):
-        self.loss_tracker.update_state(objective)
+    def _track(self, losses, counts, y, preds, mask, weights):
+        """``loss`` (the static weighted sum, :attr:`eval_weights`), per-task losses, weights, metrics."""
+        self.loss_tracker.update_state(tf.reduce_sum(tf.constant(self.eval_weights) * losses))
         weights = tf.cast(weights, tf.float32)
         self.task_loss_tracker.update_state(losses, sample_weight=counts)
         self.weight_tracker.update_state(weights)

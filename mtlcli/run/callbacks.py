@@ -185,7 +185,7 @@ class RunCallback(keras.callbacks.Callback):
             )
             raise NonFinite(run.failure)
         logs = {k: scalar(v) for k, v in (logs or {}).items()}
-        if not run.skip_nonfinite and not math.isfinite(logs.get("loss", 0.0)):
+        if not run.skip_nonfinite and not math.isfinite(logs.get("objective", logs.get("loss", 0.0))):
             run.failure = (
                 f"the weighted total loss became non-finite at epoch {self.epoch + 1}, step {step}/{run.steps} "
                 f"(every task's loss was finite: the weighting strategy diverged); lower the learning rate"
