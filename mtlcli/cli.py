@@ -257,7 +257,9 @@ def _train_in_view(view: TrainView, loaded, options: dict, verbose: bool):
     except KeyboardInterrupt:  # a second Ctrl-C: stop at once (the last checkpoint is intact)
         view.close()
         _console(stderr=True).print(
-            "interrupted; the last checkpoint written is intact: mtl train --resume RUN_DIR",
+            "interrupted at once; a run that had written a checkpoint resumes with mtl train --resume "
+            "RUN_DIR (its last checkpoint is intact); one stopped before its first checkpoint left no run "
+            "directory",
             soft_wrap=True,
             markup=False,
         )
