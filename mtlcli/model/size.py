@@ -473,11 +473,17 @@ def gib(n: int) -> str:
     return f"{value:,.1f} {unit}"
 
 
-def check(loaded: LoadedRecipe, prep: Preprocessing, memory: int | None = None) -> Estimate:
+def check(loaded: LoadedRecipe, prep: Preprocessing, memory: int | None = None) -> Estimate | None:
     """Refuse (RecipeError, exit 2) a model whose weights and Adam slots exceed ``memory`` (default:
-    :func:`available_memory`), naming its biggest layers' lines; returns the estimate otherwise."""
+    :func:`available_memory`), naming its biggest layers' lines; returns the estimate otherwise (None
+    when the recipe could not be walked)."""
     recipe = loaded.recipe
-    est = estimate(recipe, prep)
+    try:
+        est = estimate(recipe, prep)
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError):
+        # A recipe shape this walk does not foresee: the build itself reports what is wrong; the size
+        # check must never be what stops a model that Keras would build.
+        return None
     memory = available_memory() if memory is None else memory
     slots = 3 if recipe.train.optimizer.adam.amsgrad else 2
     need = est.bytes(slots)
