@@ -254,3 +254,23 @@ def test_validate_refuses_what_no_machine_holds_with_the_real_memory(tmp_path, c
         "recipe.yaml:13 model.shared[1].dense.units: 4,611,686,016,279,904,256 parameters, 48.0 EiB"
         in result.output
     )
+
+
+def test_a_task_reading_one_that_cannot_be_estimated_is_left_out_and_the_rest_still_counts(tmp_path):
+    text = (
+        TINY_RECIPE.replace(
+            "    - dense: {units: 16, activation: relu}\n", "    - dense: {units: 2147483647}\n"
+        )
+        .replace(
+            "kind: {type: classification}",
+            "kind: {type: classification, head: [{einsum_dense: {equation: 'ab,bc->ac', output_shape: 4}}]}",
+        )
+        .replace("flag: {type: binary,", "flag: {type: binary, inputs_from: [kind],")
+    )
+    loaded = R.loads(text, file="recipe.yaml", base_dir=_tiny(tmp_path, TINY_RECIPE).parent)
+    prep = data.prepare(loaded).prep
+    est = size.estimate(loaded.recipe, prep)
+    assert not est.complete and ("model", "tasks", "flag", "head", 0, "dense", "units") not in est.layers
+    with pytest.raises(RecipeError) as info:  # the trunk and value's output alone do not fit
+        size.check(loaded, prep, memory=16 * 2**30)
+    assert info.value.message.startswith("the model is too big for this machine: at least ")

@@ -399,6 +399,7 @@ def _towers(walk: _Walk, recipe: Recipe, prep: Preprocessing, bases: dict[str, S
             read[(task, "output")] = walk.layer(spec.output, (*base, "output"), shape)
         elif shape is None:
             walk.est.complete = False
+            read[(task, "output")] = None
         else:  # Dense(units) on the last axis, at the task's own line
             units = prep.targets[task].units
             walk.est.add(base, (shape[-1] + 1) * units)
