@@ -90,11 +90,13 @@ def test_flags_are_not_shown_as_taking_a_value(cli, command):
         ("name: !!python/object/apply:os.system ['x']\n", 1, 6, "nothing in a recipe may run code"),
     ],
 )
-def test_yaml_syntax_error_shows_line_caret_and_hint(cli, tmp_path, text, line, caret_col, hint):
+@pytest.mark.parametrize("command", ["validate", "train"])
+def test_yaml_syntax_error_shows_line_caret_and_hint(cli, tmp_path, command, text, line, caret_col, hint):
     path = tmp_path / "r.yaml"
     path.write_text(text)
-    res = cli("validate", path)
+    res = cli(command, path, *(["--output", tmp_path / "out"] if command == "train" else []))
     assert res.exit_code == 2
+    assert not (tmp_path / "out").exists()
     out = res.output.splitlines()
     assert out[1].startswith(f"  - {path}:{line}: invalid YAML:"), res.output
     assert out[2].strip().startswith(f"{line} | ")

@@ -136,11 +136,13 @@ def test_mistake_is_caught_at_load(tmp_path, command, case):
         ("seed: true\n", 2, "seed: expected an integer, received a boolean (true)"),
     ],
 )
-def test_seed_range(tmp_path, text, line, message):
+@pytest.mark.parametrize("command", ["validate", "train"])
+def test_seed_range(tmp_path, command, text, line, message):
     path = recipe(tmp_path)
     path.write_text(path.read_text().replace("seed: 1\n", text))
-    res = CliRunner().invoke(app, ["validate", str(path), "--no-data"])
+    res = CliRunner().invoke(app, [command, str(path)])
     assert res.exit_code == 2
+    assert "Traceback" not in res.output
     assert f"recipe.yaml:{line} {message}" in res.output, res.output
 
 
