@@ -198,13 +198,7 @@ def _from_frame(frame, shown: str, first_row: int) -> Table:
 
 
 def _read_parquet(path: Path) -> Table:
-    try:
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise fail(
-            "reading Parquet needs pyarrow, from the optional extra 'parquet': pip install 'mtlcli[parquet]'",
-            str(path),
-        ) from None
+    pq = _pyarrow(path)
     try:
         frame = pq.read_table(path).to_pandas()
     except Exception as exc:  # noqa: BLE001 - any pyarrow failure means an unreadable file

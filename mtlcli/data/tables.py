@@ -8,7 +8,6 @@ Kept apart from :mod:`mtlcli.data.sources` so that sources can dispatch to
 from __future__ import annotations
 
 import gzip
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from mtlcli.errors import DataError, Problem
+from mtlcli.fsio import sha256
 
 
 @dataclass
@@ -77,11 +77,8 @@ def missing(value: Any) -> bool:
 
 
 def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    """The hex sha256 of a data file (recorded in data.json, checked when a run's split is rebuilt)."""
+    return sha256(path)
 
 
 _IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
