@@ -68,6 +68,7 @@ def _non_finite_problems(value, path: tuple, add) -> None:
 
 
 def _all_weights_zero(tasks: dict) -> bool:
+    """True when every task's weight is written as 0 (the default weight is 1)."""
     weights = [spec.get("weight", 1.0) if isinstance(spec, dict) else None for spec in tasks.values()]
     return bool(weights) and all(
         isinstance(w, (int, float)) and not isinstance(w, bool) and w == 0 for w in weights
@@ -75,6 +76,7 @@ def _all_weights_zero(tasks: dict) -> bool:
 
 
 def _model_problems(model: dict, src: Located) -> list[Problem]:
+    """``model.shared``, each task (name, layers, loss, metrics), the weights and the architecture."""
     out: list[Problem] = []
     add = _adder(out, src)
     shared = model.get("shared")
@@ -103,6 +105,7 @@ def _model_problems(model: dict, src: Located) -> list[Problem]:
 
 
 def _fraction_problems(data_spec: dict, add) -> None:
+    """``data.validation`` / ``data.test`` given as numbers must be fractions in (0, 1)."""
     for key in ("validation", "test"):
         value = data_spec.get(key)
         if isinstance(value, bool):
@@ -119,6 +122,7 @@ def _fraction_problems(data_spec: dict, add) -> None:
 
 
 def _train_problems(train: dict, tasks: dict | None, add) -> None:
+    """``train``: the strategy and its parameters, distribution options, the early-stopping monitor."""
     if "weighting" in train:
         for problem in check_weighting(train["weighting"]):
             add(problem.message, ("train", "weighting", *problem.path))
@@ -176,6 +180,7 @@ def architecture_problems(model: dict, src: Located) -> list[Problem]:
 
 
 def _architecture_key_problems(arch: str, model: dict, src: Located) -> list[Problem]:
+    """The keys an architecture needs (``experts``) or ignores (``levels`` outside ple, ...)."""
     out: list[Problem] = []
     add = _adder(out, src)
     tasks = model.get("tasks") if isinstance(model.get("tasks"), dict) else {}
@@ -246,6 +251,7 @@ def _inputs_from_problems(tasks: dict, src: Located) -> list[Problem]:
 
 
 def _dependency_problem(task: str, dep: str, tasks: dict, listed: set) -> str | None:
+    """What is wrong with one ``inputs_from`` entry of ``task``, or None."""
     name, dot, layer = dep.partition(".")
     if name == task:
         return f"task {task!r} cannot read its own {'hidden layer' if dot else 'output'}"
@@ -289,6 +295,7 @@ def _cycles(graph: dict[str, list[str]]) -> list[list[str]]:
 
 
 def _task_problems(task: str, spec: dict, src: Located) -> list[Problem]:
+    """One task's layers, loss and metrics against its type (names from the tables in spec)."""
     out: list[Problem] = []
     base = ("model", "tasks", task)
     add = _adder(out, src)

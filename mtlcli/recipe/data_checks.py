@@ -53,6 +53,7 @@ def when_conditions(when: Any) -> list[dict]:
 
 
 def data_problems(data: dict, tasks: dict, src: Located) -> list[Problem]:
+    """Every problem of the ``data`` mapping: sources, dialects, splits, inputs, and each task's data keys."""
     out: list[Problem] = []
 
     def add(message: str, path: tuple) -> None:
@@ -133,6 +134,7 @@ def data_problems(data: dict, tasks: dict, src: Located) -> list[Problem]:
 
 
 def _source_problems(value: dict, path: tuple, add) -> list[Problem]:
+    """A source given as a mapping: exactly one known form (idx, multifashion, path) with its keys."""
     for key in value:
         if key not in SOURCE_KEYS:
             add(
@@ -211,6 +213,7 @@ def csv_problems(dialect: dict, path: tuple, add) -> None:
 
 
 def _split_problems(split: dict, data: dict, add) -> None:
+    """``data.split``: a column and the values that go to each split, each value in one split only."""
     base = ("data", "split")
     for key in split:
         if key not in SPLIT_KEYS:
@@ -252,6 +255,7 @@ def _split_problems(split: dict, data: dict, add) -> None:
 
 
 def _task_data_problems(task: str, spec: dict, add) -> None:
+    """A task's data keys: ``target``, ``separator``, ``class_weight`` and ``when``."""
     base = ("model", "tasks", task)
     ttype = spec.get("type")
     target = spec.get("target")
@@ -305,6 +309,7 @@ def _task_data_problems(task: str, spec: dict, add) -> None:
 
 
 def _when_problems(when: Any, path: tuple, add) -> None:
+    """A ``when:`` condition (or a list of them): a column and exactly one known operator."""
     example = "e.g. when: {column: click, equals: 1}"
     items = when if isinstance(when, list) else [when]
     if isinstance(when, list) and not when:

@@ -71,6 +71,7 @@ def _no_bool_int(value: Any) -> Any:
 
 
 def _no_bool_float(value: Any) -> Any:
+    """YAML ``true`` is not the number 1.0 either."""
     if isinstance(value, bool):
         raise PydanticCustomError("float_type", "Input should be a valid number")
     return value
@@ -83,6 +84,8 @@ Float = Annotated[float, BeforeValidator(_no_bool_float), Field(allow_inf_nan=Fa
 
 
 class _Strict(BaseModel):
+    """Unknown keys are errors; a loaded recipe is immutable."""
+
     model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
 
 
@@ -105,6 +108,8 @@ class InputSpec(_Strict):
 
 
 class TaskSpec(_Strict):
+    """One task: its type, target column(s), head layers, loss, metrics and weight."""
+
     type: Literal["classification", "binary", "regression", "multilabel"]
     target: str | list[str] | None = None
     separator: str | None = Field(None, description="multilabel: labels in one column split on this")
@@ -123,6 +128,8 @@ class TaskSpec(_Strict):
 
 
 class AdamSpec(_Strict):
+    """Adam's settings (Keras names and defaults, learning rate 0.001)."""
+
     learning_rate: Float = Field(0.001, gt=0)
     beta_1: Float = Field(0.9, ge=0, lt=1)
     beta_2: Float = Field(0.999, ge=0, lt=1)
@@ -133,10 +140,14 @@ class AdamSpec(_Strict):
 
 
 class OptimizerSpec(_Strict):
+    """The optimizer: Adam (``optimizer: adam`` is short for its defaults)."""
+
     adam: AdamSpec = Field(default_factory=AdamSpec)
 
 
 class EarlyStoppingSpec(_Strict):
+    """Stop when ``monitor`` has not improved for ``patience`` epochs; optionally restore the best weights."""
+
     monitor: str = "val_loss"
     patience: Int = Field(10, ge=0, le=INT32_MAX)
     min_delta: Float = Field(0.0, ge=0)
@@ -145,6 +156,8 @@ class EarlyStoppingSpec(_Strict):
 
 
 class TrainSpec(_Strict):
+    """How to train: epochs, batch size, optimizer, weighting strategy, stopping, distribution, speed."""
+
     epochs: Int = Field(20, ge=1, le=INT32_MAX)
     batch_size: Int = Field(32, ge=1, le=INT32_MAX)
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
@@ -189,6 +202,8 @@ class TrainSpec(_Strict):
 
 
 class DataSpec(_Strict):
+    """Where the rows come from, how they split, and which columns are inputs."""
+
     # A source is a path/glob or a mapping such as {idx: ..., labels: ...} (checked in recipe_data).
     train: str | dict[str, Any]
     validation: float | str | dict[str, Any] | None = 0.2
@@ -225,6 +240,8 @@ class ExpertsSpec(_Strict):
 
 
 class ModelSpec(_Strict):
+    """The network: the architecture, its shared layers or experts, and one head per task."""
+
     architecture: Literal["hard_sharing", "mmoe", "cgc", "ple", "cross_stitch"] = "hard_sharing"
     shared: list[dict[str, Any] | str] = Field(default_factory=list)
     experts: ExpertsSpec | None = None
@@ -248,6 +265,8 @@ class ModelSpec(_Strict):
 
 
 class Recipe(_Strict):
+    """A whole recipe: data, model, train (plus a name and a seed)."""
+
     name: str | None = None
     seed: Int = Field(0, ge=0, le=SEED_MAX)
     data: DataSpec
