@@ -137,7 +137,8 @@ def validate(
             with _user_errors():
                 raise
         problems = [dataclasses.asdict(p) for p in exc.problems] or [{"message": exc.message}]
-        sys.stdout.write(json.dumps({"valid": False, "problems": problems}, indent=2) + "\n")
+        payload = {"valid": False, "message": exc.lines()[0], "problems": problems}
+        sys.stdout.write(json.dumps(payload, indent=2) + "\n")
         raise typer.Exit(exc.exit_code) from None
     r = loaded.recipe
     info = prepared.info if prepared is not None else {}

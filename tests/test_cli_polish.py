@@ -47,7 +47,9 @@ def test_validate_json_valid_and_invalid(cli, tmp_path):
     )
     res = cli("validate", bad, "--json")
     assert res.exit_code == 2
-    problems = json.loads(res.stdout)["problems"]
+    payload = json.loads(res.stdout)
+    assert payload["valid"] is False and payload["message"] == "1 problem found"
+    problems = payload["problems"]
     assert problems[0]["line"] == 1 and problems[0]["path"] == "seed"
     assert "expected a value >= 0" in problems[0]["message"]
 
