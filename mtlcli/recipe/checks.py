@@ -23,7 +23,7 @@ from mtlcli.recipe.spec import (
     NAME_RE,
     TASK_TYPES,
 )
-from mtlcli.recipe.yamlio import Located, describe, dotted
+from mtlcli.recipe.yamlio import Located, describe
 from mtlcli.weighting.registry import check as check_weighting
 
 
@@ -31,7 +31,7 @@ def _adder(out: list[Problem], src: Located):
     """``add(message, path)``: append a problem placed at ``path``'s line of ``src``."""
 
     def add(message: str, path: tuple) -> None:
-        out.append(Problem(message, dotted(path), src.file, src.line(path)))
+        out.append(src.problem(message, path))
 
     return add
 
@@ -351,7 +351,7 @@ def layer_problems(layers: list, path: tuple, src: Located, single: bool = False
         at = path if single else (*path, i)
 
         def add(message: str, where: tuple = at) -> None:
-            out.append(Problem(message, dotted(where), src.file, src.line(where)))
+            out.append(src.problem(message, where))
 
         if isinstance(item, str):
             item = {item: {}}

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mtlcli.errors import Problem, did_you_mean
-from mtlcli.recipe.yamlio import Located, describe, dotted
+from mtlcli.recipe.yamlio import Located, describe
 
 #: keys of a source mapping and what each means
 SOURCE_KEYS = {
@@ -57,7 +57,7 @@ def data_problems(data: dict, tasks: dict, src: Located) -> list[Problem]:
     out: list[Problem] = []
 
     def add(message: str, path: tuple) -> None:
-        out.append(Problem(message, dotted(path), src.file, src.line(path) or src.line(path[:-1])))
+        out.append(src.problem(message, path))
 
     for key in ("train", "validation", "test"):
         value = data.get(key)

@@ -40,7 +40,7 @@ class LoadedRecipe:
         self.name = recipe.name or (path.stem if path else "recipe")
 
     def problem(self, message: str, path: tuple) -> Problem:
-        return Problem(message, dotted(path), self.source.file, self.source.line(path))
+        return self.source.problem(message, path)
 
     def resolve_path(self, value: str) -> Path:
         p = Path(value).expanduser()

@@ -34,6 +34,10 @@ class Located:
             path = path[:-1]
         return self.lines.get((), None)
 
+    def problem(self, message: str, path: tuple) -> Problem:
+        """A problem at recipe ``path``, placed at its line (or its closest ancestor's) in this file."""
+        return Problem(message, dotted(path), self.file, self.line(path))
+
 
 def dotted(path: tuple) -> str:
     out = ""
