@@ -32,10 +32,12 @@ from mtlcli.data.inputs import InputStats
 UNKNOWN = ""  # the key of a missing category: also StringLookup's out-of-vocabulary token (index 0)
 
 
-def decode_image(path, shape, scale: float):
-    """One image file -> float32 pixels of ``shape`` (height, width, channels), times ``scale``."""
+def decode_image(path, shape, scale: float, encoded: bool = False):
+    """One image file (or, ``encoded``, the file's bytes) -> float32 pixels of ``shape`` (height, width,
+    channels), times ``scale``."""
     h, w, c = shape
-    img = tf.io.decode_image(tf.io.read_file(path), channels=c, expand_animations=False)
+    raw = path if encoded else tf.io.read_file(path)
+    img = tf.io.decode_image(raw, channels=c, expand_animations=False)
     img = tf.image.resize(tf.cast(img, tf.float32), (h, w))
     return tf.ensure_shape(img * scale, (h, w, c))
 
@@ -44,12 +46,15 @@ def decode_image(path, shape, scale: float):
 class InputTransform(keras.layers.Layer):
     """Raw feature tensors -> model inputs, for the inputs in ``inputs`` (name -> InputStats as a dict).
     ``decode_files=False`` leaves image paths as they are (training decodes them per batch, after
-    shuffling, so pixels never sit in memory). Any leading shape works (rows, or stacks of batches)."""
+    shuffling, so pixels never sit in memory); ``image_bytes=True`` takes the encoded files' bytes
+    instead of their paths (serving: a client sends the image, not a path on the server). Any leading
+    shape works (rows, or stacks of batches)."""
 
-    def __init__(self, inputs: dict, decode_files: bool = True, **kwargs) -> None:
+    def __init__(self, inputs: dict, decode_files: bool = True, image_bytes: bool = False, **kwargs) -> None:
         super().__init__(autocast=False, **kwargs)  # the numeric arithmetic is float64 on purpose
         self.inputs = {k: dict(v) for k, v in inputs.items()}
         self.decode_files = bool(decode_files)
+        self.image_bytes = bool(image_bytes)
         self.stats = {k: InputStats(**v) for k, v in self.inputs.items()}
         self.lookups = {
             name: keras.layers.StringLookup(
@@ -78,12 +83,21 @@ class InputTransform(keras.layers.Layer):
                 return x
             flat = tf.reshape(x, [-1])
             spec = tf.TensorSpec(tuple(st.shape), tf.float32)
-            pixels = tf.map_fn(lambda p: decode_image(p, st.shape, st.scale), flat, fn_output_signature=spec)
+            pixels = tf.map_fn(
+                lambda p: decode_image(p, st.shape, st.scale, self.image_bytes),
+                flat,
+                fn_output_signature=spec,
+            )
             return tf.reshape(pixels, tf.concat([tf.shape(x), st.shape], 0))
         return tf.cast(x, tf.float32) * np.float32(st.scale)
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "inputs": self.inputs, "decode_files": self.decode_files}
+        return {
+            **super().get_config(),
+            "inputs": self.inputs,
+            "decode_files": self.decode_files,
+            "image_bytes": self.image_bytes,
+        }
 
 
 def _numeric(st: InputStats, x):
@@ -98,9 +112,13 @@ def _numeric(st: InputStats, x):
     return out
 
 
-def layer(inputs: dict[str, InputStats], decode_files: bool = True) -> InputTransform:
-    """The transform of fitted inputs."""
-    return InputTransform({k: asdict(v) for k, v in inputs.items()}, decode_files=decode_files)
+def layer(
+    inputs: dict[str, InputStats], decode_files: bool = True, image_bytes: bool = False
+) -> InputTransform:
+    """The transform of fitted inputs (see :class:`InputTransform` for the two options)."""
+    return InputTransform(
+        {k: asdict(v) for k, v in inputs.items()}, decode_files=decode_files, image_bytes=image_bytes
+    )
 
 
 def raw_spec(st: InputStats) -> tf.TensorSpec:
