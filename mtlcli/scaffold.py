@@ -1,6 +1,6 @@
 """``mtl init``: write a working project from a template (no TensorFlow).
 
-The project gets the recipe, the data it reads, a short README and ``recipe.schema.json`` (the recipe's
+The project gets the recipe, the data it reads, a few unlabelled rows to predict, a short README and ``recipe.schema.json`` (the recipe's
 JSON Schema); the recipe's first line points editors at it (``# yaml-language-server: $schema=...``), so
 VS Code, Neovim and others complete and check keys while typing.
 """
@@ -19,6 +19,7 @@ TEMPLATES = {
     "penguins": {
         "recipe.yaml": ("templates", "penguins.yaml"),
         "penguins.csv": ("data", "penguins.csv"),
+        "new_penguins.csv": ("data", "new_penguins.csv"),
         "README.md": ("templates", "README.md"),
     },
 }

@@ -54,6 +54,7 @@ def test_init_scaffolds_and_refuses_to_overwrite(cli, tmp_path):
     assert sorted(p.name for p in target.iterdir()) == [
         ".gitignore",
         "README.md",
+        "new_penguins.csv",
         "penguins.csv",
         "recipe.schema.json",
         "recipe.yaml",
