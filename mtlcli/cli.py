@@ -404,6 +404,44 @@ def strategies(
     out.print(table)
 
 
+# ------------------------------------------------------------------------------------------------
+# compare
+
+
+@app.command(cls=_Command)
+def compare(
+    paths: Annotated[list[Path], typer.Argument(help="Run directories, directories of runs, sweeps.")],
+    split: Annotated[
+        str | None, typer.Option("--split", help="test or validation (default: test if every run has it).")
+    ] = None,
+    baseline: Annotated[
+        str | None,
+        typer.Option(
+            "--baseline", help="Δm against this group (name, number or a run in it).", metavar="GROUP"
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
+    plot: Annotated[
+        Path | None, typer.Option("--plot", help="Also draw the comparison into this PNG.")
+    ] = None,
+) -> None:
+    """Compare finished runs over seeds: per-task mean ± sd and 95% CI per configuration, Welch's
+    t-tests against the best, Δm% against single-task baselines, the Pareto front (no TensorFlow)."""
+    from mtlcli import compare_view
+    from mtlcli.compare import compare as compare_runs
+
+    with _user_errors():
+        result = compare_runs(paths, split=split, baseline=baseline)
+        if plot is not None:
+            compare_view.plot(result, plot)
+    if as_json:
+        sys.stdout.write(json.dumps(result.to_dict(), indent=2, default=str) + "\n")
+    else:
+        compare_view.render(_console(), result)
+    if plot is not None:
+        _console(stderr=as_json).print(f"plot: {plot}", soft_wrap=True, markup=False, highlight=False)
+
+
 def main() -> None:
     """Console-script entry point."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -10,7 +10,16 @@ import pytest
 
 @pytest.mark.parametrize(
     "module",
-    ["mtlcli.cli", "mtlcli.recipe", "mtlcli.data.preprocess", "mtlcli.weighting", "mtlcli.scaffold"],
+    [
+        "mtlcli.cli",
+        "mtlcli.recipe",
+        "mtlcli.data.preprocess",
+        "mtlcli.weighting",
+        "mtlcli.scaffold",
+        "mtlcli.compare",
+        "mtlcli.compare_view",
+        "mtlcli.config_view",
+    ],
 )
 def test_module_does_not_import_tensorflow(module):
     code = f"import sys, {module}; print('tensorflow' in sys.modules or 'keras' in sys.modules)"
@@ -28,6 +37,8 @@ def test_help_and_validate_do_not_import_tensorflow(tiny_project):
         f"res = r.invoke(app, ['validate', {str(tiny_project)!r}])\n"
         "assert res.exit_code == 0, res.output\n"
         "assert r.invoke(app, ['strategies']).exit_code == 0\n"
+        f"res = r.invoke(app, ['config', {str(tiny_project)!r}, '--set', 'train.weighting=pcgrad'])\n"
+        "assert res.exit_code == 0, res.output\n"
         "print('tensorflow' in sys.modules)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
