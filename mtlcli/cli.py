@@ -110,6 +110,16 @@ def _root(
     _state["debug"] = debug
 
 
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        metavar="KEY=VALUE",
+        help="Override a recipe value, VALUE read as YAML (repeatable): --set train.weighting=pcgrad "
+        "--set model.tasks.sex.weight=0.5 --set model.shared.0.dense.units=16",
+    ),
+]
+
 # ------------------------------------------------------------------------------------------------
 # validate
 
@@ -121,6 +131,7 @@ def validate(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON object (valid, problems, tasks, rows).")
     ] = False,
+    sets: SetOption = None,
 ) -> None:
     """Check a recipe (and its data) without training. Exit 0 when valid, 2 otherwise."""
     from mtlcli import data as data_mod
@@ -128,7 +139,7 @@ def validate(
     from mtlcli.model import size
 
     try:
-        loaded = recipe_mod.load(recipe)
+        loaded = recipe_mod.load(recipe, overrides=sets or ())
         prepared = None if no_data else data_mod.prepare(loaded)
         if prepared is not None:  # the input widths come from the data
             size.check(loaded, prepared.prep)
@@ -217,6 +228,7 @@ def train(
     resume: ResumeOption = None,
     fork: ForkOption = None,
     verbose: VerboseOption = False,
+    sets: SetOption = None,
 ) -> None:
     """Train the multi-task model described by RECIPE and save a run directory.
 
@@ -229,7 +241,11 @@ def train(
     with _user_errors():
         if recipe is None and resume is None:
             raise UsageError("missing RECIPE: give a recipe file (or --resume RUN_DIR)")
-        loaded = recipe_mod.load(recipe) if recipe is not None else None
+        loaded = recipe_mod.load(recipe, overrides=sets or ()) if recipe is not None else None
+        if loaded is None and sets:  # --resume RUN --set ...: the run's own recipe, overridden
+            from mtlcli.run import resume as resuming
+
+            loaded = resuming.run_recipe(resume, sets, forking=fork is not None)
         options = dict(output=output, force=force, seed=seed, epochs=epochs, resume=resume, fork=fork)
         view = TrainView(out)
         result = _train_in_view(view, loaded, options, verbose)
@@ -352,6 +368,7 @@ def plan(
     recipe: Annotated[Path, typer.Argument(help="The recipe YAML file.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
     seed: SeedOption = None,
+    sets: SetOption = None,
 ) -> None:
     """Show what RECIPE builds, without training: the model graph, the parameters shared and per task,
     and the objective with its resolved weights."""
@@ -359,12 +376,39 @@ def plan(
     from mtlcli.run import plan as plan_mod
 
     with _user_errors():
-        loaded = recipe_mod.load(recipe)
+        loaded = recipe_mod.load(recipe, overrides=sets or ())
         p = plan_mod.plan(loaded, seed=seed)
     if as_json:
         sys.stdout.write(json.dumps(p.to_dict(), indent=2, default=str) + "\n")
         return
     render_plan(_console(), p, label(loaded.recipe.train.weighting))
+
+
+# ------------------------------------------------------------------------------------------------
+# config
+
+
+@app.command(cls=_Command)
+def config(
+    recipe: Annotated[Path, typer.Argument(help="The recipe YAML file.")],
+    sets: SetOption = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print a JSON list of {key, value, source}.")
+    ] = False,
+) -> None:
+    """Show the resolved recipe: every key with its value and where it came from (FILE:LINE, --set or
+    default). Checks the recipe, not its data."""
+    from mtlcli import recipe as recipe_mod
+    from mtlcli.config_view import render_config
+    from mtlcli.recipe import overrides
+
+    with _user_errors():
+        rows = overrides.table(recipe_mod.load(recipe, overrides=sets or ()).resolved())
+    if as_json:
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        return
+    out = _console()
+    render_config(out, rows, str(recipe), interactive(out))
 
 
 # ------------------------------------------------------------------------------------------------

@@ -1,8 +1,10 @@
-"""Load a recipe: YAML with lines -> the schema -> every check, all problems at once.
+"""Load a recipe: YAML with lines -> the overrides (``--set``) -> the schema -> every check, all
+problems at once.
 
 :class:`LoadedRecipe` is what the other stages receive: the validated :class:`~mtlcli.recipe.spec.Recipe`
-plus where it came from (its directory, for data paths; its lines, for messages). pydantic's errors are
-translated here into mtl's (recipe path, line, expected vs received, did-you-mean).
+plus where it came from (its directory, for data paths; its lines and overrides, for messages and
+provenance). pydantic's errors are translated here into mtl's (recipe path, line or ``--set``, expected
+vs received, did-you-mean).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 from pydantic import BaseModel, ValidationError
 
 from mtlcli.errors import Problem, RecipeError, did_you_mean
+from mtlcli.recipe import overrides as overriding
 from mtlcli.recipe.checks import recipe_problems
 from mtlcli.recipe.spec import (
     AdamSpec,
@@ -26,41 +29,56 @@ from mtlcli.recipe.spec import (
     TaskSpec,
     TrainSpec,
 )
-from mtlcli.recipe.yamlio import Located, describe, dotted, load_file, load_text
+from mtlcli.recipe.yamlio import Located, describe, load_file, load_text
 
 
 class LoadedRecipe:
-    """A validated recipe plus where it came from (for data paths and error lines)."""
+    """A validated recipe plus where it came from (for data paths and error lines).
 
-    def __init__(self, recipe: Recipe, source: Located, path: Path | None):
+    ``source`` is the document the recipe was validated from: the file's, with the ``overrides``
+    (``--set``) applied (:class:`~mtlcli.recipe.overrides.Overridden`); its ``text`` is the file's.
+    """
+
+    def __init__(self, recipe: Recipe, source: Located, path: Path | None, overrides=()):
         self.recipe = recipe
         self.source = source
         self.path = path
+        self.overrides: tuple[overriding.Override, ...] = tuple(overrides)
         self.base_dir = path.parent if path else Path.cwd()
         self.name = recipe.name or (path.stem if path else "recipe")
 
     def problem(self, message: str, path: tuple) -> Problem:
         return self.source.problem(message, path)
 
+    def resolved(self, seed: int | None = None, epochs: int | None = None, file: str | None = None):
+        """The resolved recipe and each leaf's source (:func:`mtlcli.recipe.overrides.resolved`)."""
+        return overriding.resolved(self, seed, epochs, file)
+
     def resolve_path(self, value: str) -> Path:
         p = Path(value).expanduser()
         return p if p.is_absolute() else (self.base_dir / p)
 
 
-def load(path: str | Path) -> LoadedRecipe:
+def load(path: str | Path, overrides=()) -> LoadedRecipe:
+    """The recipe file ``path`` with ``overrides`` (``--set`` texts such as ``"train.epochs=3"``, or
+    :class:`~mtlcli.recipe.overrides.Override`) applied in order; RecipeError names every problem."""
     path = Path(path)
-    return from_located(load_file(path), path)
+    items = overriding.parse(overrides)  # a malformed --set is reported before the file is read
+    return from_located(load_file(path), path, items)
 
 
-def loads(text: str, file: str = "<recipe>", base_dir: Path | None = None) -> LoadedRecipe:
+def loads(text: str, file: str = "<recipe>", base_dir: Path | None = None, overrides=()) -> LoadedRecipe:
+    items = overriding.parse(overrides)
     located = load_text(text, file)
-    loaded = from_located(located, None)
+    loaded = from_located(located, None, items)
     if base_dir is not None:
         loaded.base_dir = base_dir
     return loaded
 
 
-def from_located(src: Located, path: Path | None) -> LoadedRecipe:
+def from_located(src: Located, path: Path | None, overrides=()) -> LoadedRecipe:
+    items = overriding.parse(overrides)
+    src = overriding.apply(src, items)
     data = src.data
     if data is None:
         raise RecipeError(
@@ -91,7 +109,7 @@ def from_located(src: Located, path: Path | None) -> LoadedRecipe:
         unique.sort(key=lambda p: (p.line or 0, p.path))
         raise RecipeError(problems=unique)
     assert recipe is not None
-    return LoadedRecipe(recipe, src, path)
+    return LoadedRecipe(recipe, src, path, items)
 
 
 _EXPECT = {
@@ -157,30 +175,25 @@ def _pydantic_problems(exc: ValidationError, src: Located) -> list[Problem]:
             expected = "a number or a path"
         if any(e["type"] == "none_required" for e in errs):
             expected += " or null"
-        out.append(
-            Problem(f"expected {expected}, received {describe(value)}", dotted(loc), src.file, src.line(loc))
-        )
+        out.append(src.problem(f"expected {expected}, received {describe(value)}", loc))
     return out
 
 
 def _one_problem(err: dict, loc: tuple, src: Located) -> Problem:
     kind, value = err["type"], err.get("input")
-    line = src.line(loc)
     if kind == "extra_forbidden":
         key = loc[-1]
         fields = _fields_at(loc[:-1])
         hint = did_you_mean(key, fields) or (f"; expected one of: {', '.join(fields)}" if fields else "")
-        return Problem(f"unknown key {key!r}{hint}", dotted(loc), src.file, line)
-    if kind == "missing":
-        return Problem("required key is missing", dotted(loc), src.file, src.line(loc[:-1]))
+        return src.problem(f"unknown key {key!r}{hint}", loc)
+    if kind == "missing":  # placed at the mapping that lacks it (the key itself has no line)
+        return src.problem("required key is missing", loc)
     if kind in ("literal_error", "enum"):
         choices = err.get("ctx", {}).get("expected", "")
         options = re.findall(r"'([^']*)'", choices)
-        return Problem(
+        return src.problem(
             f"expected one of {', '.join(options)}; received {describe(value)}{did_you_mean(value, options)}",
-            dotted(loc),
-            src.file,
-            line,
+            loc,
         )
     if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
         ctx = err.get("ctx", {})
@@ -190,8 +203,8 @@ def _one_problem(err: dict, loc: tuple, src: Located) -> Problem:
             "less_than": "< {lt}",
             "less_than_equal": "<= {le}",
         }[kind].format(**ctx)
-        return Problem(f"expected a value {bound}, received {value!r}", dotted(loc), src.file, line)
+        return src.problem(f"expected a value {bound}, received {value!r}", loc)
     expected = _EXPECT.get(kind)
     if expected:
-        return Problem(f"expected {expected}, received {describe(value)}", dotted(loc), src.file, line)
-    return Problem(f"{err['msg']}, received {describe(value)}", dotted(loc), src.file, line)
+        return src.problem(f"expected {expected}, received {describe(value)}", loc)
+    return src.problem(f"{err['msg']}, received {describe(value)}", loc)

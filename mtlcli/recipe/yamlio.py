@@ -20,10 +20,11 @@ Path_ = tuple  # a recipe path: tuple of str keys and int indices
 class Located:
     """A loaded YAML document plus the line of every path in it."""
 
-    def __init__(self, data: Any, lines: dict[tuple, int], file: str):
+    def __init__(self, data: Any, lines: dict[tuple, int], file: str, text: str | None = None):
         self.data = data
         self.lines = lines
         self.file = file
+        self.text = text  # the document as written (None when it was made from data)
 
     def line(self, path: tuple) -> int | None:
         """The line of ``path``, or of its closest ancestor that has one."""
@@ -37,6 +38,35 @@ class Located:
     def problem(self, message: str, path: tuple) -> Problem:
         """A problem at recipe ``path``, placed at its line (or its closest ancestor's) in this file."""
         return Problem(message, dotted(path), self.file, self.line(path))
+
+    def source_of(self, path: tuple, value: Any = None, file: str | None = None) -> str:
+        """Where the resolved ``value`` at ``path`` came from: ``FILE:LINE`` when this document holds
+        it (``file`` names the document instead of its own name), else ``default``.
+
+        A shorthand counts as the document's (``a: numeric`` is ``a: {kind: numeric}``): a path the
+        document does not hold, whose closest held ancestor is a text equal to ``value``."""
+        path, label = tuple(path), file or self.file
+        if path in self.lines:
+            return f"{label}:{self.lines[path]}"
+        for n in range(len(path) - 1, 0, -1):
+            if path[:n] in self.lines:
+                held = _at(self.data, path[:n])
+                if isinstance(held, str) and held == value:
+                    return f"{label}:{self.lines[path[:n]]}"
+                break
+        return "default"
+
+
+def _at(data: Any, path: tuple) -> Any:
+    """The value at ``path`` in plain data (None when there is none)."""
+    for part in path:
+        if isinstance(data, dict):
+            data = data.get(part)
+        elif isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data):
+            data = data[part]
+        else:
+            return None
+    return data
 
 
 def dotted(path: tuple) -> str:
@@ -146,7 +176,7 @@ def load_text(text: str, file: str) -> Located:
         ) from None
     if problems:
         raise RecipeError(problems=problems)
-    return Located(data, lines, file)
+    return Located(data, lines, file, text)
 
 
 _GLUED = re.compile(r"^\s*(?:-\s+)?([A-Za-z_][\w.-]*):([^\s:#'\"][^#]*?)\s*$")

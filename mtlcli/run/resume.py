@@ -2,7 +2,9 @@
 what the model gets back from the checkpoint.
 
 * :func:`open_source` reads the run (or checkpoint) directory: its checkpoint state, resolved recipe,
-  data facts and environment, and the recipe it was trained with (:class:`Source`);
+  data facts and environment, and the recipe it was trained with (:class:`Source`): its recipe.yaml
+  with the ``--set`` overrides env.json lists (the recipe a run was trained with includes them);
+  :func:`run_recipe` is that recipe with more overrides (``mtl train --resume RUN --set ...``);
 * :func:`seed_and_epochs` keeps the seed and epoch count the run actually used (they may have come
   from ``--seed``/``--epochs``) unless the new recipe or the command line changes them;
 * :func:`check` compares the recipes key by key (:func:`diff`, :data:`RESUME_SAFE`, :data:`FORK_SAFE`)
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -168,8 +171,9 @@ class Source:
     original: LoadedRecipe  # recipe.yaml, its data paths resolved as when it was trained
 
 
-def open_source(path: Path, forking: bool) -> Source:
-    """Read the run directory (or ``checkpoints/<name>`` directory) ``path``; user errors name it."""
+def open_source(path: Path, forking: bool, overrides=()) -> Source:
+    """Read the run directory (or ``checkpoints/<name>`` directory) ``path``; user errors name it.
+    ``overrides`` (``--set`` texts) are applied to the run's recipe after its own."""
     if not path.is_dir():
         raise UsageError(f"--resume {path}: no such run directory")
     if (path / "state.json").is_file() and path.parent.name == "checkpoints":
@@ -185,11 +189,17 @@ def open_source(path: Path, forking: bool) -> Source:
             what = "run directory" if (path / "resolved.yaml").exists() else "mtl run directory"
             raise UsageError(f"--resume {path}: this {what} has no checkpoint (checkpoints/last is missing)")
     state = checkpoint.read_state(ckpt)
-    resolved, info, env, original = _read_run_files(run_dir)
+    resolved, info, env, original = _read_run_files(run_dir, overrides)
     return Source(run_dir, ckpt, state, resolved, info, env, original)
 
 
-def _read_run_files(run_dir: Path):
+def run_recipe(path: Path, overrides=(), forking: bool = False) -> LoadedRecipe:
+    """The recipe the run at ``path`` was trained with (its recipe.yaml and ``--set`` overrides), with
+    ``overrides`` applied after them: what ``mtl train --resume RUN --set KEY=VALUE`` continues with."""
+    return open_source(Path(path), forking, overrides).original
+
+
+def _read_run_files(run_dir: Path, overrides=()):
     from mtlcli import recipe
 
     files = {}
@@ -206,7 +216,10 @@ def _read_run_files(run_dir: Path):
         raise CheckpointError(f"{run_dir}: a run file is damaged ({exc})") from None
     base = Path(env.get("recipe_dir") or (Path(env["recipe"]).parent if env.get("recipe") else run_dir))
     base = data.recipe_dir(run_dir, info, base)  # where the recipe is now, when the project moved
-    original = recipe.loads(files["recipe.yaml"], file=str(run_dir / "recipe.yaml"), base_dir=base)
+    sets = [*(env.get("overrides") or []), *overrides]
+    original = recipe.loads(
+        files["recipe.yaml"], file=str(run_dir / "recipe.yaml"), base_dir=base, overrides=sets
+    )
     original.name = resolved.get("name", original.name)
     return resolved, info, env, original
 
@@ -254,7 +267,14 @@ def check(
     changes += data_changes(source.info, info)
     ok, refused = split_changes(changes, fork=fork)
     if refused:
-        raise UsageError(refusal(refused, source.run_dir, fork))
+        message = refusal(refused, source.run_dir, fork)
+        if source.env.get("overrides"):  # a --set left off looks like a change of the recipe
+            sets = " ".join(f"--set {shlex.quote(t)}" for t in source.env["overrides"])
+            message += (
+                f"\nthe run was trained with {sets}: give them again, or leave RECIPE out to continue with "
+                f"the run's own recipe and overrides"
+            )
+        raise UsageError(message)
     state = source.state
     first_epoch, first_step = int(state["epoch"]), int(state["step_in_epoch"])
     if first_step and int(state.get("steps_per_epoch", steps)) != steps:

@@ -5,11 +5,13 @@ Run directory (``runs/<name>/<N>/`` or ``--output DIR``)::
     model.keras      the trained model (weights, optimizer state, recipe spec, preprocessing); loads with
                      keras.saving.load_model(..., safe_mode=True) after ``import mtlcli.model.network``
     recipe.yaml      the recipe exactly as given
-    resolved.yaml    the recipe with every default filled in
+    resolved.yaml    the recipe with every default filled in, each value's source as a trailing comment
+                     (``# recipe.yaml:14``, ``# --set``, ``# default``); yaml.safe_load reads it as a recipe
     history.csv      one row per epoch, one column per logged value (per task and metric)
     metrics.json     final per-task results on the validation and test splits
     data.json        data files (absolute path, sha256, rows), split sizes, seeded split indices, label coverage
-    env.json         versions (mtl, TensorFlow, Keras, numpy, Python), seed, command line, timings;
+    env.json         versions (mtl, TensorFlow, Keras, numpy, Python), seed, command line, the ``--set``
+                     overrides (``overrides``: recipe.yaml plus these is the run's recipe), timings;
                      every ``--resume`` appends to ``resumes``, a fork records ``forked_from``
     checkpoints/     last/ and best/ (see mtlcli.run.checkpoint): what --resume and --fork continue from
 
@@ -42,17 +44,25 @@ import yaml
 from mtlcli import __version__
 from mtlcli.errors import UsageError
 from mtlcli.fsio import atomic_write, disk_error, save_model_atomic
-from mtlcli.recipe import LoadedRecipe
+from mtlcli.recipe import LoadedRecipe, annotated_yaml
 from mtlcli.run import checkpoint
 
 
 def resolved_recipe(loaded: LoadedRecipe, seed: int, epochs: int) -> dict[str, Any]:
-    """What ``resolved.yaml`` holds: the recipe with defaults, its name, and the seed and epochs used."""
-    resolved = loaded.recipe.resolved()
-    resolved["name"] = loaded.name
-    resolved["seed"] = seed
-    resolved["train"]["epochs"] = epochs
-    return resolved
+    """What ``resolved.yaml`` holds: the recipe with defaults, its name, and the seed and epochs used
+    (a :class:`mtlcli.recipe.overrides.Resolved`: it also knows each value's source)."""
+    return loaded.resolved(seed, epochs, file=loaded.path.name if loaded.path else "recipe.yaml")
+
+
+RESOLVED_HEADER = """\
+The recipe this run was trained with, every default filled in. After each value, where it came from:
+FILE:LINE (a line of the recipe file; a new run copies it to recipe.yaml here), --set (a command-line
+override; env.json lists them), --seed or --epochs (the command line), or default."""
+
+
+def resolved_text(resolved: dict[str, Any]) -> str:
+    """``resolved.yaml``'s text: the resolved recipe with each value's source as a trailing comment."""
+    return annotated_yaml(resolved, RESOLVED_HEADER)
 
 
 #: What a run writes into its directory. ``--force`` moves the ones an earlier run left aside (they
@@ -226,10 +236,13 @@ def write_static_files(run_dir: Path, loaded: LoadedRecipe, info: dict[str, Any]
     import keras
     import tensorflow as tf
 
-    source = loaded.path.read_text(encoding="utf-8") if loaded.path else yaml.safe_dump(loaded.source.data)
+    if loaded.path:
+        source = loaded.path.read_text(encoding="utf-8")
+    else:  # a fork of a run: its recipe.yaml as written (its lines are the sources' lines)
+        base = getattr(loaded.source, "base", loaded.source)
+        source = base.text if base.text is not None else yaml.safe_dump(base.data)
     atomic_write(run_dir / "recipe.yaml", source)
-    resolved = resolved_recipe(loaded, seed, epochs)
-    atomic_write(run_dir / "resolved.yaml", yaml.safe_dump(resolved, sort_keys=False))
+    atomic_write(run_dir / "resolved.yaml", resolved_text(resolved_recipe(loaded, seed, epochs)))
     from mtlcli.data.step import recorded  # data paths relative to the run directory too (relocatable)
 
     atomic_write(run_dir / "data.json", json.dumps(recorded(info, run_dir, loaded.base_dir), indent=1) + "\n")
@@ -244,6 +257,7 @@ def write_static_files(run_dir: Path, loaded: LoadedRecipe, info: dict[str, Any]
         "argv": sys.argv,
         "recipe": str(loaded.path.resolve()) if loaded.path else None,
         "recipe_dir": str(loaded.base_dir.resolve()),  # relative data paths resolve from here (--resume)
+        "overrides": [o.text for o in loaded.overrides],  # --set, applied to recipe.yaml in this order
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     write_env(run_dir, env)
@@ -272,7 +286,7 @@ def record_resume(
         }
     )
     try:
-        atomic_write(run_dir / "resolved.yaml", yaml.safe_dump(resolved, sort_keys=False))
+        atomic_write(run_dir / "resolved.yaml", resolved_text(resolved))
         write_env(run_dir, env)
     except OSError as exc:
         raise UsageError(f"cannot write to the run directory {run_dir}: {exc.strerror or exc}") from None
