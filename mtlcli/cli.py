@@ -336,6 +336,125 @@ def evaluate(
 
 
 # ------------------------------------------------------------------------------------------------
+# predict
+
+
+@app.command(cls=_Command)
+def predict(
+    run: Annotated[Path, typer.Argument(help="A run directory, its model.keras, or a checkpoint's.")],
+    data: Annotated[
+        str,
+        typer.Argument(
+            help="The rows to predict: a CSV, CSV.gz, Parquet or NPZ file, a glob of such files, an image "
+            "folder or any other source data.train accepts. Label columns are not needed."
+        ),
+    ],
+    output: Annotated[
+        str | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Write the predictions to a .csv, .parquet or .jsonl file (- : CSV to stdout).",
+        ),
+    ] = None,
+    keep: Annotated[
+        str | None, typer.Option("--keep", help="Columns of DATA to copy into the output first (an id).")
+    ] = None,
+    with_labels: Annotated[
+        bool, typer.Option("--with-labels", help="Add each task's label column(s) beside its prediction.")
+    ] = False,
+    proba: Annotated[
+        bool, typer.Option("--proba", help="Add a probability column per class or label.")
+    ] = False,
+    threshold: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--threshold", help="TASK=P: decision threshold of a binary or multilabel task (repeatable)."
+        ),
+    ] = None,
+    tasks: Annotated[
+        str | None, typer.Option("--tasks", help="Predict only these tasks (comma-separated).")
+    ] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Rows per model call.")] = 4096,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object (rows, output, columns, unseen ...).")
+    ] = False,
+    verbose: VerboseOption = False,
+) -> None:
+    """Predict every row of DATA with a trained run, in the original label values and units.
+
+    Tabular files stream in chunks (bounded memory); the output file is written atomically (Ctrl-C
+    leaves none). Without -o the rows are shown as a table.
+    """
+    from mtlcli.views import PredictView, predict_payload, show_predictions
+
+    err = _console(stderr=True)
+    view = PredictView(err)
+    with _user_errors():
+        from mtlcli.run import predict as run_predict
+
+        options = dict(
+            tasks=[t.strip() for t in tasks.split(",") if t.strip()] if tasks else None,
+            keep=[c.strip() for c in keep.split(",") if c.strip()] if keep else (),
+            with_labels=with_labels,
+            proba=proba,
+            thresholds=run_predict.parse_thresholds(threshold or []),
+            batch_size=batch_size,
+            verbose=verbose,
+        )
+        target = sys.stdout if output == "-" else output
+        try:
+            result = run_predict.predict(run, data, output=target, on_event=view.handle, **options)
+        except KeyboardInterrupt:
+            view.close()
+            err.print("interrupted: no output file written", soft_wrap=True, markup=False)
+            raise typer.Exit(130) from None
+        finally:
+            view.close()
+    if as_json:
+        sys.stdout.write(json.dumps(predict_payload(result), indent=2, default=str) + "\n")
+        return
+    show_predictions(err if output == "-" else _console(), result)
+
+
+# ------------------------------------------------------------------------------------------------
+# export
+
+
+@app.command(cls=_Command)
+def export(
+    run: Annotated[Path, typer.Argument(help="A run directory, or a model.keras file.")],
+    fmt: Annotated[
+        str, typer.Option("--format", "-f", help="saved_model (TensorFlow Serving) or tflite.")
+    ] = "saved_model",
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="The directory to write (default: RUN/export/<format>)."),
+    ] = None,
+    threshold: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--threshold", help="TASK=P: decision threshold of a binary or multilabel task (repeatable)."
+        ),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace a non-empty output directory.")] = False,
+    verbose: VerboseOption = False,
+) -> None:
+    """Export a trained run for serving raw features: a SavedModel (or TFLite file) with the
+    preprocessing and the decoding of every task inside, and export.json describing it."""
+    from mtlcli.export_view import render_export
+
+    with _user_errors():
+        from mtlcli.run import export as run_export
+
+        thresholds = run_export.parse_thresholds(threshold)
+        done = run_export.export(
+            run, fmt=fmt, output=output, thresholds=thresholds, force=force, verbose=verbose
+        )
+    render_export(_console(), done.manifest, done.path)
+
+
+# ------------------------------------------------------------------------------------------------
 # init
 
 

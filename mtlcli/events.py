@@ -1,4 +1,4 @@
-"""Events a training run reports (the CLI renders them; library code never prints)."""
+"""Events a training run and ``mtl predict`` report (the CLI renders them; library code never prints)."""
 
 from __future__ import annotations
 
@@ -81,4 +81,34 @@ class Notice:
     message: str
 
 
-Event = Started | BatchEnd | EpochEnd | EarlyStopped | Finished | Resumed | Notice
+@dataclass
+class PredictStarted:
+    """``mtl predict`` has loaded the model and starts reading ``source``."""
+
+    model_path: Path
+    source: str
+    output: str  # the file written, "-" for standard output, "" when the rows are only shown
+    tasks: list[str]
+    total: int | None  # rows to predict when known (Parquet metadata, an in-memory source)
+
+
+@dataclass
+class PredictProgress:
+    """Rows predicted so far (after each chunk)."""
+
+    rows: int
+    total: int | None
+    seconds: float
+
+
+Event = (
+    Started
+    | BatchEnd
+    | EpochEnd
+    | EarlyStopped
+    | Finished
+    | Resumed
+    | Notice
+    | PredictStarted
+    | PredictProgress
+)

@@ -99,3 +99,24 @@ def disk_error(exc: OSError, what: str) -> RunError:
     if exc.errno == errno.ENOSPC:
         reason = "no space left on device"
     return RunError(f"cannot write {what}: {reason}")
+
+
+@contextlib.contextmanager
+def replacing(path: Path, suffix: str = ".tmp"):
+    """A temporary path next to ``path`` for the block to write (it exists, empty); renamed over ``path``
+    with the umask's mode once the block ends without an error, fsynced first. On any error or
+    interruption (``KeyboardInterrupt`` included) the temporary file is removed and ``path`` is left as
+    it was, so a reader never finds half a file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        fsync_file(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(path.parent)

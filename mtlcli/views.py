@@ -301,3 +301,102 @@ def render_plan(out: Console, p, weighting: str) -> None:
         line(f"note: {note}")
     for warning in p.warnings:
         out.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True, highlight=False)
+
+
+class PredictView:
+    """``mtl predict``'s progress: a rich bar (rows done, rows/s, the total when known) on a terminal,
+    a short plain line per chunk (at most one every 2 s) off it."""
+
+    def __init__(self, console: Console):
+        self.console = console
+        self.live_mode = interactive(console)
+        self.progress = None
+        self.bar = None
+        self.said = -math.inf
+
+    def handle(self, event) -> None:
+        if isinstance(event, events.PredictStarted):
+            if self.live_mode:
+                from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+                self.progress = Progress(
+                    TextColumn("predict"),
+                    BarColumn(),
+                    TextColumn("{task.fields[done]}"),
+                    TextColumn("{task.fields[rate]}"),
+                    TimeElapsedColumn(),
+                    console=self.console,
+                    transient=True,
+                )
+                self.bar = self.progress.add_task("predict", total=event.total, done="0 rows", rate="")
+                self.progress.start()
+        elif isinstance(event, events.PredictProgress):
+            rate = f"{event.rows / event.seconds:,.0f} rows/s" if event.seconds > 0 else ""
+            done = f"{event.rows:,}" + (f"/{event.total:,}" if event.total is not None else "") + " rows"
+            if self.progress is not None:
+                self.progress.update(self.bar, completed=event.rows, done=done, rate=rate)
+            elif event.seconds - self.said >= 2.0 or event.rows == event.total:
+                self.said = event.seconds
+                self.console.print(f"predict: {done} ({rate})", soft_wrap=True, markup=False, highlight=False)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+
+#: ``mtl predict`` without -o shows every row when there are at most this many, else the first PREDICT_HEAD
+PREDICT_SHOWN, PREDICT_HEAD = 50, 20
+
+
+def predictions_table(result, limit: int, fancy: bool) -> Table:
+    """The first ``limit`` predicted rows of ``mtl predict`` without ``-o`` (numbers with 4 decimals)."""
+    table = Table(header_style="bold" if fancy else "", box=box.HEAVY_HEAD if fancy else box.SIMPLE)
+    for name in result.columns:
+        table.add_column(name, justify="left", overflow="fold")
+    for i in range(min(limit, result.rows)):
+        table.add_row(*(_cell(result.preview[name][i]) for name in result.columns))
+    return table
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return fmt(value) if math.isfinite(value) else ""
+    return escape(str(value))
+
+
+def show_predictions(out: Console, result) -> None:
+    """What ``mtl predict`` prints at the end: the rows when none were written (a table, the first 20
+    when there are more than 50), the rows and file written, unseen categories per column."""
+
+    def line(text: str) -> None:
+        out.print(text, soft_wrap=True, markup=False, highlight=False)
+
+    if not result.output:
+        shown = result.rows if result.rows <= PREDICT_SHOWN else PREDICT_HEAD
+        out.print(predictions_table(result, shown, interactive(out)))
+        if result.rows > shown:
+            line(
+                f"... {result.rows - shown:,} more rows ({result.rows:,} in all); write them all with "
+                f"-o FILE (.csv, .parquet or .jsonl)"
+            )
+    else:
+        where = "standard output" if result.output == "-" else result.output
+        line(f"wrote {result.rows:,} rows to {where} ({result.seconds:.1f}s)")
+    unseen = {c: n for c, n in result.unseen.items() if n}
+    if unseen:
+        counts = ", ".join(f"{c!r} {n:,}" for c, n in unseen.items())
+        line(f"categories not seen in training (predicted as unknown): {counts}")
+
+
+def predict_payload(result) -> dict[str, Any]:
+    """``mtl predict --json``: rows, output, columns, unseen counts, source, tasks, model and seconds;
+    without -o also ``predictions``, the first 50 rows as objects."""
+    payload = {k: getattr(result, k) for k in ("rows", "output", "columns", "unseen", "source", "tasks")}
+    payload.update(model=str(result.model_path), seconds=round(result.seconds, 3))
+    if not result.output:
+        n = len(result.preview[result.columns[0]]) if result.columns else 0
+        payload["predictions"] = [{c: result.preview[c][i] for c in result.columns} for i in range(n)]
+    return payload

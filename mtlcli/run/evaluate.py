@@ -3,7 +3,8 @@
 * :func:`load_model` loads a ``model.keras`` safely (``safe_mode=True``: no Lambda layers, only the
   registered ``mtl>`` classes);
 * :func:`evaluate_arrays` evaluates prepared arrays, task by task, with each task's support ``n``;
-* :func:`evaluate` is the command: a run directory on its own split or any data file.
+* :func:`evaluate` is the command: a run directory on its own split or any data file;
+* :func:`find_model` is the model file a command's TARGET names (a run directory or a model file).
 
 Tasks whose label column is not in an evaluated file are reported with ``n = 0`` and a note instead of
 failing, so a model can be evaluated on data that labels only some of its tasks.
@@ -76,7 +77,7 @@ def evaluate(
 ) -> EvalResult:
     """``mtl evaluate``: a run directory on its own validation/test split (rebuilt from data.json, the
     files' sha256 checked), or a run directory or model file on ``data_path``."""
-    model_path, run_dir = _model_path(Path(target))
+    model_path, run_dir = find_model(Path(target))
     if split is not None and data_path is not None:
         raise UsageError("give either --data or --split, not both")
     # Read the data before the (slow) model load so data mistakes are reported at once.
@@ -99,8 +100,9 @@ def evaluate(
     return EvalResult(source, _evaluate_table(tf, model, table), model_path)
 
 
-def _model_path(target: Path) -> tuple[Path, Path | None]:
-    """(model.keras, run directory or None) for ``mtl evaluate TARGET``."""
+def find_model(target: Path) -> tuple[Path, Path | None]:
+    """(model.keras, run directory or None) of ``mtl evaluate TARGET`` / ``mtl predict TARGET``: a run
+    directory, or a model file (a checkpoint's ``model.keras`` too)."""
     if target.is_dir():
         if not (target / "model.keras").exists():
             raise UsageError(f"{target} is not a run directory (no model.keras in it)")

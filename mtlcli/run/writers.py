@@ -1,0 +1,242 @@
+"""Prediction output files: CSV, Parquet and JSON lines, written chunk by chunk and atomically.
+
+The format comes from the file's suffix (:func:`format_of`). A file is written under a temporary name in
+its own directory and renamed over the target only once every row is in (:func:`mtlcli.fsio.replacing`),
+so an error or Ctrl-C half way leaves no file (and an older file of that name untouched).
+
+A chunk is a dict of columns, in output order: 1-d numpy arrays (numbers, or objects: strings, Python
+ints, ``None`` for missing), plus two column kinds of their own:
+
+* :class:`Flags`: true / false per row, or unknown (``<task>:applies`` of a ``when:`` task): ``true`` /
+  ``false`` / empty in CSV, ``true`` / ``false`` / ``null`` in JSON lines, a nullable boolean in Parquet;
+* :class:`LabelSets`: a multilabel task's chosen labels: joined by the task's separator in CSV, a list
+  in JSON lines and Parquet.
+
+Every chunk has the same columns; a Parquet file keeps the first chunk's column types (later chunks are
+cast to them: a column whose cells are all missing in one chunk, integers read as floats beside a
+missing value).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mtlcli.errors import DataError, Problem, UsageError
+from mtlcli.fsio import disk_error, replacing
+
+FORMATS = (".csv", ".parquet", ".jsonl")
+
+
+@dataclass
+class Flags:
+    """A yes/no per row, with the rows where it is unknown."""
+
+    values: np.ndarray  # bool
+    known: np.ndarray  # bool
+
+    def cells(self) -> np.ndarray:
+        """True / False / None per row (objects)."""
+        out = np.full(len(self.values), None, dtype=object)
+        out[self.known] = self.values[self.known]
+        return out
+
+    def text(self) -> np.ndarray:
+        out = np.full(len(self.values), "", dtype=object)
+        out[self.known & self.values] = "true"
+        out[self.known & ~self.values] = "false"
+        return out
+
+
+@dataclass
+class LabelSets:
+    """The labels chosen per row of a multilabel task: a 0/1 matrix over ``classes``; ``joined`` is each
+    row's labels joined by the task's separator."""
+
+    chosen: np.ndarray  # bool (rows, labels)
+    classes: list[str]
+    joined: np.ndarray  # objects (str)
+
+    def lists(self) -> list[list[str]]:
+        names = np.array(self.classes, dtype=object)
+        return [names[row].tolist() for row in self.chosen]
+
+    def arrow(self):
+        import pyarrow as pa
+
+        counts = self.chosen.sum(axis=1)
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+        flat = np.broadcast_to(np.array(self.classes, dtype=object), self.chosen.shape)[self.chosen]
+        return pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat.tolist(), pa.string()))
+
+
+def format_of(path: str | Path) -> str:
+    """The output format of a file name (its suffix); an unknown one is a UsageError naming the others."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in FORMATS:
+        shown = f"{suffix!r}" if suffix else "no suffix"
+        raise UsageError(
+            f"{path}: unknown output format ({shown}); expected a file name ending in {', '.join(FORMATS)} "
+            f"(or - for CSV on standard output)"
+        )
+    return suffix
+
+
+def head(chunk: dict[str, Any], n: int) -> dict[str, list]:
+    """The first ``n`` rows of a chunk as Python values (CSV's text for flags and label sets)."""
+    out = {}
+    for name, col in chunk.items():
+        if isinstance(col, Flags):
+            out[name] = col.text()[:n].tolist()
+        elif isinstance(col, LabelSets):
+            out[name] = col.joined[:n].tolist()
+        else:
+            out[name] = col[:n].tolist()
+    return out
+
+
+def _frame(chunk: dict[str, Any], lists: bool):
+    import pandas as pd
+
+    data = {}
+    for name, col in chunk.items():
+        if isinstance(col, Flags):
+            data[name] = col.cells() if lists else col.text()
+        elif isinstance(col, LabelSets):
+            data[name] = col.lists() if lists else col.joined
+        else:
+            data[name] = col
+    return pd.DataFrame(data, columns=list(chunk), copy=False)
+
+
+class CsvWriter:
+    """CSV (comma-separated, a header line, empty cells for missing values) to an open text stream."""
+
+    def __init__(self, stream) -> None:
+        self.stream, self.first = stream, True
+
+    def write(self, chunk: dict[str, Any]) -> None:
+        _frame(chunk, lists=False).to_csv(self.stream, header=self.first, index=False, lineterminator="\n")
+        self.first = False
+
+    def close(self) -> None:
+        self.stream.flush()
+
+
+class JsonlWriter:
+    """One JSON object per row (missing values are null, multilabel labels a list)."""
+
+    def __init__(self, stream) -> None:
+        self.stream = stream
+
+    def write(self, chunk: dict[str, Any]) -> None:
+        if not len(next(iter(chunk.values()), [])):
+            return
+        text = _frame(chunk, lists=True).to_json(
+            orient="records", lines=True, double_precision=15, force_ascii=False
+        )
+        self.stream.write(text if text.endswith("\n") else text + "\n")
+
+    def close(self) -> None:
+        self.stream.flush()
+
+
+class ParquetWriter:
+    """A Parquet file, one row group per chunk (pyarrow's ``ParquetWriter``)."""
+
+    def __init__(self, path: Path, shown: str) -> None:
+        self.pa, self.pq = pyarrow_modules(shown)
+        self.path, self.shown, self.writer = path, shown, None
+
+    def write(self, chunk: dict[str, Any]) -> None:
+        pa = self.pa
+        arrays = [_arrow(pa, col) for col in chunk.values()]
+        table = pa.Table.from_arrays(arrays, names=list(chunk))
+        if self.writer is None:
+            self.writer = self.pq.ParquetWriter(str(self.path), table.schema)
+        else:
+            try:
+                table = table.cast(self.writer.schema)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                raise DataError(
+                    problems=[
+                        Problem(
+                            f"a column changes type between chunks ({str(exc).splitlines()[0]}); write CSV "
+                            f"or JSON lines instead",
+                            "",
+                            self.shown,
+                        )
+                    ]
+                ) from None
+        self.writer.write_table(table)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _arrow(pa, col: Any):
+    if isinstance(col, Flags):
+        return pa.array(col.values, pa.bool_(), mask=~col.known)
+    if isinstance(col, LabelSets):
+        return col.arrow()
+    if col.dtype.kind == "O":
+        return pa.array(col.tolist(), from_pandas=True)
+    return pa.array(col, from_pandas=True)
+
+
+def pyarrow_modules(shown: str):
+    """``(pyarrow, pyarrow.parquet)``, or a DataError naming the optional extra that installs them."""
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise DataError(
+            problems=[
+                Problem(
+                    "writing Parquet needs pyarrow, from the optional extra 'parquet': "
+                    "pip install 'mtlcli[parquet]'",
+                    "",
+                    shown,
+                )
+            ]
+        ) from None
+    return pa, pq
+
+
+@contextlib.contextmanager
+def output(target: str | Path | io.TextIOBase) -> Iterator[Any]:
+    """A writer for ``target``: a file path (format from its suffix, written atomically) or an open
+    text stream (CSV). The file appears only when the block ends without an error."""
+    if not isinstance(target, (str, Path)):
+        writer = CsvWriter(target)
+        yield writer
+        writer.close()
+        return
+    path = Path(target)
+    kind = format_of(path)
+    if kind == ".parquet":
+        pyarrow_modules(str(path))  # before any work: a missing extra is said at once
+    if not path.parent.is_dir():
+        raise UsageError(f"{path}: the directory {path.parent} does not exist")
+    try:
+        with replacing(path, suffix=kind) as tmp:
+            if kind == ".parquet":
+                writer: Any = ParquetWriter(tmp, str(path))
+                try:
+                    yield writer
+                finally:
+                    writer.close()
+                return
+            with open(tmp, "w", encoding="utf-8", newline="") as fh:
+                writer = CsvWriter(fh) if kind == ".csv" else JsonlWriter(fh)
+                yield writer
+                writer.close()
+    except OSError as exc:
+        raise disk_error(exc, str(path)) from None
