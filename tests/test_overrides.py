@@ -193,6 +193,15 @@ def test_cli_validate_exit_2_names_the_set_and_json_carries_it(cli, tiny_project
     assert "weighting pcgrad" in result.output
 
 
+def test_a_column_an_override_names_is_reported_at_the_set(tiny_project):
+    from tests.conftest import data_errors
+
+    assert data_errors(_load(tiny_project, "model.tasks.value.target=nope")) == [
+        "--set model.tasks.value.target=nope: target column 'nope' not found in "
+        f"{tiny_project.parent / 'tiny.csv'} (columns: 'a', 'b', 'color', 'kind', 'flag', 'value')"
+    ]
+
+
 # ------------------------------------------------------------------------------------------------
 # provenance
 

@@ -44,14 +44,12 @@ def check_columns(
             continue
         seen.add((column, path))
         kind = "array" if table.is_npz else "column"
-        problems.append(
-            Problem(
+        problems.append(  # at the path's line (or its closest ancestor's), or at the --set that gave it
+            loaded.problem(
                 f"{what}{kind} {column!r} not found in {table.file}"
                 f"{did_you_mean(column, table.columns)} ({kind}s: "
                 f"{preview(list(table.columns), 12)}){'' if problems else hint}",
-                ".".join(map(str, path)),
-                loaded.source.file,
-                loaded.source.line(path) or loaded.source.line(path[:-1]) or loaded.source.line(path[:3]),
+                path,
             )
         )
     return problems
