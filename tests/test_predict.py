@@ -450,3 +450,30 @@ def test_images_predict_and_unreadable_image(cli, tmp_path):
         in result.output
     )
     assert "Traceback" not in result.output
+
+
+def test_csv_quoting_and_the_pandas_writer_agree(rich_run, tmp_path, monkeypatch):
+    """A kept value with a comma or a quote is quoted; without pyarrow pandas writes the same table."""
+    import pandas as pd
+
+    from mtlcli.run import writers
+    from mtlcli.run.predict import predict
+
+    run, data = rich_run
+    lines = data.read_text().splitlines()
+    lines[1] = lines[1].replace("r0,", '"r0, ""the first""",', 1)
+    quoted = tmp_path / "q.csv"
+    quoted.write_text("\n".join(lines) + "\n")
+    fast, slow = tmp_path / "fast.csv", tmp_path / "slow.csv"
+    predict(run, quoted, output=fast, keep=["id"], with_labels=True, chunk_rows=50)
+    real = writers.CsvWriter.__init__
+
+    def no_arrow(self, stream):
+        real(self, stream)
+        self.arrow = None
+
+    monkeypatch.setattr(writers.CsvWriter, "__init__", no_arrow)
+    predict(run, quoted, output=slow, keep=["id"], with_labels=True, chunk_rows=50)
+    a, b = pd.read_csv(fast), pd.read_csv(slow)
+    assert a["id"][0] == 'r0, "the first"' and list(a["id"][1:3]) == ["r1", "r2"]
+    pd.testing.assert_frame_equal(a, b)
