@@ -424,33 +424,18 @@ def predict(
 @app.command(cls=_Command)
 def export(
     run: Annotated[Path, typer.Argument(help="A run directory, or a model.keras file.")],
-    fmt: Annotated[
-        str, typer.Option("--format", "-f", help="saved_model (TensorFlow Serving) or tflite.")
-    ] = "saved_model",
-    output: Annotated[
-        Path | None,
-        typer.Option("--output", "-o", help="The directory to write (default: RUN/export/<format>)."),
-    ] = None,
-    threshold: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--threshold", help="TASK=P: decision threshold of a binary or multilabel task (repeatable)."
-        ),
-    ] = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="saved_model or tflite.")] = "saved_model",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Dir (RUN/export/FORMAT)")] = None,
+    th: Annotated[list[str] | None, typer.Option("--threshold", help="TASK=P (repeatable).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace a non-empty output directory.")] = False,
     verbose: VerboseOption = False,
 ) -> None:
-    """Export a trained run for serving raw features: a SavedModel (or TFLite file) with the
-    preprocessing and the decoding of every task inside, and export.json describing it."""
+    """Export a run for serving raw features (preprocessing and decoding inside) with export.json."""
     from mtlcli.export_view import render_export
+    from mtlcli.run import export as run_export
 
     with _user_errors():
-        from mtlcli.run import export as run_export
-
-        thresholds = run_export.parse_thresholds(threshold)
-        done = run_export.export(
-            run, fmt=fmt, output=output, thresholds=thresholds, force=force, verbose=verbose
-        )
+        done = run_export.export(run, fmt=fmt, output=output, thresholds=th, force=force, verbose=verbose)
     render_export(_console(), done.manifest, done.path)
 
 
