@@ -330,3 +330,5 @@ def test_train_records_overrides_and_resume_compares_them(cli, tiny_project, tmp
     assert "    patience: 4  # --set" in text.splitlines()
     assert "  weighting: pcgrad  # --set" in text.splitlines()
     assert yaml.safe_load(text)["train"]["epochs"] == 2
+    env = json.loads((run / "env.json").read_text())
+    assert env["overrides"] == [*sets[1::2], "train.early_stopping.patience=4"]

@@ -267,9 +267,11 @@ def _check_name(node: dict, part: Any, here: tuple, o: Override) -> None:
 
 class Resolved(dict):
     """The resolved recipe (plain data, what ``resolved.yaml`` holds) with ``sources``: recipe path
-    (a tuple) -> where that leaf's value came from (``recipe.yaml:14``, ``--set``, ``default``...)."""
+    (a tuple) -> where that leaf's value came from (``recipe.yaml:14``, ``--set``, ``default``...), and
+    ``overrides``: the ``--set`` texts applied to the recipe file to make it."""
 
     sources: dict[tuple, str]
+    overrides: list[str]
 
 
 def resolved(loaded, seed: int | None = None, epochs: int | None = None, file: str | None = None) -> Resolved:
@@ -280,6 +282,7 @@ def resolved(loaded, seed: int | None = None, epochs: int | None = None, file: s
     out["name"] = loaded.name
     out["seed"] = recipe.seed if seed is None else seed
     out["train"]["epochs"] = recipe.train.epochs if epochs is None else epochs
+    out.overrides = [o.text for o in loaded.overrides]
     src: Located = loaded.source
     out.sources = {path: src.source_of(path, value, file) for path, value in leaves(out)}
     if seed is not None and seed != recipe.seed:

@@ -274,8 +274,11 @@ def write_env(run_dir: Path, env: dict[str, Any]) -> None:
 def record_resume(
     run_dir: Path, resolved: dict[str, Any], env: dict[str, Any], state: dict[str, Any], applied: list[str]
 ) -> None:
-    """A resume in place: the new resolved recipe, and one more entry in env.json's ``resumes``."""
+    """A resume in place: the new resolved recipe, and one more entry in env.json's ``resumes``; the
+    run's ``overrides`` become those this session applied (a later ``--resume`` continues with them)."""
     env = dict(env)
+    if getattr(resolved, "overrides", None) is not None:
+        env["overrides"] = list(resolved.overrides)
     env.setdefault("resumes", []).append(
         {
             "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
