@@ -54,10 +54,8 @@ def cell(s: stats.Summary, verdict: str) -> str:
     return f"{text} {MARKS.get(verdict) or ' '}"  # a blank mark keeps the numbers aligned
 
 
-def _table(title: str, fancy: bool) -> Table:
+def _table(fancy: bool) -> Table:
     return Table(
-        title=title,
-        title_justify="left",
         header_style="bold" if fancy else "",
         box=box.HEAVY_HEAD if fancy else box.SIMPLE,
         show_edge=fancy,
@@ -72,7 +70,7 @@ def _value(v: Any) -> str:
 
 def task_table(c: Comparison, table: TaskTable, fancy: bool) -> Table:
     """One row per group with the task: the differing keys, each metric's mean ± sd [95% CI], n."""
-    out = _table(f"{table.task} ({c.split}; headline {table.headline})", fancy)
+    out = _table(fancy)
     out.add_column("#", justify="right")
     kinds = any(g.single_task for g in table.groups)
     if kinds:
@@ -99,7 +97,7 @@ def task_table(c: Comparison, table: TaskTable, fancy: bool) -> Table:
 
 def summary_table(c: Comparison, fancy: bool) -> Table:
     """Group, Δm%, Pareto-optimal and hypervolume contribution."""
-    out = _table(f"summary ({c.split})", fancy)
+    out = _table(fancy)
     for col in ("#", "group", "Δm% (>0 better)", "Pareto-optimal", "HV contribution"):
         out.add_column(col, justify="right" if col not in ("group",) else "left")
     for g in c.groups:
@@ -134,6 +132,10 @@ def legend(c: Comparison) -> list[str]:
     return lines
 
 
+def _title(out: Console, text: str, fancy: bool) -> None:
+    out.print(f"[bold]{escape(text)}[/]" if fancy else text, soft_wrap=True, markup=fancy, highlight=False)
+
+
 def render(out: Console, c: Comparison) -> None:
     """Print the per-task tables, the summary, the rules and the notes."""
     fancy = interactive(out)
@@ -145,7 +147,9 @@ def render(out: Console, c: Comparison) -> None:
     # off a terminal: no wrapping, each table as wide as it needs
     wide = out if fancy else Console(file=out.file, width=400, no_color=True, highlight=False)
     for table in c.tasks.values():
+        _title(out, f"{table.task} ({c.split}; headline {table.headline})", fancy)
         wide.print(task_table(c, table, fancy))
+    _title(out, f"summary ({c.split})", fancy)
     wide.print(summary_table(c, fancy))
     for line in legend(c):
         out.print(line, soft_wrap=True, markup=False, highlight=False)

@@ -425,3 +425,15 @@ def test_compare_does_not_import_tensorflow(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_tasks_and_headline_follow_the_recipe_not_metrics_json_key_order(tmp_path):
+    run = fake_run(tmp_path / "r", {"z": {"loss": 1.0, "mae": 2.0, "rmse": 3.0}, "a": {"accuracy": 0.5}})
+    resolved = yaml.safe_load((run / "resolved.yaml").read_text())
+    resolved["model"]["tasks"] = {"z": {"metrics": ["rmse", "mae"]}, "a": {"metrics": ["accuracy"]}}
+    (run / "resolved.yaml").write_text(yaml.safe_dump(resolved))  # sorted keys: a before z
+    metrics = json.loads((run / "metrics.json").read_text())
+    (run / "metrics.json").write_text(json.dumps(metrics, sort_keys=True))
+    c = compare([tmp_path])
+    assert list(c.tasks) == ["a", "z"]  # the recipe file's order (sorted here)
+    assert c.tasks["z"].metrics == ["rmse", "mae", "loss"] and c.tasks["z"].headline == "rmse"

@@ -238,22 +238,40 @@ def choose_split(runs: list[Run], split: str | None) -> str:
     return "test" if all("test" in r.splits() and r.tasks("test") for r in runs) else "validation"
 
 
+def _recipe_tasks(run: Run) -> dict[str, Any]:
+    tasks = (run.resolved.get("model") or {}).get("tasks")
+    return tasks if isinstance(tasks, dict) else {}
+
+
 def _metric_order(groups: list[Group], task: str, split: str) -> list[str]:
+    """The task's metrics: the recipe's ``metrics`` in their order (the first is the headline), then
+    any other metric ``metrics.json`` has, the loss last (``metrics.json`` may sort its keys)."""
     seen: list[str] = []
     for g in groups:
         for run in g.runs:
-            seen.extend(k for k in run.tasks(split).get(task, {}) if k != "n" and k not in seen)
+            listed = (_recipe_tasks(run).get(task) or {}).get("metrics")
+            if isinstance(listed, list):
+                seen.extend(m for m in listed if isinstance(m, str) and m not in seen)
+    found = [k for g in groups for r in g.runs for k in r.tasks(split).get(task, {}) if k != "n"]
+    seen = [m for m in seen if m in found]
+    seen.extend(k for k in dict.fromkeys(found) if k not in seen)
     others = [m for m in seen if m != "loss"]
     return others + (["loss"] if "loss" in seen else [])
+
+
+def _task_order(groups: list[Group], split: str) -> list[str]:
+    """Tasks in the recipe's order, multi-task groups first (``metrics.json`` may sort them)."""
+    order = [g for g in groups if g.single_task is None] + [g for g in groups if g.single_task]
+    listed = [t for g in order for r in g.runs for t in _recipe_tasks(r)]
+    found = list(dict.fromkeys(t for g in order for r in g.runs for t in r.tasks(split)))
+    return [t for t in dict.fromkeys(listed) if t in found] + [t for t in found if t not in listed]
 
 
 def summarize_groups(groups: list[Group], split: str) -> dict[str, TaskTable]:
     """Fill every group's ``results`` and return one :class:`TaskTable` per task, tasks in the
     order of the first multi-task run."""
-    order = [g for g in groups if g.single_task is None] + [g for g in groups if g.single_task]
-    tasks = list(dict.fromkeys(t for g in order for r in g.runs for t in r.tasks(split)))
     tables = {}
-    for task in tasks:
+    for task in _task_order(groups, split):
         metrics = _metric_order(groups, task, split)
         having = []
         for g in groups:
