@@ -14,11 +14,12 @@ from rich.table import Table
 
 
 def example_instance(manifest: dict[str, Any]) -> dict[str, Any]:
-    """One request row for the signature: a number, the first known category, image bytes as b64."""
+    """One request row for the signature: numbers at their training mean, the first known category, image
+    bytes as b64."""
     row: dict[str, Any] = {}
     for key, spec in manifest["inputs"].items():
         if spec["kind"] == "numeric":
-            row[key] = 1.0
+            row[key] = round(float(spec.get("mean", 1.0)), 2)
         elif spec["kind"] == "categorical":
             row[key] = (spec.get("values") or ["?"])[0]
         elif spec["dtype"] == "string":

@@ -181,6 +181,29 @@ def test_saved_model_in_a_python_without_mtl_equals_the_predictor(exported, tiny
 
 
 @pytest.mark.slow
+def test_saved_model_equals_mtl_predict_on_a_csv_of_the_rows(exported, tiny_run, tmp_path):
+    import tensorflow as tf
+
+    from mtlcli.run import predict as run_predict
+
+    lines = ["a,b,color"] + [f"{'' if math.isnan(r['a']) else r['a']},{r['b']},{r['color']}" for r in ROWS]
+    (tmp_path / "rows.csv").write_text("\n".join(lines) + "\n")
+    run_predict.predict(
+        tiny_run, tmp_path / "rows.csv", output=tmp_path / "p.jsonl", proba=True, thresholds={"flag": 0.3}
+    )
+    predicted = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
+    fn = tf.saved_model.load(str(exported.path)).signatures["serving_default"]
+    served = {k: v.numpy() for k, v in fn(**_columns(ROWS, fn.structured_input_signature[1])).items()}
+    assert [p["kind"] for p in predicted] == [s.decode() for s in served["kind_label"]]
+    assert [p["flag"] for p in predicted] == [s.decode() for s in served["flag_label"]]
+    for i, p in enumerate(predicted):
+        assert abs(p["value"] - served["value_value"][i]) <= 1e-5
+        assert abs(p["flag:p"] - served["flag_probability"][i]) <= 1e-5
+        for j, c in enumerate(["x", "y", "z"]):
+            assert abs(p[f"kind:{c}"] - served["kind_probabilities"][i, j]) <= 1e-5
+
+
+@pytest.mark.slow
 def test_signature_matches_the_rest_request_and_export_json(exported, tiny_run):
     import tensorflow as tf
 
@@ -221,7 +244,8 @@ def test_signature_matches_the_rest_request_and_export_json(exported, tiny_run):
         "shape": [None],
         "values": ["blue", "green", "red"],
     }
-    assert m["inputs"]["a"]["dtype"] == "float64"
+    assert m["inputs"]["a"]["dtype"] == "float64" and m["inputs"]["a"]["missing"] == "mean"
+    assert abs(m["inputs"]["a"]["mean"]) < 0.5  # the training mean of a standard normal column
     assert m["outputs"]["kind_probabilities"] == {"dtype": "float32", "shape": [None, 3]}
     assert m["tasks"]["kind"] == {
         "type": "classification",
@@ -292,6 +316,21 @@ def test_refuses_to_overwrite_without_force_and_replaces_with_it(exported, tiny_
 
 
 @pytest.mark.slow
+def test_an_interrupted_export_leaves_nothing_behind(tiny_run, tmp_path, monkeypatch):
+    out = tmp_path / "sm"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+
+    def stop(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(E, "_saved_model", stop)
+    with pytest.raises(KeyboardInterrupt):
+        E.export(tiny_run, output=out, force=True)
+    assert [p.name for p in tmp_path.iterdir()] == ["sm"] and (out / "old.txt").read_text() == "old"
+
+
+@pytest.mark.slow
 def test_saved_model_cli_shows_the_signature(exported):
     tool = Path(sys.executable).parent / "saved_model_cli"
     if not tool.exists():
@@ -311,6 +350,7 @@ def test_saved_model_cli_shows_the_signature(exported):
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:.*tf.lite.Interpreter is deprecated:UserWarning")
 def test_tflite_converts_numbers_and_categories_and_matches_the_saved_model(
     exported, tiny_run, tmp_path, cli
 ):

@@ -305,6 +305,8 @@ def _manifest(fmt: str, model_file: str, signature: dict, info: dict) -> dict:
         inputs[key] = {"column": st.column, "inputs": names, "kind": kind, **desc}
         if st.kind == "categorical":  # the known categories; any other string is the unknown one
             inputs[key]["values"] = list(st.vocabulary)
+        if st.kind == "numeric":  # what a NaN (missing) becomes: the training mean, or zero
+            inputs[key].update(missing=st.missing if st.missing == "zero" else "mean", mean=st.mean)
     tasks = {}
     for task, st in prep.targets.items():
         row: dict[str, Any] = {"type": st.type}
