@@ -212,12 +212,15 @@ def _scatter(ax, c: Comparison) -> None:
     optimal = sorted((x, y) for g, x, y in pts if g.pareto)
     if len(optimal) > 1:
         ax.plot([p[0] for p in optimal], [p[1] for p in optimal], "--", color="tab:red", label="Pareto front")
+    labelled = set()
     for task, metric in ((ta, ma), (tb, mb)):
         base = c.baselines.get(task)
         g = next((g for g in c.groups if g.name == base), None)
         if g is not None and metric in g.results.get(task, {}):
             line = ax.axvline if task == ta else ax.axhline
-            line(g.results[task][metric].mean, color="tab:gray", linestyle=":", label=f"single-task {task}")
+            label = None if g.name in labelled else f"baseline: {g.name}"
+            labelled.add(g.name)
+            line(g.results[task][metric].mean, color="tab:gray", linestyle=":", label=label)
     ax.set_xlabel(f"{ta} {ma} {ARROWS[stats.higher_is_better(ma)]}")
     ax.set_ylabel(f"{tb} {mb} {ARROWS[stats.higher_is_better(mb)]}")
     ax.set_title("per-task means (red: Pareto-optimal)")
