@@ -558,7 +558,10 @@ def strategies(
 
 @app.command(cls=_Command)
 def compare(
-    paths: Annotated[list[Path], typer.Argument(help="Run directories, directories of runs, sweeps.")],
+    paths: Annotated[
+        list[Path],
+        typer.Argument(help="Run directories, directories of runs, sweeps.", metavar="PATH"),
+    ],
     split: Annotated[
         str | None, typer.Option("--split", help="test or validation (default: test if every run has it).")
     ] = None,
