@@ -438,3 +438,90 @@ def test_image_folder_export_takes_encoded_bytes_and_refuses_tflite(tmp_path, cl
     )
     assert not (tmp_path / "lite").exists()
     shutil.rmtree(tmp_path / "sm")
+
+
+# ------------------------------------------------------------------------------------------------
+# an embedded category, a flagged number, a column that is no valid key; multilabel, 2-column regression
+
+WIDE_RECIPE = """\
+seed: 1
+data:
+  train: wide.csv
+  validation: 0.2
+  inputs:
+    x: numeric
+    y: {kind: numeric, missing: zero, flag: true}
+    city: {kind: categorical, encoding: embedding, dim: 3}
+    bill: {kind: numeric, column: "bill length (mm)"}
+model:
+  shared: [{dense: {units: 8, activation: relu}}]
+  tasks:
+    tags: {type: multilabel, separator: '|'}
+    rr: {type: regression, target: [r1, r2]}
+train: {epochs: 1, batch_size: 16}
+"""
+WIDE_ROWS = {
+    "x": [0.3, math.nan, -1.0, 2.0],
+    "y": [math.nan, 0.5, -0.2, math.inf],
+    "city": ["rome", "paris", "", "lima"],
+    "bill_length_mm": [40.0, 35.5, math.nan, 50.0],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:.*tf.lite.Interpreter is deprecated:UserWarning")
+def test_embedding_flag_multilabel_and_two_column_regression_export_and_convert(tmp_path):
+    import tensorflow as tf
+
+    from mtlcli import recipe as R
+    from mtlcli.run import runner
+
+    rng = np.random.default_rng(0)
+    lines = ["x,y,city,tags,r1,r2,bill length (mm)"]
+    for _ in range(60):
+        x, y, city = rng.normal(), rng.normal(), rng.choice(["oslo", "rome", "lima", "kyiv"])
+        tags = "|".join(t for t, c in (("a", x > 0), ("b", y > 0), ("c", city == "rome")) if c)
+        lines.append(
+            f"{x:.3f},{y:.3f},{city},{tags},{2 * x + 1:.3f},{y * 10 - 3:.3f},{rng.normal() * 5 + 40:.2f}"
+        )
+    (tmp_path / "wide.csv").write_text("\n".join(lines) + "\n")
+    (tmp_path / "recipe.yaml").write_text(WIDE_RECIPE)
+    run_dir = runner.train(R.load(tmp_path / "recipe.yaml"), output=tmp_path / "run").run_dir
+    done = E.export(run_dir, output=tmp_path / "sm")
+    assert done.manifest["columns"] == {
+        "x": "x",
+        "y": "y",
+        "city": "city",
+        "bill length (mm)": "bill_length_mm",
+    }
+    assert done.manifest["inputs"]["y"]["missing"] == "zero"
+    fn = tf.saved_model.load(str(tmp_path / "sm")).signatures["serving_default"]
+    types = {k: s.dtype for k, s in fn.structured_input_signature[1].items()}
+    served = {
+        k: v.numpy() for k, v in fn(**{k: tf.constant(v, types[k]) for k, v in WIDE_ROWS.items()}).items()
+    }
+    rows = [{("bill" if k == "bill_length_mm" else k): v[i] for k, v in WIDE_ROWS.items()} for i in range(4)]
+    here = _in_process(run_dir, rows)
+    assert set(here) == set(served) == {"tags_probabilities", "tags_labels", "tags_label", "rr_value"}
+    for k, v in here.items():
+        if v.dtype == object:
+            assert served[k].tolist() == v.tolist()
+        else:
+            assert np.max(np.abs(served[k] - v)) <= 1e-5, k
+    assert served["rr_value"].shape == (4, 2)
+    classes = done.manifest["tasks"]["tags"]["classes"]
+    assert [s.decode() for s in served["tags_label"]] == [
+        "|".join(c for c, on in zip(classes, row, strict=True) if on) for row in served["tags_labels"]
+    ]
+    lite_done = E.export(run_dir, fmt="tflite", output=tmp_path / "lite")
+    assert "tags_label" not in lite_done.manifest["outputs"]
+    assert lite_done.manifest["tasks"]["tags"]["outputs"] == ["tags_probabilities", "tags_labels"]
+    runner_ = tf.lite.Interpreter(model_path=str(lite_done.model_file)).get_signature_runner()
+    feed = {
+        k: (np.array([s.encode() for s in v]) if k == "city" else np.array(v, np.float32))
+        for k, v in WIDE_ROWS.items()
+    }
+    lite = runner_(**feed)
+    assert set(lite) == {"tags_probabilities", "tags_labels", "rr_value"}
+    for k, v in lite.items():
+        assert np.max(np.abs(v - served[k])) <= 1e-5, k

@@ -9,8 +9,9 @@
 * ``tflite``: the same network converted with ``tf.lite.TFLiteConverter`` to builtin ops only. TFLite
   has no float64 arithmetic and no hash tables after freezing, so its front end is rewritten with
   builtin ops: numbers arrive as float32 and are standardised in float32 (a few 1e-7 from the
-  SavedModel), categories are matched against the vocabulary with string equality. Image-file inputs
-  (decoding) cannot convert and are refused, naming the inputs.
+  SavedModel), categories are matched against the vocabulary with string equality; a multilabel task
+  has no joined ``label`` string there (no string join in TFLite). Image-file inputs (decoding) cannot
+  convert and are refused, naming the inputs.
 
 Every export writes ``export.json`` beside the model (inputs, outputs, classes, thresholds, versions,
 the source model's sha256) and is built in a temporary directory next to the target, renamed into place
@@ -392,18 +393,23 @@ def lite_module(tf, predictor, keys: dict[str, str]):
     """The TFLite twin of :func:`serving_module`: numbers float32, categories matched by equality, the
     other inputs through the fitted transform, then the same network and decoder."""
     from mtlcli.data import layers
+    from mtlcli.model.serving import output_key
 
     prep = predictor.prep
     rest = {n: st for n, st in prep.inputs.items() if st.kind not in ("numeric", "categorical")}
     module = tf.Module(name="mtl_tflite")
     module.transform = layers.layer(rest) if rest else None
     module.model, module.decoder = predictor.model, predictor.decoder
+    # A multilabel task's joined ``label`` string needs string joins, which TFLite lacks: left out
+    # (its ``probabilities`` and 0/1 ``labels`` stay).
+    joined = {output_key(t, "label") for t in predictor.tasks if prep.targets[t].type == "multilabel"}
 
     def serve(features):
         x = lite_features(tf, prep.inputs, {name: features[key] for name, key in keys.items()})
         if rest:
             x.update(module.transform({n: features[keys[n]] for n in rest}))
-        return module.decoder(module.model(x, training=False))
+        out = module.decoder(module.model(x, training=False))
+        return {k: v for k, v in out.items() if k not in joined}
 
     module.serve = tf.function(serve, input_signature=[_specs(tf, predictor, keys, numbers=tf.float32)])
     return module
