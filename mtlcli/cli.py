@@ -558,23 +558,16 @@ def strategies(
 
 @app.command(cls=_Command)
 def compare(
-    paths: Annotated[
-        list[Path],
-        typer.Argument(help="Run directories, directories of runs, sweeps.", metavar="PATH"),
-    ],
+    paths: Annotated[list[Path], typer.Argument(help="Runs, folders of runs, sweeps.", metavar="PATH")],
     split: Annotated[
         str | None, typer.Option("--split", help="test or validation (default: test if every run has it).")
     ] = None,
     baseline: Annotated[
         str | None,
-        typer.Option(
-            "--baseline", help="Δm against this group (name, number or a run in it).", metavar="GROUP"
-        ),
+        typer.Option("--baseline", help="Δm against this group (name, number or a run).", metavar="GROUP"),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
-    plot: Annotated[
-        Path | None, typer.Option("--plot", help="Also draw the comparison into this PNG.")
-    ] = None,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Also draw it into this PNG file.")] = None,
 ) -> None:
     """Compare finished runs over seeds: per-task mean ± sd and 95% CI per configuration, Welch's
     t-tests against the best, Δm% against single-task baselines, the Pareto front (no TensorFlow)."""
