@@ -342,43 +342,24 @@ def evaluate(
 @app.command(cls=_Command)
 def predict(
     run: Annotated[Path, typer.Argument(help="A run directory, its model.keras, or a checkpoint's.")],
-    data: Annotated[
-        str,
-        typer.Argument(
-            help="The rows to predict: a CSV, CSV.gz, Parquet or NPZ file, a glob of such files, an image "
-            "folder or any other source data.train accepts. Label columns are not needed."
-        ),
-    ],
+    data: Annotated[str, typer.Argument(help="The rows: any source data.train accepts (no labels needed).")],
     output: Annotated[
         str | None,
         typer.Option(
-            "--output",
-            "-o",
-            help="Write the predictions to a .csv, .parquet or .jsonl file (- : CSV to stdout).",
+            "--output", "-o", help="A .csv, .parquet or .jsonl file (- : CSV to stdout).", metavar="FILE"
         ),
     ] = None,
     keep: Annotated[
-        str | None, typer.Option("--keep", help="Columns of DATA to copy into the output first (an id).")
+        str | None, typer.Option(help="Columns of DATA to copy first (an id).", metavar="COL,...")
     ] = None,
-    with_labels: Annotated[
-        bool, typer.Option("--with-labels", help="Add each task's label column(s) beside its prediction.")
-    ] = False,
-    proba: Annotated[
-        bool, typer.Option("--proba", help="Add a probability column per class or label.")
-    ] = False,
+    with_labels: Annotated[bool, typer.Option("--with-labels", help="Add the label column(s) too.")] = False,
+    proba: Annotated[bool, typer.Option("--proba", help="Add a probability per class or label.")] = False,
     threshold: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--threshold", help="TASK=P: decision threshold of a binary or multilabel task (repeatable)."
-        ),
+        list[str] | None, typer.Option(help="A binary or multilabel task's threshold.", metavar="TASK=P")
     ] = None,
-    tasks: Annotated[
-        str | None, typer.Option("--tasks", help="Predict only these tasks (comma-separated).")
-    ] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Rows per model call.")] = 4096,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print one JSON object (rows, output, columns, unseen ...).")
-    ] = False,
+    tasks: Annotated[str | None, typer.Option(help="Predict only these tasks.", metavar="A,B")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Rows per model call.", metavar="N")] = 4096,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     verbose: VerboseOption = False,
 ) -> None:
     """Predict every row of DATA with a trained run, in the original label values and units.
@@ -393,15 +374,9 @@ def predict(
     with _user_errors():
         from mtlcli.run import predict as run_predict
 
-        options = dict(
-            tasks=[t.strip() for t in tasks.split(",") if t.strip()] if tasks else None,
-            keep=[c.strip() for c in keep.split(",") if c.strip()] if keep else (),
-            with_labels=with_labels,
-            proba=proba,
-            thresholds=run_predict.parse_thresholds(threshold or []),
-            batch_size=batch_size,
-            verbose=verbose,
-        )
+        options = dict(tasks=run_predict.names(tasks), keep=run_predict.names(keep) or (), verbose=verbose)
+        options.update(with_labels=with_labels, proba=proba, batch_size=batch_size)
+        options["thresholds"] = run_predict.parse_thresholds(threshold or [])
         target = sys.stdout if output == "-" else output
         try:
             result = run_predict.predict(run, data, output=target, on_event=view.handle, **options)

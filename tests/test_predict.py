@@ -477,3 +477,62 @@ def test_csv_quoting_and_the_pandas_writer_agree(rich_run, tmp_path, monkeypatch
     a, b = pd.read_csv(fast), pd.read_csv(slow)
     assert a["id"][0] == 'r0, "the first"' and list(a["id"][1:3]) == ["r1", "r2"]
     pd.testing.assert_frame_equal(a, b)
+
+
+def _chunk():
+    from mtlcli.run.writers import Flags, LabelSets
+
+    return {
+        "id": np.array(["a", None, 'q"x, y'], dtype=object),
+        "n": np.array([7, None, 3], dtype=object),
+        "f": np.array([0.1, np.nan, 1e-7], np.float32),
+        "i": np.array([1, 2, 3]),
+        "t:applies": Flags(np.array([True, False, True]), np.array([True, True, False])),
+        "t": LabelSets(
+            np.array([[1, 0, 1], [0, 0, 0], [0, 1, 0]], bool),
+            ["p", "q", "r"],
+            np.array(["p|r", "", "q"], object),
+        ),
+    }
+
+
+@pytest.mark.parametrize("arrow", [True, False])
+def test_writers_by_hand(tmp_path, arrow):
+    """Each format's cells for strings with quotes and commas, missing values, ints, float32, flags and
+    label sets; with pyarrow (the fast paths) and without (pandas)."""
+    import pandas as pd
+
+    from mtlcli.run import writers
+
+    for suffix in (".csv", ".jsonl"):
+        path = tmp_path / f"x{suffix}"
+        with writers.output(path) as w:
+            if not arrow:
+                w.arrow = None
+            w.write(_chunk())
+            w.write(_chunk())
+        if suffix == ".csv":
+            text = path.read_text().splitlines()
+            assert text[0] == "id,n,f,i,t:applies,t"
+            assert text[2] == ",,,2,false,"  # missing values are empty cells
+            back = pd.read_csv(path, keep_default_na=False, na_values=[""])
+            assert back["id"][0] == "a" and pd.isna(back["id"][1]) and back["id"][2] == 'q"x, y'
+            assert back["n"].tolist()[:1] == [7] and back["t"].fillna("").tolist()[:3] == ["p|r", "", "q"]
+            assert back["f"][0] == pytest.approx(0.1, rel=1e-7) and len(back) == 6
+        else:
+            rows = [json.loads(line) for line in path.read_text().splitlines()]
+            assert len(rows) == 6
+            assert [r["id"] for r in rows[:3]] == ["a", None, 'q"x, y']
+            assert [r["n"] for r in rows[:3]] == [7, None, 3]
+            assert [r["t:applies"] for r in rows[:3]] == [True, False, None]
+            assert [r["t"] for r in rows[:3]] == [["p", "r"], [], ["q"]]
+            assert rows[0]["f"] == pytest.approx(0.1, rel=1e-7) and rows[1]["f"] is None
+            assert rows[2]["f"] == pytest.approx(1e-7, rel=1e-7) and rows[2]["i"] == 3
+    if arrow:
+        path = tmp_path / "x.parquet"
+        with writers.output(path) as w:
+            w.write(_chunk())
+        back = pd.read_parquet(path)
+        assert back["t"].map(list).tolist() == [["p", "r"], [], ["q"]]
+        assert back["t:applies"].tolist()[:2] == [True, False] and pd.isna(back["t:applies"][2])
+        assert back["n"].tolist()[:1] == [7] and back["i"].dtype.kind == "i"

@@ -72,6 +72,12 @@ class PredictResult:
     seconds: float
 
 
+def names(text: str | None) -> list[str] | None:
+    """``"a, b"`` -> ``["a", "b"]`` (``--tasks``, ``--keep``); None for none."""
+    out = [t.strip() for t in (text or "").split(",") if t.strip()]
+    return out or None
+
+
 def parse_thresholds(items: list[str]) -> dict[str, float]:
     """``["sex=0.3"]`` -> ``{"sex": 0.3}`` (``--threshold``); a malformed item is a UsageError."""
     out: dict[str, float] = {}

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,9 +125,10 @@ def _as_text(col: Any) -> Any:
 
 
 class CsvWriter:
-    """CSV (comma-separated, a header line, empty cells for missing values) to an open text stream. The
-    rows are formatted by pyarrow when it is installed (C++, about ten times pandas' ``to_csv``; values
-    quoted only in a chunk that holds a comma, a quote or a line break), else by pandas."""
+    """CSV (comma-separated, a header line, empty cells for missing values, a value quoted only when it
+    holds a comma, a quote or a line break) to an open text stream. The rows are formatted by pyarrow
+    when it is installed (C++, about ten times pandas' ``to_csv``), else -- and for a chunk with a value
+    to quote, which pyarrow would quote with every other string -- by pandas."""
 
     def __init__(self, stream) -> None:
         self.stream, self.first = stream, True
@@ -151,9 +153,9 @@ class CsvWriter:
         buf = io.BytesIO()
         try:
             pcsv.write_csv(table, buf, pcsv.WriteOptions(include_header=False, quoting_style="none"))
-        except pa.ArrowInvalid:  # a value with a separator, a quote or a line break: quote the strings
-            buf = io.BytesIO()
-            pcsv.write_csv(table, buf, pcsv.WriteOptions(include_header=False, quoting_style="needed"))
+        except pa.ArrowInvalid:  # a value with a separator, a quote or a line break: pandas quotes it
+            _frame(chunk, lists=False).to_csv(self.stream, header=False, index=False, lineterminator="\n")
+            return
         self.stream.write(buf.getvalue().decode("utf-8"))
 
     def close(self) -> None:
@@ -161,21 +163,90 @@ class CsvWriter:
 
 
 class JsonlWriter:
-    """One JSON object per row (missing values are null, multilabel labels a list)."""
+    """One JSON object per row (missing values are null, multilabel labels a list). With pyarrow the
+    cells are formatted column by column (numbers by Arrow's shortest round-trip text, strings by
+    ``json.dumps`` once per distinct value) and joined row-wise by Arrow; else by pandas' ``to_json``."""
 
     def __init__(self, stream) -> None:
         self.stream = stream
+        try:
+            import pyarrow as pa
+            import pyarrow.compute as pc
+        except ImportError:
+            self.arrow = None
+        else:
+            self.arrow = (pa, pc)
 
     def write(self, chunk: dict[str, Any]) -> None:
-        if not len(next(iter(chunk.values()), [])):
+        if not rows(chunk):
             return
-        text = _frame(chunk, lists=True).to_json(
-            orient="records", lines=True, double_precision=15, force_ascii=False
-        )
-        self.stream.write(text if text.endswith("\n") else text + "\n")
+        if self.arrow is None:
+            text = _frame(chunk, lists=True).to_json(
+                orient="records", lines=True, double_precision=15, force_ascii=False
+            )
+            self.stream.write(text if text.endswith("\n") else text + "\n")
+            return
+        pa, pc = self.arrow
+        parts = []
+        for i, (name, col) in enumerate(chunk.items()):
+            key = ("{" if i == 0 else ",") + json.dumps(name, ensure_ascii=False) + ":"
+            parts.append(pc.binary_join_element_wise(pa.scalar(key), _json_cells(pa, pc, col), ""))
+        lines = pc.binary_join_element_wise(*parts, pa.scalar("}\n"), "")
+        self.stream.write("".join(lines.to_pylist()))
 
     def close(self) -> None:
         self.stream.flush()
+
+
+def rows(chunk: dict[str, Any]) -> int:
+    """The rows of a chunk."""
+    if not chunk:
+        return 0
+    col = next(iter(chunk.values()))
+    if isinstance(col, Flags):
+        return len(col.values)
+    return len(col.chosen) if isinstance(col, LabelSets) else len(col)
+
+
+def _json_cells(pa, pc, col: Any):
+    """The JSON text of every cell of a column (an Arrow string array without nulls)."""
+    if isinstance(col, Flags):
+        return pa.array(np.where(col.known, np.where(col.values, "true", "false"), "null"), pa.string())
+    if isinstance(col, LabelSets):
+        if len(col.classes) > 62:
+            return _dumped(np.array([_compact(v) for v in col.lists()], dtype=object))
+        bits = col.chosen.astype(np.int64) @ (np.int64(1) << np.arange(len(col.classes), dtype=np.int64))
+        names = np.array(col.classes, dtype=object)
+        return _by_value(bits, lambda b: _compact(names[(b >> np.arange(len(names))) & 1 == 1].tolist()))
+    if col.dtype.kind in "iu":
+        return pc.cast(pa.array(col), pa.string())
+    if col.dtype.kind == "f":
+        finite = pa.array(np.where(np.isfinite(col), col, np.nan), from_pandas=True)
+        return pc.fill_null(pc.cast(finite, pa.string()), "null")
+    return _by_value(col, _plain_json)
+
+
+def _plain_json(value: Any) -> str:
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return "null"
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _by_value(values: np.ndarray, dump) -> Any:
+    """``dump`` of every distinct value, spread back over the rows (missing values: ``null``)."""
+    import pandas as pd
+
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    texts = np.array([dump(u) for u in uniques] + ["null"], dtype=object)
+    return _dumped(texts[codes])
+
+
+def _dumped(texts: np.ndarray):
+    import pyarrow as pa
+
+    return pa.array(texts.tolist(), pa.string())
 
 
 class ParquetWriter:
@@ -274,3 +345,7 @@ def output(target: str | Path | io.TextIOBase) -> Iterator[Any]:
                 writer.close()
     except OSError as exc:
         raise disk_error(exc, str(path)) from None
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
