@@ -525,3 +525,29 @@ def test_embedding_flag_multilabel_and_two_column_regression_export_and_convert(
     assert set(lite) == {"tags_probabilities", "tags_labels", "rr_value"}
     for k, v in lite.items():
         assert np.max(np.abs(v - served[k])) <= 1e-5, k
+
+
+@pytest.mark.slow
+def test_a_bfloat16_model_exports_as_saved_model_and_is_refused_by_tflite(tmp_path, cli):
+    import tensorflow as tf
+
+    from mtlcli import recipe as R
+    from mtlcli.run import runner
+
+    write_tiny_csv(tmp_path / "tiny.csv")
+    recipe = TINY_RECIPE.replace("epochs: 3", "epochs: 1").replace(
+        "weighting: static", "weighting: static\n  mixed_precision: bfloat16"
+    )
+    (tmp_path / "recipe.yaml").write_text(recipe)
+    run_dir = runner.train(R.load(tmp_path / "recipe.yaml"), output=tmp_path / "run").run_dir
+    result = cli("export", run_dir, "-f", "tflite", "-o", tmp_path / "lite")
+    assert result.exit_code == 2 and not (tmp_path / "lite").exists()
+    assert (
+        "error: --format tflite: the model computes in bfloat16 (train.mixed_precision: bfloat16), which "
+        "TFLite's builtin ops do not run. Use mtl export --format saved_model" in result.output
+    )
+    done = E.export(run_dir, output=tmp_path / "sm")
+    fn = tf.saved_model.load(str(done.path)).signatures["serving_default"]
+    served = fn(**_columns(ROWS, fn.structured_input_signature[1]))
+    here = _in_process(run_dir, ROWS)
+    np.testing.assert_allclose(served["kind_probabilities"].numpy(), here["kind_probabilities"], atol=1e-6)

@@ -170,7 +170,7 @@ def export(
     thresholds = dict(thresholds or {})
     check_thresholds(thresholds, prep.targets)
     if fmt == "tflite":
-        _refuse_for_tflite(prep)
+        _refuse_for_tflite(prep, model)
     files = any(st.files for st in prep.inputs.values())
     predictor = Predictor(model, thresholds=thresholds, image_bytes=files)
     keys = signature_keys(prep.inputs)
@@ -338,8 +338,15 @@ def _manifest(fmt: str, model_file: str, signature: dict, info: dict) -> dict:
 # TFLite
 
 
-def _refuse_for_tflite(prep) -> None:
-    """Image-file inputs cannot convert (decoding a PNG/JPEG is no TFLite builtin op)."""
+def _refuse_for_tflite(prep, model) -> None:
+    """Image-file inputs cannot convert (decoding a PNG/JPEG is no TFLite builtin op), nor can a
+    network that computes in bfloat16."""
+    if "bfloat16" in {model.compute_dtype, *(lay.compute_dtype for lay in model.layers)}:
+        raise UsageError(
+            "--format tflite: the model computes in bfloat16 (train.mixed_precision: bfloat16), which "
+            "TFLite's builtin ops do not run. Use mtl export --format saved_model, or train without "
+            "mixed_precision for a TFLite model"
+        )
     files = [f"{name} (column {st.column!r})" for name, st in prep.inputs.items() if st.files]
     if files:
         raise UsageError(
