@@ -96,6 +96,24 @@ def test_export_view_lists_the_signature_and_the_next_commands(tmp_path):
     assert "http://localhost:8501/v1/models/mtl:predict" in text
 
 
+def test_cli_help_and_a_missing_run(cli, tmp_path):
+    res = cli("export", "--help")
+    assert res.exit_code == 0 and "<bool>" not in res.output
+    for option in ("--format", "--output", "--threshold", "--force"):
+        assert option in res.output
+    res = cli("export", tmp_path / "nope")
+    assert (
+        res.exit_code == 2
+        and f"error: {tmp_path / 'nope'}: no such run directory or model file" in res.output
+    )
+    res = cli("export", tmp_path)
+    assert (
+        res.exit_code == 2
+        and f"error: {tmp_path} is not a run directory (no model.keras in it)" in res.output
+    )
+    assert "Traceback" not in res.output
+
+
 # ------------------------------------------------------------------------------------------------
 # a trained tiny run (numeric, categorical; classification, binary, regression)
 
