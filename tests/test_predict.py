@@ -408,24 +408,28 @@ IMAGE_RECIPE = textwrap.dedent(
     data:
       train: pics.csv
       inputs:
-        img: {kind: image, shape: [8, 8, 1]}
+        image: {kind: image, shape: [8, 8, 1]}
     model:
       shared: [{flatten: {}}, {dense: {units: 4}}]
       tasks:
-        dark: {type: binary}
+        label: {type: binary}
     train: {epochs: 1, batch_size: 4}
     """
 )
 
 
-@pytest.mark.slow
-def test_images_predict_and_unreadable_image(cli, tmp_path):
+def _png(path: Path, value: int) -> None:
     import tensorflow as tf
 
-    rows = ["img,dark"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(tf.io.encode_png(np.full((8, 8, 1), value, np.uint8)).numpy())
+
+
+@pytest.mark.slow
+def test_images_from_a_list_and_a_folder_and_unreadable_images(cli, tmp_path):
+    rows = ["image,label"]
     for i in range(8):
-        pixels = np.full((8, 8, 1), 30 if i % 2 else 220, np.uint8)
-        (tmp_path / f"i{i}.png").write_bytes(tf.io.encode_png(pixels).numpy())
+        _png(tmp_path / f"i{i}.png", 30 if i % 2 else 220)
         rows.append(f"i{i}.png,{i % 2}")
     (tmp_path / "pics.csv").write_text("\n".join(rows) + "\n")
     (tmp_path / "recipe.yaml").write_text(IMAGE_RECIPE)
@@ -433,23 +437,67 @@ def test_images_predict_and_unreadable_image(cli, tmp_path):
     out = tmp_path / "p.csv"
     result = cli("predict", tmp_path / "run", tmp_path / "pics.csv", "-o", out)
     assert result.exit_code == 0, result.output
-    assert [r["dark"] in ("0", "1") for r in read_csv(out)] == [True] * 8
+    listed = read_csv(out)
+    assert [r["label"] in ("0", "1") for r in listed] == [True] * 8
+    for i in range(4):  # an image folder (one sub-folder per class): the same files, the same numbers
+        _png(tmp_path / "new" / ("dark" if i % 2 else "light") / f"i{i}.png", 30 if i % 2 else 220)
+    result = cli("predict", tmp_path / "run", tmp_path / "new", "-o", out, "--keep", "image")
+    assert result.exit_code == 0, result.output
+    folder = {Path(r["image"]).name: float(r["label:p"]) for r in read_csv(out)}
+    assert folder == {f"i{i}.png": pytest.approx(float(listed[i]["label:p"]), rel=1e-6) for i in range(4)}
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"junk" * 10)
-    (tmp_path / "new.csv").write_text("img\ni0.png\nmissing.png\nbroken.png\n")
+    (tmp_path / "new.csv").write_text("image\ni0.png\nmissing.png\nbroken.png\n")
     result = cli("predict", tmp_path / "run", tmp_path / "new.csv", "-o", out)
     assert result.exit_code == 2
-    assert (
-        f"{tmp_path / 'new.csv'}:3 column 'img': image file not found: {tmp_path / 'missing.png'}"
-        in result.output
-    )
-    (tmp_path / "new.csv").write_text("img\ni0.png\nbroken.png\n")
+    missing = tmp_path / "missing.png"
+    assert f"{tmp_path / 'new.csv'}:3 column 'image': image file not found: {missing}" in result.output
+    (tmp_path / "new.csv").write_text("image\ni0.png\nbroken.png\n")
     result = cli("predict", tmp_path / "run", tmp_path / "new.csv", "-o", out)
     assert result.exit_code == 2, result.output
-    assert (
-        f"{tmp_path / 'new.csv'}:3 column 'img': cannot decode the image {tmp_path / 'broken.png'}"
-        in result.output
-    )
+    broken = tmp_path / "broken.png"
+    assert f"{tmp_path / 'new.csv'}:3 column 'image': cannot decode the image {broken}" in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.slow
+def test_the_runs_csv_dialect_from_a_run_and_a_checkpoint(cli, tmp_path):
+    """A run trained on ';'-separated cells with decimal commas reads new files the same way."""
+    text = tmp_path
+    rows = ["a;b;y"] + [f"{i / 10:.1f};{i % 3};{i % 2}".replace(".", ",") for i in range(40)]
+    (text / "semi.csv").write_text("\n".join(rows) + "\n")
+    (text / "recipe.yaml").write_text(
+        "data: {train: semi.csv, csv: {sep: ';', decimal: ','}, inputs: {a: numeric, b: numeric}}\n"
+        "model: {shared: [{dense: {units: 4}}], tasks: {y: {type: binary}}}\n"
+        "train: {epochs: 1}\n"
+    )
+    assert cli("train", text / "recipe.yaml", "-o", text / "run").exit_code == 0
+    for target in (text / "run", text / "run" / "checkpoints" / "last" / "model.keras"):
+        result = cli("predict", target, text / "semi.csv", "-o", text / "p.csv", "--with-labels")
+        assert result.exit_code == 0, result.output
+        got = read_csv(text / "p.csv")
+        assert len(got) == 40 and [r["y:true"] for r in got[:3]] == ["0", "1", "0"]
+
+
+def test_parquet_and_glob_sources_give_the_csv_output(rich_run, tmp_path):
+    import pandas as pd
+
+    from mtlcli.run.predict import predict
+
+    run, data = rich_run
+    frame = pd.read_csv(data, keep_default_na=False, na_values=[""])
+    frame.to_parquet(tmp_path / "rich.parquet")
+    lines = data.read_text().splitlines()
+    (tmp_path / "part-1.csv").write_text("\n".join(lines[:91]) + "\n")  # 90 rows: the same batches
+    (tmp_path / "part-2.csv").write_text("\n".join([lines[0], *lines[91:]]) + "\n")
+    outs, events = [], []
+    for source in (data, tmp_path / "rich.parquet", tmp_path / "part-*.csv"):
+        out = tmp_path / f"p{len(outs)}.csv"
+        predict(run, source, output=out, keep=["id"], batch_size=10, chunk_rows=30, on_event=events.append)
+        outs.append(out.read_text())
+    assert outs[0] == outs[2]  # a glob of two parts: the rows of both, in order
+    a, b = pd.read_csv(tmp_path / "p0.csv"), pd.read_csv(tmp_path / "p1.csv")
+    pd.testing.assert_frame_equal(a, b)  # Parquet: the same predictions
+    assert [e.total for e in events if type(e).__name__ == "PredictStarted"] == [None, 160, None]
 
 
 def test_csv_quoting_and_the_pandas_writer_agree(rich_run, tmp_path, monkeypatch):

@@ -153,10 +153,12 @@ def predict(
 
 
 def _dialect(model_path: Path) -> dict | None:
-    """The CSV dialect of the run a model file belongs to (its directory, or a checkpoint's run)."""
-    for run_dir in (model_path.parent, model_path.parent.parent.parent):
-        if run_dir == model_path.parent.parent.parent and model_path.parent.parent.name != "checkpoints":
-            break
+    """The CSV dialect of the run a model file belongs to: its own directory's, or for a checkpoint's
+    (``RUN/checkpoints/<name>/model.keras``) the run's."""
+    runs = [model_path.parent]
+    if model_path.parent.parent.name == "checkpoints":
+        runs.append(model_path.parent.parent.parent)
+    for run_dir in runs:
         if (run_dir / "data.json").is_file():
             return data.run_dialect(run_dir)
     return None
