@@ -569,3 +569,48 @@ def test_a_bfloat16_model_exports_as_saved_model_and_is_refused_by_tflite(tmp_pa
     served = fn(**_columns(ROWS, fn.structured_input_signature[1]))
     here = _in_process(run_dir, ROWS)
     np.testing.assert_allclose(served["kind_probabilities"].numpy(), here["kind_probabilities"], atol=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:.*tf.lite.Interpreter is deprecated:UserWarning")
+def test_an_image_array_input_exports_as_float32_pixels_and_converts(tmp_path):
+    import tensorflow as tf
+
+    from mtlcli import recipe as R
+    from mtlcli.run import runner
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(40, 8, 8, 1), dtype=np.uint8)
+    np.savez(tmp_path / "d.npz", image=images, left=rng.integers(0, 3, 40), right=rng.integers(0, 2, 40))
+    (tmp_path / "recipe.yaml").write_text(
+        "seed: 0\ndata:\n  train: d.npz\n  validation: 0.25\n  inputs: {image: {kind: image, shape: [8, 8, 1]}}\n"
+        "model:\n  shared: [{flatten: {}}, {dense: {units: 4, activation: relu}}]\n"
+        "  tasks: {left: {type: classification}, right: {type: binary}}\ntrain: {epochs: 1, batch_size: 8}\n"
+    )
+    run_dir = runner.train(R.load(tmp_path / "recipe.yaml"), output=tmp_path / "run").run_dir
+    done = E.export(run_dir, output=tmp_path / "sm")
+    assert done.manifest["inputs"]["image"] == {
+        "column": "image",
+        "inputs": ["image"],
+        "kind": "image",
+        "dtype": "float32",
+        "shape": [None, 8, 8, 1],
+    }
+    assert done.manifest["tasks"]["left"]["classes"] == ["0", "1", "2"]  # integer labels, as strings
+    pixels = images[:5].astype(np.float32)  # raw 0..255 values: the graph applies the 1/255 scale
+    fn = tf.saved_model.load(str(done.path)).signatures["serving_default"]
+    served = {k: v.numpy() for k, v in fn(image=tf.constant(pixels)).items()}
+    here = _in_process(run_dir, [{"image": p} for p in pixels])
+    for k, v in here.items():
+        if v.dtype == object:
+            assert served[k].tolist() == v.tolist()
+        else:
+            assert np.max(np.abs(served[k] - v)) <= 1e-6, k
+    lite_done = E.export(run_dir, fmt="tflite", output=tmp_path / "lite")
+    lite = tf.lite.Interpreter(model_path=str(lite_done.model_file)).get_signature_runner()(image=pixels)
+    assert set(lite) == set(served)
+    for k, v in served.items():
+        if v.dtype == object:
+            assert lite[k].tolist() == v.tolist(), k
+        else:
+            assert np.max(np.abs(lite[k] - v)) <= 1e-5, k
