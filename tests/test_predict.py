@@ -386,6 +386,8 @@ def test_missing_run_dir_and_labels(cli, rich_run, tmp_path):
     result = cli("predict", tmp_path / "nope", data)
     assert result.exit_code == 2
     assert f"error: {tmp_path / 'nope'}: no such run directory or model file" in result.output
+    result = cli("predict", run, tmp_path / "none.csv")
+    assert result.exit_code == 2 and f"{tmp_path / 'none.csv'}: file not found" in result.output
     nolabels = tmp_path / "x.csv"
     nolabels.write_text("\n".join(",".join(x.split(",")[:4]) for x in data.read_text().splitlines()) + "\n")
     ok = cli("predict", run, nolabels, "-o", tmp_path / "p.csv")  # label columns are not needed
