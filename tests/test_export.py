@@ -37,10 +37,10 @@ def test_parse_thresholds_and_its_mistakes():
     assert E.parse_thresholds(["flag=0.3", " t = 1"]) == {"flag": 0.3, "t": 1.0}
     assert E.parse_thresholds(None) == {}
     for bad, msg in (
-        ("flag", "--threshold: expected TASK=NUMBER (e.g. flag=0.3), received 'flag'"),
-        ("flag=x", "--threshold: expected TASK=NUMBER (e.g. flag=0.3), received 'flag=x'"),
-        ("=0.2", "--threshold: expected TASK=NUMBER (e.g. flag=0.3), received '=0.2'"),
-        ("flag=1.5", "--threshold flag=1.5: a threshold is a probability in [0, 1]"),
+        ("flag", "--threshold: expected TASK=PROBABILITY such as sex=0.3, received 'flag'"),
+        ("flag=x", "--threshold: expected TASK=PROBABILITY such as sex=0.3, received 'flag=x'"),
+        ("=0.2", "--threshold: expected TASK=PROBABILITY such as sex=0.3, received '=0.2'"),
+        ("flag=1.5", "--threshold flag=1.5: expected a probability between 0 and 1"),
     ):
         with pytest.raises(UsageError) as info:
             E.parse_thresholds([bad])
@@ -325,7 +325,9 @@ def test_refuses_to_overwrite_without_force_and_replaces_with_it(exported, tiny_
     assert result.exit_code == 2 and "holds the model being exported" in result.output
     result = cli("export", tiny_run, "-o", tmp_path / "x", "--threshold", "kind=0.2")
     assert result.exit_code == 2
-    assert "a threshold applies to binary and multilabel tasks; 'kind' is classification" in result.output
+    assert (
+        "'kind' is a classification task; a threshold applies to binary and multilabel tasks" in result.output
+    )
     result = cli("export", tiny_run, "--format", "onnx")
     assert (
         result.exit_code == 2

@@ -34,6 +34,8 @@ import numpy as np
 
 from mtlcli import __version__, fsio
 from mtlcli.errors import CheckpointError, UsageError, did_you_mean
+from mtlcli.run.evaluate import find_model
+from mtlcli.run.predict import check_thresholds, parse_thresholds
 from mtlcli.tfutil import capture_fd2, import_tf
 
 FORMATS = ("saved_model", "tflite")
@@ -57,51 +59,9 @@ class Exported:
         return self.path / MANIFEST
 
 
-def find_source(target: Path) -> tuple[Path, Path | None]:
-    """(model.keras, run directory or None) of ``mtl export TARGET``: a run directory or a model file."""
-    target = Path(target)
-    if target.is_dir():
-        if not (target / "model.keras").exists():
-            raise UsageError(f"{target} is not a run directory (no model.keras in it)")
-        return target / "model.keras", target
-    if not target.exists():
-        raise UsageError(f"{target}: no such run directory or model file")
-    return target, None
-
-
 def default_output(model_path: Path, run_dir: Path | None, fmt: str) -> Path:
     """``<run>/export/saved_model`` (or ``.../tflite``); beside a bare model file, ``export/<format>``."""
     return (run_dir if run_dir is not None else model_path.parent) / "export" / fmt
-
-
-def parse_thresholds(items: list[str] | None) -> dict[str, float]:
-    """``["flag=0.3", ...]`` -> ``{"flag": 0.3}`` (the tasks are checked against the model later)."""
-    out: dict[str, float] = {}
-    for item in items or []:
-        task, sep, value = item.partition("=")
-        try:
-            number = float(value) if sep else None
-        except ValueError:
-            number = None
-        if not task.strip() or number is None:
-            raise UsageError(f"--threshold: expected TASK=NUMBER (e.g. flag=0.3), received {item!r}")
-        if not 0.0 <= number <= 1.0:
-            raise UsageError(f"--threshold {item}: a threshold is a probability in [0, 1]")
-        out[task.strip()] = number
-    return out
-
-
-def check_thresholds(thresholds: dict[str, float], targets: dict) -> None:
-    """Every threshold names a binary or multilabel task of the model."""
-    for task in thresholds:
-        if task not in targets:
-            hint = did_you_mean(task, list(targets))
-            raise UsageError(f"--threshold {task}=...: the model has no task {task!r}{hint}")
-        if targets[task].type not in ("binary", "multilabel"):
-            raise UsageError(
-                f"--threshold {task}=...: a threshold applies to binary and multilabel tasks; "
-                f"{task!r} is {targets[task].type}"
-            )
 
 
 def sanitise(column: str) -> str:
@@ -153,7 +113,7 @@ def export(
         raise UsageError(
             f"--format: expected one of {', '.join(FORMATS)}, received {fmt!r}{did_you_mean(fmt, FORMATS)}"
         )
-    model_path, run_dir = find_source(Path(target))
+    model_path, run_dir = find_model(Path(target))
     out = Path(output) if output is not None else default_output(model_path, run_dir, fmt)
     _check_output(out, model_path, force)
     tf = import_tf(verbose)

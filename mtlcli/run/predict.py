@@ -78,10 +78,11 @@ def names(text: str | None) -> list[str] | None:
     return out or None
 
 
-def parse_thresholds(items: list[str]) -> dict[str, float]:
-    """``["sex=0.3"]`` -> ``{"sex": 0.3}`` (``--threshold``); a malformed item is a UsageError."""
+def parse_thresholds(items: list[str] | None) -> dict[str, float]:
+    """``["sex=0.3"]`` -> ``{"sex": 0.3}`` (``--threshold`` of predict and export); a malformed item or
+    a value outside [0, 1] is a UsageError (the tasks are checked by :func:`check_thresholds`)."""
     out: dict[str, float] = {}
-    for item in items:
+    for item in items or []:
         task, sep, value = item.partition("=")
         try:
             number = float(value)
@@ -89,6 +90,8 @@ def parse_thresholds(items: list[str]) -> dict[str, float]:
             number = None
         if not sep or not task.strip() or number is None:
             raise UsageError(f"--threshold: expected TASK=PROBABILITY such as sex=0.3, received {item!r}")
+        if not 0.0 <= number <= 1.0:
+            raise UsageError(f"--threshold {task.strip()}={number:g}: expected a probability between 0 and 1")
         out[task.strip()] = number
     return out
 
@@ -130,7 +133,7 @@ def predict(
     plan.check(src)
     from mtlcli.model.serving import Predictor  # imports TensorFlow
 
-    predictor = Predictor(model, chosen, _thresholds(prep, thresholds or {}))
+    predictor = Predictor(model, chosen, check_thresholds(thresholds or {}, prep.targets))
     shown = "" if output is None else str(output) if isinstance(output, (str, Path)) else "-"
     emit(PredictStarted(model_path, src.shown, shown, chosen, src.total))
     run = Run(plan, predictor, batch_size, time.perf_counter())
@@ -175,14 +178,16 @@ def _tasks(names: list[str], wanted: list[str] | None) -> list[str]:
     return list(dict.fromkeys(wanted))
 
 
-def _thresholds(prep: Preprocessing, thresholds: dict[str, float]) -> dict[str, float]:
+def check_thresholds(thresholds: dict[str, float], targets: dict) -> dict[str, float]:
+    """``thresholds`` after checking that each names a binary or multilabel task of ``targets`` (the
+    model's :class:`~mtlcli.data.targets.TargetStats`) and is a probability."""
     for task, value in thresholds.items():
-        if task not in prep.targets:
+        if task not in targets:
             raise UsageError(
-                f"--threshold: unknown task {task!r}{did_you_mean(task, prep.targets)} "
-                f"(the model's tasks: {', '.join(prep.targets)})"
+                f"--threshold: unknown task {task!r}{did_you_mean(task, targets)} "
+                f"(the model's tasks: {', '.join(targets)})"
             )
-        kind = prep.targets[task].type
+        kind = targets[task].type
         if kind not in ("binary", "multilabel"):
             raise UsageError(
                 f"--threshold {task}={value:g}: {task!r} is a {kind} task; a threshold applies to binary "
