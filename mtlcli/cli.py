@@ -561,6 +561,32 @@ def compare(
         _console(stderr=as_json).print(f"plot: {plot}", soft_wrap=True, markup=False, highlight=False)
 
 
+# ------------------------------------------------------------------------------------------------
+# sweep
+
+
+@app.command(cls=_Command)
+def sweep(
+    target: Annotated[Path, typer.Argument(help="A recipe, or a sweep file (recipe:, grid: ...).")],
+    grid: Annotated[list[str] | None, typer.Option("--grid", metavar="KEY=V1,V2", help="YAML list.")] = None,
+    seeds: Annotated[int | None, typer.Option("--seeds", min=1, help="Seeds per point (seed + k).")] = None,
+    single_task: Annotated[bool, typer.Option("--single-task", help="Add a run per task alone.")] = False,
+    pareto: Annotated[int | None, typer.Option("--pareto", min=2, help="Add K simplex points.")] = None,
+    jobs: Annotated[int | None, typer.Option("--jobs", "-j", min=1, help="Runs at once (default 1).")] = None,
+    threads: Annotated[int | None, typer.Option("--threads", min=1, help="Threads per run.")] = None,
+    plan: Annotated[bool, typer.Option("--plan", help="Print one mtl train command per run.")] = False,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Dir (runs/NAME/sweeps/ID).")] = None,
+    sets: SetOption = None,
+) -> None:
+    """Train every grid point x seed (N at once, resumable; docs/sweeps.md), then mtl compare them."""
+    from mtlcli import sweep_view
+
+    opts = dict(grid=grid, seeds=seeds, single_task=single_task, pareto=pareto, jobs=jobs, threads=threads)
+    with _user_errors():
+        code = sweep_view.run_command(target, {**opts, "output": output, "sets": sets}, plan)
+    raise typer.Exit(code)
+
+
 def main() -> None:
     """Console-script entry point."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
