@@ -9,6 +9,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -30,13 +31,20 @@ def example_instance(manifest: dict[str, Any]) -> dict[str, Any]:
 
 
 def render_export(console: Console, manifest: dict[str, Any], path: Path) -> None:
-    """The tables and the next steps of one export."""
-    inputs = Table(title="inputs", header_style="bold", title_justify="left")
+    """The tables and the next steps of one export (plain tables off a terminal)."""
+    fancy = console.is_terminal
+    style = {
+        "header_style": "bold" if fancy else "",
+        "title_justify": "left",
+        "box": box.HEAVY_HEAD if fancy else box.SIMPLE,
+        "show_edge": fancy,
+    }
+    inputs = Table(title="inputs", **style)
     for col in ("key", "column", "kind", "dtype", "shape"):
         inputs.add_column(col)
     for key, spec in manifest["inputs"].items():
         inputs.add_row(key, str(spec["column"]), spec["kind"], spec["dtype"], _shape(spec["shape"]))
-    outputs = Table(title="outputs", header_style="bold", title_justify="left")
+    outputs = Table(title="outputs", **style)
     for col in ("key", "dtype", "shape"):
         outputs.add_column(col)
     for key, spec in manifest["outputs"].items():
