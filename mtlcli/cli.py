@@ -20,7 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperCommand, TyperGroup
 
-from mtlcli import __version__
+from mtlcli import __version__, runs_view
 from mtlcli.errors import MtlError, UsageError
 from mtlcli.views import TrainView, interactive, render_plan, results_table
 from mtlcli.weighting.registry import label
@@ -529,6 +529,7 @@ def strategies(
 
 # ------------------------------------------------------------------------------------------------
 # compare
+runs_view.register(app, _Command, _user_errors, _console)  # mtl runs, mtl plot (mtlcli/runs_view.py)
 
 
 @app.command(cls=_Command)

@@ -19,6 +19,9 @@ import pytest
         "mtlcli.compare",
         "mtlcli.compare_view",
         "mtlcli.config_view",
+        "mtlcli.runlist",
+        "mtlcli.runs_view",
+        "mtlcli.plots",
     ],
 )
 def test_module_does_not_import_tensorflow(module):
