@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -367,3 +369,139 @@ def test_last_error_reads_the_log(tmp_path):
     log.write_text("$ mtl train\nepoch 1/2\nerror: task 'v' produced a non-finite loss\n  at epoch 2\n")
     assert jobs.last_error(log) == "task 'v' produced a non-finite loss at epoch 2"
     assert jobs.last_error(tmp_path / "missing.log") == "no output"
+
+
+# ------------------------------------------------------------------------------------------------
+# slow: real sweeps (child processes training the tiny recipe)
+
+TWO_TASKS = TINY_RECIPE.replace("    value: {type: regression, metrics: [mae]}\n", "").replace(
+    "epochs: 3", "epochs: 1"
+)
+
+
+def _two_task_project(tmp_path: Path, epochs: int = 1) -> Path:
+    write_tiny_csv(tmp_path / "tiny.csv")
+    (tmp_path / "recipe.yaml").write_text(TWO_TASKS.replace("epochs: 1", f"epochs: {epochs}"))
+    return tmp_path
+
+
+def _mtl(cwd: Path, *args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "mtlcli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        **kwargs,
+    )
+
+
+def _files(run: Path) -> dict[str, tuple[int, str]]:
+    """Every file of a run directory: (mtime_ns, sha256)."""
+    from mtlcli.fsio import sha256
+
+    return {
+        str(p.relative_to(run)): (p.stat().st_mtime_ns, sha256(p))
+        for p in sorted(run.rglob("*"))
+        if p.is_file()
+    }
+
+
+def _sweep_json(root: Path) -> dict:
+    (path,) = root.glob("runs/tiny/sweeps/*/sweep.json")
+    return json.loads(path.read_text())
+
+
+@pytest.mark.slow
+def test_a_sweep_with_single_task_runs_two_jobs_and_compares(tmp_path):
+    project = _two_task_project(tmp_path)
+    args = [
+        "sweep",
+        "recipe.yaml",
+        "--grid",
+        "train.weighting=static,pcgrad",
+        "--seeds",
+        "2",
+        "--single-task",
+        "-j",
+        "2",
+    ]
+    out = _mtl(project, *args)
+    assert out.returncode == 0, out.stdout + out.stderr
+    doc = _sweep_json(project)
+    root = project / "runs" / "tiny" / "sweeps" / doc["id"]
+    assert [r["state"] for r in doc["runs"]] == ["done"] * 8
+    assert f"compare with: mtl compare runs/tiny/sweeps/{doc['id']}" in out.stdout
+    singles = {r["dir"]: r["single_task"] for r in doc["runs"] if "single_task" in r}
+    assert singles == {f"single_task={t}/seed-{k}": t for t in ("kind", "flag") for k in (0, 1)}
+    run = root / "train.weighting=pcgrad" / "seed-1"
+    env = json.loads((run / "env.json").read_text())
+    assert env["seed"] == 4 and env["overrides"] == ["train.weighting=pcgrad"]
+
+    res = _mtl(project, "compare", f"runs/tiny/sweeps/{doc['id']}", "--json")
+    assert res.returncode == 0, res.stderr
+    groups = {g["name"]: g for g in json.loads(res.stdout)["groups"]}
+    assert {"single-task kind", "single-task flag"} <= set(groups)
+    static = next(g for g in groups.values() if not g["single_task"] and "static" in g["name"])
+    values = [
+        json.loads((root / "train.weighting=static" / f"seed-{k}" / "metrics.json").read_text())["splits"][
+            "validation"
+        ]["tasks"]["kind"]["accuracy"]
+        for k in (0, 1)
+    ]
+    assert static["tasks"]["kind"]["accuracy"]["mean"] == pytest.approx(sum(values) / 2)
+    assert static["delta_m"] is not None
+
+    before = {r: _files(root / r) for r in (r["dir"] for r in doc["runs"])}
+    again = _mtl(project, *args)
+    assert again.returncode == 0, again.stderr
+    assert "8 already done before, not trained again" in again.stdout
+    assert {r: _files(root / r) for r in before} == before
+
+
+def _wait_for(predicate, timeout: float = 240.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_sigint_and_sigkill_then_the_same_command_finishes(tmp_path):
+    project = _two_task_project(tmp_path, epochs=25)
+    cmd = [sys.executable, "-m", "mtlcli", "sweep", "recipe.yaml", "--seeds", "2"]
+
+    def root() -> Path:
+        found = list(project.glob("runs/tiny/sweeps/*"))
+        return found[0] if found else project / "none"
+
+    def started(k: int) -> bool:
+        return (root() / "base" / f"seed-{k}" / "checkpoints" / "last" / "state.json").is_file()
+
+    parent = subprocess.Popen(cmd, cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for(lambda: started(1))
+    parent.send_signal(signal.SIGINT)
+    out, err = parent.communicate(timeout=120)
+    assert parent.returncode == 130, out + err
+    assert "continue with: mtl sweep recipe.yaml --seeds 2" in err
+    doc = _sweep_json(project)
+    assert [r["state"] for r in doc["runs"]] == ["done", "interrupted"]
+    done = _files(root() / "base" / "seed-0")
+
+    # SIGKILL the sweep while it trains a third seed: its child saves a checkpoint and stops too
+    parent = subprocess.Popen([*cmd[:-1], "3"], cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _wait_for(lambda: started(2) and _sweep_json(project)["runs"][2]["state"] == "running")
+    child = _sweep_json(project)["runs"][2]["pid"]
+    parent.kill()
+    parent.communicate(timeout=30)
+    _wait_for(lambda: not jobs.pid_alive(child), timeout=60)
+    assert [r["state"] for r in _sweep_json(project)["runs"]][2] == "running"
+
+    final = _mtl(project, "sweep", "recipe.yaml", "--seeds", "3")
+    assert final.returncode == 0, final.stdout + final.stderr
+    assert [r["state"] for r in _sweep_json(project)["runs"]] == ["done"] * 3
+    assert _files(root() / "base" / "seed-0") == done
+    for k in (1, 2):
+        env = json.loads((root() / "base" / f"seed-{k}" / "env.json").read_text())
+        assert env.get("resumes"), f"seed-{k} was not resumed"
+        assert env["epochs_run"] == 25
