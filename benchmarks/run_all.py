@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SUITE = ["startup.py", "overhead.py", "strategies.py", "data.py", "architectures.py"]
+SUITE = ["startup.py", "overhead.py", "strategies.py", "data.py", "predict.py", "architectures.py"]
 
 
 def main() -> None:
