@@ -300,6 +300,8 @@ def test_state_moves():
     state.transition(e, "done")
     with pytest.raises(ValueError, match="cannot go from done to running"):
         state.transition(e, "running", pid=1)
+    state.transition(e, "pending")  # its run directory was removed
+    assert (e.state, e.started, e.finished) == ("pending", None, None)
     with pytest.raises(ValueError, match="cannot go from pending to failed"):
         state.transition(_entry(), "failed")
 
@@ -369,6 +371,51 @@ def test_last_error_reads_the_log(tmp_path):
     log.write_text("$ mtl train\nepoch 1/2\nerror: task 'v' produced a non-finite loss\n  at epoch 2\n")
     assert jobs.last_error(log) == "task 'v' produced a non-finite loss at epoch 2"
     assert jobs.last_error(tmp_path / "missing.log") == "no output"
+
+
+FAKE_TRAIN = """
+import sys, time
+from pathlib import Path
+run = Path(sys.argv[1])
+time.sleep(0.2)
+if "name=bad" in str(run):
+    print("error: boom: the data has no column 'x'")
+    sys.exit(2)
+run.mkdir(parents=True, exist_ok=True)
+(run / "history.csv").write_text("epoch,val_kind_accuracy\\n1,0.5\\n")
+(run / "model.keras").write_text("")
+(run / "metrics.json").write_text("{}")
+"""
+
+
+def test_a_failed_run_is_reported_and_the_others_finish(project, cli, monkeypatch):
+    original = jobs.Job.command
+
+    def fake(self, python=sys.executable):
+        original(self, python)
+        return [sys.executable, "-c", FAKE_TRAIN, str(self.run_dir)]
+
+    monkeypatch.setattr(jobs.Job, "command", fake)
+    res = cli("sweep", "recipe.yaml", "--grid", "name=good,bad,other", "--jobs", "2")
+    assert res.exit_code == 1, res.output
+    doc = json.loads(next(Path("runs/tiny/sweeps").glob("*/sweep.json")).read_text())
+    states = {r["dir"]: (r["state"], r.get("error")) for r in doc["runs"]}
+    assert states == {
+        "name=good/seed-0": ("done", None),
+        "name=bad/seed-0": ("failed", "exit 2: boom: the data has no column 'x'"),
+        "name=other/seed-0": ("done", None),
+    }
+    assert "name=good/seed-0: done after" in res.output
+    assert "failed: name=bad/seed-0: exit 2: boom" in res.output
+    assert "1 run(s) failed; run the same command again to retry them" in res.output
+    log = Path("runs/tiny/sweeps") / doc["id"] / "logs" / "name=bad" / "seed-0.log"
+    assert log.read_text().startswith("$ ")
+    # the same command again retries the failed run only
+    res = cli("sweep", "recipe.yaml", "--grid", "name=good,bad,other")
+    assert res.exit_code == 1
+    assert "(2 already done before, not trained again)" in res.output
+    doc = json.loads(next(Path("runs/tiny/sweeps").glob("*/sweep.json")).read_text())
+    assert [r["attempts"] for r in doc["runs"]] == [1, 2, 1]
 
 
 # ------------------------------------------------------------------------------------------------

@@ -148,6 +148,8 @@ def run(prepared: Prepared, on_change, jobs: int = 1, threads: int | None = None
             finished = state_mod.facts(job.run_dir).finished
             if finished and job.entry.state != "done":
                 state_mod.transition(job.entry, "done")
+            elif not finished and job.entry.state == "done":  # its files were removed: train it again
+                state_mod.transition(job.entry, "pending")
             if finished:
                 skipped += 1
             else:

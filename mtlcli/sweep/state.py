@@ -27,7 +27,7 @@ MOVES = {
     "running": {"done", "failed", "interrupted"},
     "failed": {"running", "done"},
     "interrupted": {"running", "done"},
-    "done": set(),
+    "done": {"pending"},  # only when its directory no longer holds the finished run
 }
 VERSION = 1
 
@@ -65,6 +65,8 @@ def transition(entry: Entry, state: str, *, error: str | None = None, pid: int |
     if state == "running":
         entry.pid, entry.started, entry.finished, entry.error = pid, now, None, None
         entry.attempts += 1
+    elif state == "pending":
+        entry.pid, entry.started, entry.finished, entry.error = None, None, None, None
     else:
         entry.pid, entry.finished = None, now
         entry.error = error if state == "failed" else None
