@@ -568,8 +568,8 @@ def compare(
 
 @app.command(cls=_Command)
 def sweep(
-    target: Annotated[Path, typer.Argument(help="A recipe, or a sweep file (recipe:, grid: ...).")],
-    grid: Annotated[list[str] | None, typer.Option("--grid", metavar="KEY=V1,V2", help="YAML list.")] = None,
+    target: Annotated[Path, typer.Argument(help="A recipe or a sweep file (recipe: grid:).", metavar="FILE")],
+    grid: Annotated[list[str] | None, typer.Option("--grid", metavar="KEY=V1,V2", help="Values.")] = None,
     seeds: Annotated[int | None, typer.Option("--seeds", min=1, help="Seeds per point (seed + k).")] = None,
     single_task: Annotated[bool, typer.Option("--single-task", help="Add a run per task alone.")] = False,
     pareto: Annotated[int | None, typer.Option("--pareto", min=2, help="Add K simplex points.")] = None,
