@@ -53,18 +53,10 @@ def fsync_dir(path: Path) -> None:
 
 
 def _replace_atomically(path: Path, suffix: str, write: Callable[[str], None]) -> None:
-    """Create a temporary file next to ``path``, let ``write(tmp)`` fill and fsync it, then rename it
-    into place with the umask's mode; on any failure the temporary file is removed."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    """Let ``write(tmp)`` fill a temporary file next to ``path``, then rename it into place
+    (:func:`replacing`); on any failure the temporary file is removed."""
+    with replacing(path, suffix) as tmp:
+        write(str(tmp))
 
 
 def atomic_write(path: Path, content: bytes | str) -> None:

@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 
 from mtlcli.errors import UsageError
+from mtlcli.run.resume import flatten
 
 #: recipe keys that never make two runs different configurations
 IGNORED_KEYS = ("seed", "name")
@@ -72,20 +73,6 @@ def _read_json(path: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return value if isinstance(value, dict) else {}
-
-
-def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}, "c": [x]}`` -> ``{"a.b": 1, "c[0]": x}``; empty containers are leaves."""
-    out: dict[str, Any] = {}
-    if isinstance(value, dict) and value:
-        for k, v in value.items():
-            out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
-    elif isinstance(value, list) and value:
-        for i, v in enumerate(value):
-            out.update(flatten(v, f"{prefix}[{i}]"))
-    else:
-        out[prefix] = value
-    return out
 
 
 def configuration(run: Run) -> dict[str, Any]:
