@@ -134,19 +134,36 @@ def _mark(ax, m: Marks) -> None:
         ax.axvline(m.stopped, color="tab:red", linestyle=":", linewidth=1, label=label)
 
 
-def _curves(ax, h: History, names: list[tuple[str, str]], title: str, m: Marks) -> None:
+#: line styles per task on the shared panels (tasks with equal weights or cosines stay visible)
+STYLES = ("-", "--", ":", "-.")
+
+
+def _axes(ax, title: str) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+
+
+def _line(ax, h: History, values: list[float], label: str, style: str = "-") -> None:
+    ax.plot(h.epochs, values, style, marker="." if len(h.epochs) < 30 else None, label=label)
+
+
+def _curves(
+    ax, h: History, names: list[tuple[str, str]], title: str, m: Marks, styles: tuple[str, ...] = ("-",)
+) -> None:
     drawn = 0
     for column, label in names:
         values = h.get(column)
         if values is not None:
-            ax.plot(h.epochs, values, marker="." if len(h.epochs) < 30 else None, label=label)
+            _line(ax, h, values, label, styles[drawn % len(styles)])
             drawn += 1
     if not drawn:
         ax.text(0.5, 0.5, "not recorded", ha="center", va="center", transform=ax.transAxes, color="gray")
     _mark(ax, m)
-    ax.set_title(title, fontsize=10)
-    ax.set_xlabel("epoch")
-    ax.grid(alpha=0.3)
+    _axes(ax, title)
     if drawn:
         ax.legend(fontsize=7)
 
@@ -165,16 +182,16 @@ def _task_panels(axes, h: History, m: Marks) -> None:
 
 
 def _weights_panel(ax, h: History, m: Marks) -> None:
-    _curves(ax, h, [(f"{t}_weight", t) for t in h.tasks], "task weights (train)", m)
+    _curves(ax, h, [(f"{t}_weight", t) for t in h.tasks], "task weights (train)", m, STYLES)
 
 
 def _cosine_panel(ax, h: History, m: Marks) -> None:
-    drawn = False
+    drawn = 0
     for task in h.tasks:
         values = h.cosines(task)
         if values is not None:
-            ax.plot(h.epochs, values, marker="." if len(h.epochs) < 30 else None, label=task)
-            drawn = True
+            _line(ax, h, values, task, STYLES[drawn % len(STYLES)])
+            drawn += 1
     if drawn:
         ax.axhline(0, color="black", linewidth=0.8)
         ax.legend(fontsize=7)
@@ -190,9 +207,7 @@ def _cosine_panel(ax, h: History, m: Marks) -> None:
             color="gray",
         )
     _mark(ax, m)
-    ax.set_title("minimum gradient cosine with another task", fontsize=10)
-    ax.set_xlabel("epoch")
-    ax.grid(alpha=0.3)
+    _axes(ax, "minimum gradient cosine with another task")
 
 
 def _save(plt, fig, path: Path) -> Path:
@@ -274,7 +289,7 @@ def plot_front(root: Path, path: Path) -> Path:
     objectives = list(c.front.objectives.items())
     pairs = list(combinations(objectives, 2))
     groups = [g for g in c.groups if g.pareto is not None]
-    fig, axes = plt.subplots(1, len(pairs), figsize=(5 * len(pairs), 4.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(pairs), figsize=(max(5 * len(pairs), 7), 4.6), squeeze=False)
     for ax, (a, b) in zip(axes[0], pairs, strict=True):
         _front_panel(ax, groups, a, b)
     names = "\n".join(f"{g.index}: {g.name}{' (Pareto-optimal)' if g.pareto else ''}" for g in groups)
@@ -282,12 +297,12 @@ def plot_front(root: Path, path: Path) -> Path:
     if left:
         names += f"\nnot on the front (missing a task): {', '.join(left)}"
     fig.suptitle(
-        f"Pareto front of {len(groups)} configuration(s), validation means ± 95% CI over seeds "
-        f"(red: Pareto-optimal, grey: dominated) — {root}",
+        f"Pareto front of {len(groups)} configuration(s): validation means ± 95% CI over seeds\n"
+        f"red: Pareto-optimal, grey: dominated — {root}",
         fontsize=9,
     )
     fig.text(0.01, 0.01, names, fontsize=7, va="bottom")
-    fig.tight_layout(rect=(0, 0.04 + 0.025 * names.count("\n"), 1, 0.95))
+    fig.tight_layout(rect=(0, 0.04 + 0.025 * names.count("\n"), 1, 0.93))
     return _save(plt, fig, path)
 
 

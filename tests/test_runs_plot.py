@@ -38,7 +38,7 @@ def history_text(tasks: list[str], epochs: int, scale: float = 1.0, cosines: boo
         values = [str(e)]
         for k, c in enumerate(cols[1:]):
             if c.endswith("_weight"):
-                v = 1.0 + 0.1 * e * (k % 3)
+                v = 1.0 + 0.1 * e * (k % 4)
             elif "cos_" in c:
                 v = math.cos(e + k)
             elif c.endswith("accuracy"):
@@ -298,7 +298,7 @@ def test_plot_front_png(cli, tmp_path):
     assert result.exit_code == 0, result.output
     assert result.stdout == f"Pareto front: {root / 'plot.png'}\n"
     img = read_png(root / "plot.png")
-    assert img.shape[:2] == (460, 500)
+    assert img.shape[:2] == (460, 700)
     assert colour_count(img, (214, 39, 40)) > 50  # tab:red, the two optimal ones
     assert colour_count(img, (211, 211, 211)) > 20  # lightgray, the dominated one
     c = __import__("mtlcli.compare", fromlist=["compare"]).compare([root], split="validation")
