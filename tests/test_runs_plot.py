@@ -4,7 +4,6 @@ the missing-matplotlib message, errors and exit codes, and one real pcgrad train
 
 from __future__ import annotations
 
-import builtins
 import json
 import math
 import os
@@ -349,14 +348,7 @@ def test_plot_errors(cli, tmp_path):
 
 def test_plot_without_matplotlib(cli, tmp_path, monkeypatch):
     run = make_run(tmp_path / "r")
-    real = builtins.__import__
-
-    def no_matplotlib(name, *args, **kwargs):
-        if name == "matplotlib" or name.startswith("matplotlib."):
-            raise ImportError(name)
-        return real(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib raises ImportError
     result = cli("plot", run)
     assert result.exit_code == 2
     assert (
