@@ -552,3 +552,37 @@ def test_sigint_and_sigkill_then_the_same_command_finishes(tmp_path):
         env = json.loads((root() / "base" / f"seed-{k}" / "env.json").read_text())
         assert env.get("resumes"), f"seed-{k} was not resumed"
         assert env["epochs_run"] == 25
+
+
+def test_the_view_lines_table_and_continue_command(project):
+    from rich.console import Console
+
+    from mtlcli import sweep_view
+
+    p = _prepared(["train.weighting=static,pcgrad"])
+    job = p.jobs[1]
+    job.mode = "resume"
+    assert sweep_view.SweepView(Console(), p.jobs).line("start", job) == (
+        "train.weighting=pcgrad/seed-0: resumed (seed 3, 3 epochs)"
+    )
+    state.transition(job.entry, "running", pid=1)
+    job.epoch, job.value, job.epoch_times = 2, 0.61234, [10.0, 14.0, 18.0]
+    assert job.eta() == pytest.approx(4.0)  # 4 s per epoch, 1 epoch left
+    view = sweep_view.SweepView(Console(), p.jobs)
+    assert view.line("epoch", job) == "train.weighting=pcgrad/seed-0: epoch 2/3, val_kind_accuracy 0.6123"
+    console = Console(record=True, width=160)
+    console.print(view.table())
+    rows = console.export_text().splitlines()
+    assert any("train.weighting=static/seed-0" in r and "pending" in r for r in rows)
+    assert any(
+        "train.weighting=pcgrad/seed-0" in r and "running" in r and "2/3" in r and "4s" in r for r in rows
+    )
+    options = {
+        "grid": ["train.weighting=static,{cagrad: {c: 0.4}}"],
+        "seeds": 2,
+        "single_task": True,
+        "sets": ["a=1"],
+    }
+    assert sweep_view.continue_command(Path("recipe.yaml"), options) == (
+        "mtl sweep recipe.yaml --grid 'train.weighting=static,{cagrad: {c: 0.4}}' --seeds 2 --single-task --set a=1"
+    )
