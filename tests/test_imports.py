@@ -22,6 +22,8 @@ import pytest
         "mtlcli.runlist",
         "mtlcli.runs_view",
         "mtlcli.plots",
+        "mtlcli.sweep",
+        "mtlcli.sweep_view",
     ],
 )
 def test_module_does_not_import_tensorflow(module):

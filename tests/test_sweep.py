@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+import statistics
 import subprocess
 import sys
 import textwrap
@@ -496,7 +497,9 @@ def test_a_sweep_with_single_task_runs_two_jobs_and_compares(tmp_path):
         ]["tasks"]["kind"]["accuracy"]
         for k in (0, 1)
     ]
-    assert static["tasks"]["kind"]["accuracy"]["mean"] == pytest.approx(sum(values) / 2)
+    assert static["tasks"]["kind"]["accuracy"]["mean"] == pytest.approx(statistics.mean(values))
+    assert static["tasks"]["kind"]["accuracy"]["sd"] == pytest.approx(statistics.stdev(values))
+    assert static["tasks"]["kind"]["accuracy"]["n"] == 2
     assert static["delta_m"] is not None
 
     before = {r: _files(root / r) for r in (r["dir"] for r in doc["runs"])}
