@@ -251,6 +251,9 @@ def plot_run(run_dir: Path, path: Path) -> Path:
 
 
 def _front_panel(ax, groups, a: tuple[str, str], b: tuple[str, str]) -> None:
+    """The groups on tasks ``a`` and ``b`` (``(task, metric)``); groups at (nearly) the same point share
+    one label."""
+    labels: dict[tuple[float, float], list[str]] = {}
     for g in groups:
         x, y = g.results[a[0]][a[1]], g.results[b[0]][b[1]]
         color = "tab:red" if g.pareto else "lightgray"
@@ -265,10 +268,25 @@ def _front_panel(ax, groups, a: tuple[str, str], b: tuple[str, str]) -> None:
             markeredgecolor="black" if g.pareto else "gray",
             zorder=3 if g.pareto else 2,
         )
-        ax.annotate(str(g.index), (x.mean, y.mean), textcoords="offset points", xytext=(5, 5), fontsize=8)
+        labels.setdefault((x.mean, y.mean), []).append(str(g.index))
+    labels = _merge_close(labels, ax)
+    for xy, names in labels.items():
+        ax.annotate(", ".join(names), xy, textcoords="offset points", xytext=(5, 5), fontsize=8)
     ax.set_xlabel(f"{a[0]} {a[1]} {ARROWS[stats.higher_is_better(a[1])]}")
     ax.set_ylabel(f"{b[0]} {b[1]} {ARROWS[stats.higher_is_better(b[1])]}")
     ax.grid(alpha=0.3)
+
+
+def _merge_close(labels: dict[tuple[float, float], list[str]], ax) -> dict[tuple[float, float], list[str]]:
+    """Points less than 2% of the axes' span apart as one (their labels would overlap)."""
+    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+    out: dict[tuple[float, float], list[str]] = {}
+    for (x, y), names in labels.items():
+        near = next(
+            (k for k in out if abs(k[0] - x) < 0.02 * (x1 - x0) and abs(k[1] - y) < 0.02 * (y1 - y0)), None
+        )
+        out.setdefault(near or (x, y), []).extend(names)
+    return out
 
 
 def plot_front(root: Path, path: Path) -> Path:
