@@ -174,6 +174,19 @@ def test_runs_table_text(cli, many):
     assert len(lines) == 8
 
 
+def test_runs_rich_table_on_a_terminal(many):
+    from rich.console import Console
+
+    from mtlcli.runs_view import render
+
+    out = Console(force_terminal=True, width=200, color_system=None, record=True)
+    render(out, runlist.list_runs([many]), [many])
+    text = out.export_text()
+    assert text.startswith("┏━") and "┃ started          ┃ status      ┃ epochs ┃" in text
+    assert "│ 2026-01-09 10:00 │ finished    │    3/3 │ val_loss 0.2500 @2 │ pcgrad   │" in text
+    assert text.endswith("6 run(s): 1 finished, 1 running, 1 interrupted, 3 failed\n")
+
+
 def test_a_resumed_finished_run_is_running_again(tmp_path):
     run = make_run(tmp_path / "r")
     now = time.time()
