@@ -289,6 +289,23 @@ def _merge_close(labels: dict[tuple[float, float], list[str]], ax) -> dict[tuple
     return out
 
 
+def _check_front(root: Path, c) -> None:
+    """A UsageError unless the comparison has a front on 2 or 3 tasks."""
+    n = len(c.front.objectives) if c.front is not None else len(c.tasks)
+    if n not in FRONT_TASKS:
+        raise UsageError(
+            f"{root}: the front is drawn for 2 or 3 tasks, these runs have {n}; see mtl compare {root}"
+        )
+    if c.front is None:
+        unknown = [t.headline for t in c.tasks.values() if stats.higher_is_better(t.headline) is None]
+        why = (
+            f"which way is better is unknown for {', '.join(unknown)}"
+            if unknown
+            else "no configuration has every task's validation headline metric"
+        )
+        raise UsageError(f"{root}: no Pareto front: {why}; see mtl compare {root}")
+
+
 def plot_front(root: Path, path: Path) -> Path:
     """The groups of runs under ``root`` on their per-task validation headline means: Pareto-optimal
     red, dominated grey (2 tasks: one panel; 3 tasks: the three pairs, each point coloured by the
@@ -297,12 +314,7 @@ def plot_front(root: Path, path: Path) -> Path:
     if not any(r.tasks("validation") for r in runs):
         raise UsageError(f"{root}: no run has validation results in metrics.json (the front is on them)")
     c = compare([root], split="validation")
-    if c.front is None or len(c.front.objectives) not in FRONT_TASKS:
-        n = len(c.front.objectives) if c.front is not None else len(c.tasks)
-        raise UsageError(
-            f"{root}: the front is drawn for 2 or 3 tasks with known directions, these runs have {n}; "
-            f"see mtl compare {root}"
-        )
+    _check_front(root, c)
     plt = pyplot()
     objectives = list(c.front.objectives.items())
     pairs = list(combinations(objectives, 2))

@@ -331,7 +331,19 @@ def test_plot_front_needs_2_or_3_tasks_and_validation(cli, tmp_path):
     root = sweep(tmp_path / "four", ("a", "b", "c", "d"))
     result = cli("plot", root)
     assert result.exit_code == 2
-    assert "the front is drawn for 2 or 3 tasks with known directions, these runs have 4" in result.output
+    assert (
+        f"{root}: the front is drawn for 2 or 3 tasks, these runs have 4; see mtl compare {root}"
+        in " ".join(result.output.split())
+    )
+    split = tmp_path / "split"  # two recipes with other tasks: no configuration has both
+    make_run(split / "x" / "seed-0", tasks=("a",), val={"a": {"accuracy": 0.5, "loss": 0.5}})
+    make_run(split / "x" / "seed-1", tasks=("a",), val={"a": {"accuracy": 0.6, "loss": 0.5}})
+    make_run(
+        split / "y" / "seed-0", tasks=("b",), val={"b": {"accuracy": 0.5, "loss": 0.5}}, weighting="pcgrad"
+    )
+    result = cli("plot", split)
+    assert result.exit_code == 2
+    assert "no Pareto front: no configuration has every task's validation headline metric" in result.output
     make_run(tmp_path / "noval" / "x")
     make_run(tmp_path / "noval" / "y")
     result = cli("plot", tmp_path / "noval")
