@@ -111,7 +111,7 @@ def test_refused_changes_name_the_keys(cli, project, tmp_path):
         "  - model.shared[0].dense.units: 16 -> 12",
         "  - train.batch_size: 32 -> 8",
         "--resume accepts changes to train.epochs, train.early_stopping.patience, train.checkpoint_every, "
-        f"train.on_nan, train.distribute, train.devices, logging only; to change anything in train (optimizer, batch size, weighting, ...) fork "
+        f"train.on_nan, train.distribute, train.devices, train.tensorboard, logging only; to change anything in train (optimizer, batch size, weighting, ...) fork "
         f"it: mtl train RECIPE --resume {run} --fork NEW_DIR",
     ]
     assert cli("train", project, "--resume", run, "--seed", "4").exit_code == 2

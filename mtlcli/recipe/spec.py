@@ -187,6 +187,11 @@ class TrainSpec(_Strict):
     mixed_precision: Literal["bfloat16"] | None = Field(
         None, description="compute in bfloat16 with float32 variables, outputs and losses"
     )
+    tensorboard: bool = Field(
+        True,
+        description="write TensorBoard event files of each epoch's values into the run's tb/ "
+        "(tensorboard --logdir runs/)",
+    )
 
     @field_validator("optimizer", mode="before")
     @classmethod

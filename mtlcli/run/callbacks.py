@@ -3,7 +3,8 @@
 :class:`RunCallback` does the bookkeeping of one training run: events for the CLI, ``history.csv``, the
 per-step non-finite check on the raw per-task losses, the selection metric (``best`` checkpoint and
 early stopping), the ``last`` checkpoints (each epoch, every ``checkpoint_every`` steps, and when a
-SIGINT/SIGTERM arrives) and the stop on a signal. The runner may call ``fit`` more than once for one
+SIGINT/SIGTERM arrives), the stop on a signal, and the epoch's TensorBoard events after its checkpoint
+(:class:`mtlcli.run.tensorboard.Board`, when the run writes them). The runner may call ``fit`` more than once for one
 run (a resumed partial epoch, then the remaining epochs); nothing here is reset by ``on_train_begin``.
 """
 
@@ -107,6 +108,7 @@ class RunState:
     best_weights: list | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     at: tuple[int, int] | None = None  # (1-based epoch, steps done in it): where an error happened
+    board: Any = None  # mtlcli.run.tensorboard.Board (train.tensorboard), or None
 
     def doing(self) -> str:
         """What the run was doing at :attr:`at`, for an error message."""
@@ -235,6 +237,8 @@ class RunCallback(keras.callbacks.Callback):
                 sel.stopped = True
                 self.model.stop_training = True
         checkpoint.save(self.mtl_model, run.run_dir, "last", self.state_at(epoch + 1, 0))
+        if run.board is not None:  # after the checkpoint: a run with events always has one
+            run.board.epoch_end(row)
         final = sel.stopped or epoch + 1 >= run.epochs
         self.on_event(EpochEnd(epoch + 1, run.epochs, logs, time.time() - self.t0, final))
         if (

@@ -40,6 +40,7 @@ RESUME_SAFE = (
     "train.on_nan",
     "train.distribute",  # the global batch and the math stay the same on any number of devices
     "train.devices",
+    "train.tensorboard",  # event files only: tb/ gets the epochs it lacks at the next epoch end
     "logging",
 )
 #: What ``--fork`` may change in addition: the whole ``train`` section and the run name. The model,

@@ -8,6 +8,7 @@ Run directory (``runs/<name>/<N>/`` or ``--output DIR``)::
     resolved.yaml    the recipe with every default filled in, each value's source as a trailing comment
                      (``# recipe.yaml:14``, ``# --set``, ``# default``); yaml.safe_load reads it as a recipe
     history.csv      one row per epoch, one column per logged value (per task and metric)
+    tb/              TensorBoard event files, train/ and validation/ (see mtlcli.run.tensorboard)
     metrics.json     final per-task results on the validation and test splits
     data.json        data files (absolute path, sha256, rows), split sizes, seeded split indices, label coverage
     env.json         versions (mtl, TensorFlow, Keras, numpy, Python), seed, command line, the ``--set``
@@ -71,6 +72,7 @@ RUN_FILES = (
     "model.keras",
     "metrics.json",
     "history.csv",
+    "tb",
     "checkpoints",
     "recipe.yaml",
     "resolved.yaml",

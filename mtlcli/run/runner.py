@@ -7,7 +7,7 @@
     start_session    fresh, or weights, optimizer, selection and history back from the checkpoint
     open_run_dir     a new run directory, or the resumed one
     announce         Started (and Resumed) events
-    fit              one or two ``model.fit`` calls under the signal guard
+    fit              one or two ``model.fit`` calls under the signal guard (TensorBoard events in tb/)
     finish           best weights, model.keras, final evaluation, metrics.json, env.json
 
 A start is final once the run has written its first checkpoint: a failure before that puts the run
@@ -358,6 +358,10 @@ def fit(tf, job: Job, session: Session, model, run_dir: Path, dist, on_event, me
         best_weights=session.best_weights,
     )
     model.skip_nonfinite = run.skip_nonfinite
+    if recipe.train.tensorboard:
+        from mtlcli.run.tensorboard import Board
+
+        run.board = Board(tf, run_dir, model, session.history)
     callback = RunCallback(on_event, run, model)
     if job.fork:  # the fork's starting point is its first checkpoint (resumable, "last good")
         if pos.step:
@@ -375,6 +379,9 @@ def fit(tf, job: Job, session: Session, model, run_dir: Path, dist, on_event, me
         raise RunError(run.failure + last_good(run_dir)) from None
     except OSError as exc:
         raise disk_error(exc, f"to the run directory {run_dir}") from None
+    finally:
+        if run.board is not None:  # finished, interrupted or failed: the event files are complete
+            run.board.close()
     return run, time.time() - started
 
 
