@@ -29,27 +29,38 @@ class Interrupted(RunError):
         )
 
 
-class SignalGuard:
-    """Turns the first SIGINT/SIGTERM into a flag the training loop checks after each step (a second
-    SIGINT interrupts at once). Restores the previous handlers on exit. Outside the main thread (where
-    Python cannot install handlers) it does nothing."""
+class Handlers:
+    """While entered, :meth:`handle` receives SIGINT and SIGTERM; the previous handlers come back on
+    exit. Outside the main thread (where Python cannot install handlers) it does nothing. The training
+    loop's :class:`SignalGuard` and the sweep's stopper are the two kinds."""
 
     def __init__(self) -> None:
-        self.received: int | None = None
         self._previous: dict[int, Any] = {}
 
-    def _handle(self, signum, _frame) -> None:
-        if self.received is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.received = signum
+    def handle(self, signum, frame) -> None:
+        raise NotImplementedError
 
-    def __enter__(self) -> SignalGuard:
+    def __enter__(self):
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(ValueError, OSError):  # not the main thread: no handlers
-                self._previous[sig] = signal.signal(sig, self._handle)
+                self._previous[sig] = signal.signal(sig, self.handle)
         return self
 
     def __exit__(self, *exc) -> None:
         for sig, handler in self._previous.items():
             with contextlib.suppress(ValueError, OSError, TypeError):
                 signal.signal(sig, handler)
+
+
+class SignalGuard(Handlers):
+    """Turns the first SIGINT/SIGTERM into a flag the training loop checks after each step (a second
+    SIGINT interrupts at once)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.received: int | None = None
+
+    def handle(self, signum, frame) -> None:
+        if self.received is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.received = signum

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mtlcli.run.signals import Handlers
 from mtlcli.sweep.state import Entry, action, facts, outcome, transition
 
 PR_SET_PDEATHSIG = 1
@@ -222,29 +223,17 @@ def finish(job: Job, stopping: bool) -> str:
     return state
 
 
-class Stopper:
-    """SIGINT/SIGTERM to the sweep: counted (the scheduler forwards them to the children); the
-    previous handlers come back on exit. Outside the main thread it does nothing."""
+class Stopper(Handlers):
+    """SIGINT/SIGTERM to the sweep: counted (the scheduler forwards them to the children)."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.count = 0
         self.signum: int | None = None
-        self._previous: dict[int, object] = {}
 
-    def _handle(self, signum, _frame) -> None:
+    def handle(self, signum, frame) -> None:
         self.count += 1
         self.signum = signum
-
-    def __enter__(self) -> Stopper:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(ValueError, OSError):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._previous.items():
-            with contextlib.suppress(ValueError, OSError, TypeError):
-                signal.signal(sig, handler)
 
 
 def forward(jobs: list[Job], count: int) -> None:
