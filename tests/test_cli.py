@@ -105,6 +105,7 @@ def test_train_then_evaluate_end_to_end(cli, tiny_project, tmp_path, monkeypatch
         "model.keras",
         "recipe.yaml",
         "resolved.yaml",
+        "tb",
     ]
     assert (run_dir / "recipe.yaml").read_text() == tiny_project.read_text()
     resolved = yaml.safe_load((run_dir / "resolved.yaml").read_text())
