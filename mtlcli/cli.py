@@ -20,8 +20,9 @@ from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperCommand, TyperGroup
 
-from mtlcli import __version__, runs_view
+from mtlcli import __version__, runs_view, study_cli
 from mtlcli.errors import MtlError, UsageError
+from mtlcli.options import SetOption
 from mtlcli.views import TrainView, interactive, render_plan, results_table
 from mtlcli.weighting.registry import label
 
@@ -109,16 +110,6 @@ def _root(
 ) -> None:
     _state["debug"] = debug
 
-
-SetOption = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--set",
-        metavar="KEY=VALUE",
-        help="Override a recipe value, VALUE read as YAML (repeatable): --set train.weighting=pcgrad "
-        "--set model.tasks.sex.weight=0.5 --set model.shared.0.dense.units=16",
-    ),
-]
 
 # ------------------------------------------------------------------------------------------------
 # validate
@@ -527,65 +518,8 @@ def strategies(
     out.print(table)
 
 
-# ------------------------------------------------------------------------------------------------
-# compare
 runs_view.register(app, _Command, _user_errors, _console)  # mtl runs, mtl plot (mtlcli/runs_view.py)
-
-
-@app.command(cls=_Command)
-def compare(
-    paths: Annotated[list[Path], typer.Argument(help="Runs, folders of runs, sweeps.", metavar="PATH")],
-    split: Annotated[
-        str | None, typer.Option("--split", help="test or validation (default: test if every run has it).")
-    ] = None,
-    baseline: Annotated[
-        str | None,
-        typer.Option("--baseline", help="Δm against this group (name, number or a run).", metavar="GROUP"),
-    ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
-    plot: Annotated[Path | None, typer.Option("--plot", help="Also draw it into this PNG file.")] = None,
-) -> None:
-    """Compare finished runs over seeds: per-task mean ± sd and 95% CI per configuration, Welch's
-    t-tests against the best, Δm% against single-task baselines, the Pareto front (no TensorFlow)."""
-    from mtlcli import compare_view
-    from mtlcli.compare import compare as compare_runs
-
-    with _user_errors():
-        result = compare_runs(paths, split=split, baseline=baseline)
-        if plot is not None:
-            compare_view.plot(result, plot)
-    if as_json:
-        sys.stdout.write(json.dumps(result.to_dict(), indent=2, default=str) + "\n")
-    else:
-        compare_view.render(_console(), result)
-    if plot is not None:
-        _console(stderr=as_json).print(f"plot: {plot}", soft_wrap=True, markup=False, highlight=False)
-
-
-# ------------------------------------------------------------------------------------------------
-# sweep
-
-
-@app.command(cls=_Command)
-def sweep(
-    target: Annotated[Path, typer.Argument(help="A recipe or a sweep file (recipe: grid:).", metavar="FILE")],
-    grid: Annotated[list[str] | None, typer.Option("--grid", metavar="KEY=V1,V2", help="Values.")] = None,
-    seeds: Annotated[int | None, typer.Option("--seeds", min=1, help="Seeds per point (seed + k).")] = None,
-    single_task: Annotated[bool, typer.Option("--single-task", help="Add a run per task alone.")] = False,
-    pareto: Annotated[int | None, typer.Option("--pareto", min=2, help="Add K simplex points.")] = None,
-    jobs: Annotated[int | None, typer.Option("--jobs", "-j", min=1, help="Runs at once (default 1).")] = None,
-    threads: Annotated[int | None, typer.Option("--threads", min=1, help="Threads per run.")] = None,
-    plan: Annotated[bool, typer.Option("--plan", help="Print one mtl train command per run.")] = False,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Dir (runs/NAME/sweeps/ID).")] = None,
-    sets: SetOption = None,
-) -> None:
-    """Train every grid point x seed (N at once, resumable; docs/sweeps.md), then mtl compare them."""
-    from mtlcli import sweep_view
-
-    opts = dict(grid=grid, seeds=seeds, single_task=single_task, pareto=pareto, jobs=jobs, threads=threads)
-    with _user_errors():
-        code = sweep_view.run_command(target, {**opts, "output": output, "sets": sets}, plan)
-    raise typer.Exit(code)
+study_cli.register(app, _Command, _user_errors, _console)  # mtl compare, mtl sweep (mtlcli/study_cli.py)
 
 
 def main() -> None:

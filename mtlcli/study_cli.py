@@ -1,0 +1,86 @@
+"""The ``mtl compare`` and ``mtl sweep`` commands: argument parsing only; the work is in
+:mod:`mtlcli.compare` and :mod:`mtlcli.sweep`, the rendering in ``compare_view`` and ``sweep_view``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from mtlcli.options import SetOption
+
+
+def register(
+    app: typer.Typer, command_cls: Any, user_errors: Callable, console: Callable[..., Console]
+) -> None:
+    """Add ``compare`` and ``sweep`` to ``app`` (with the app's command class and error handling)."""
+
+    @app.command("compare", cls=command_cls)
+    def compare(
+        paths: Annotated[list[Path], typer.Argument(help="Runs, folders of runs, sweeps.", metavar="PATH")],
+        split: Annotated[
+            str | None,
+            typer.Option("--split", help="test or validation (default: test if every run has it)."),
+        ] = None,
+        baseline: Annotated[
+            str | None,
+            typer.Option(
+                "--baseline", help="Δm against this group (name, number or a run).", metavar="GROUP"
+            ),
+        ] = None,
+        as_json: Annotated[
+            bool, typer.Option("--json", help="Print one JSON object instead of tables.")
+        ] = False,
+        plot: Annotated[Path | None, typer.Option("--plot", help="Also draw it into this PNG file.")] = None,
+    ) -> None:
+        """Compare finished runs over seeds: per-task mean ± sd and 95% CI per configuration, Welch's
+        t-tests against the best, Δm% against single-task baselines, the Pareto front (no TensorFlow)."""
+        from mtlcli import compare_view
+        from mtlcli.compare import compare as compare_runs
+
+        with user_errors():
+            result = compare_runs(paths, split=split, baseline=baseline)
+            if plot is not None:
+                compare_view.plot(result, plot)
+        if as_json:
+            sys.stdout.write(json.dumps(result.to_dict(), indent=2, default=str) + "\n")
+        else:
+            compare_view.render(console(), result)
+        if plot is not None:
+            console(stderr=as_json).print(f"plot: {plot}", soft_wrap=True, markup=False, highlight=False)
+
+    @app.command("sweep", cls=command_cls)
+    def sweep(
+        target: Annotated[
+            Path, typer.Argument(help="A recipe or a sweep file (recipe: grid:).", metavar="FILE")
+        ],
+        grid: Annotated[list[str] | None, typer.Option("--grid", metavar="KEY=V1,V2", help="Values.")] = None,
+        seeds: Annotated[
+            int | None, typer.Option("--seeds", min=1, help="Seeds per point (seed + k).")
+        ] = None,
+        single_task: Annotated[bool, typer.Option("--single-task", help="Add a run per task alone.")] = False,
+        pareto: Annotated[int | None, typer.Option("--pareto", min=2, help="Add K simplex points.")] = None,
+        jobs: Annotated[
+            int | None, typer.Option("--jobs", "-j", min=1, help="Runs at once (default 1).")
+        ] = None,
+        threads: Annotated[int | None, typer.Option("--threads", min=1, help="Threads per run.")] = None,
+        plan: Annotated[bool, typer.Option("--plan", help="Print one mtl train command per run.")] = False,
+        output: Annotated[
+            Path | None, typer.Option("--output", "-o", help="Dir (runs/NAME/sweeps/ID).")
+        ] = None,
+        sets: SetOption = None,
+    ) -> None:
+        """Train every grid point x seed (N at once, resumable; docs/sweeps.md), then mtl compare them."""
+        from mtlcli import sweep_view
+
+        opts = dict(
+            grid=grid, seeds=seeds, single_task=single_task, pareto=pareto, jobs=jobs, threads=threads
+        )
+        with user_errors():
+            code = sweep_view.run_command(target, {**opts, "output": output, "sets": sets}, plan)
+        raise typer.Exit(code)
