@@ -24,7 +24,6 @@ from mtlcli import __version__, runs_view, study_cli
 from mtlcli.errors import MtlError, UsageError
 from mtlcli.options import SetOption
 from mtlcli.views import TrainView, interactive, render_plan, results_table
-from mtlcli.weighting.registry import label
 
 
 class _FlagsMixin:
@@ -83,6 +82,13 @@ def _user_errors():
         for line in lines[1:]:
             err.print(escape(line), soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
+
+
+def strategy_label(spec) -> str:
+    """``pcgrad``, ``cagrad(c=0.4)``: imported here so ``mtl --help`` loads no strategy (nor numpy)."""
+    from mtlcli.weighting.registry import label
+
+    return label(spec)
 
 
 def _version(value: bool) -> None:
@@ -146,14 +152,14 @@ def validate(
     info = prepared.info if prepared is not None else {}
     if as_json:
         payload = {"valid": True, "recipe": str(recipe), "tasks": list(r.model.tasks)}
-        payload["weighting"] = label(r.train.weighting)
+        payload["weighting"] = strategy_label(r.train.weighting)
         payload.update(rows=info.get("split_rows"), coverage=info.get("coverage", {}).get("train"))
         sys.stdout.write(json.dumps(payload, indent=2) + "\n")
         return
     out = _console()
     out.print(
         f"[green]✓[/] {escape(str(recipe))} is valid: {len(r.model.tasks)} task(s) "
-        f"({', '.join(r.model.tasks)}), weighting {escape(label(r.train.weighting))}"
+        f"({', '.join(r.model.tasks)}), weighting {escape(strategy_label(r.train.weighting))}"
     )
     if prepared is not None:
         rows, cov = info["split_rows"], info["coverage"]["train"]
@@ -451,7 +457,7 @@ def plan(
     if as_json:
         sys.stdout.write(json.dumps(p.to_dict(), indent=2, default=str) + "\n")
         return
-    render_plan(_console(), p, label(loaded.recipe.train.weighting))
+    render_plan(_console(), p, strategy_label(loaded.recipe.train.weighting))
 
 
 # ------------------------------------------------------------------------------------------------
