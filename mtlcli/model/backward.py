@@ -58,8 +58,21 @@ class Backward:
 
     def jacobian(self, tape, rows: list, z, shared: list):
         """The global ``J`` the strategy reads (``rows``: the per-task losses, unstacked inside the
-        tape), or None."""
+        tape), or None: :meth:`global_jacobian` of :meth:`local_jacobian`."""
+        return self.global_jacobian(self.local_jacobian(tape, rows, z, shared))
+
+    def local_jacobian(self, tape, rows: list, z, shared: list):
+        """This replica's rows of ``J`` (no cross-replica communication: may run inside ``tf.cond``)."""
         raise NotImplementedError
+
+    def no_jacobian(self, num_tasks: int, z, shared: list):
+        """Zeros shaped like :meth:`local_jacobian` (the ``every: K`` steps that skip it)."""
+        raise NotImplementedError
+
+    def global_jacobian(self, local):
+        """The all-reduced ``J`` (or a factor of its Gramian) from :meth:`local_jacobian`'s rows; the
+        identity on one replica. Called on every replica at every step (never inside ``tf.cond``)."""
+        return local
 
     def gradients(self, tape, losses, result, shared: list, heads: list) -> list:
         """Gradients for ``shared + heads`` (None where a variable is unconnected)."""
@@ -81,9 +94,14 @@ class LossBackward(Backward):
 class ParameterBackward(Backward):
     """``J`` over the shared variables; the strategy's direction becomes their gradient."""
 
-    def jacobian(self, tape, rows, z, shared):
-        J = tf.cast(tf.stack([_flatten(grads_or_zeros(tape, loss, shared)) for loss in rows]), tf.float32)
-        return distribute.global_sum(J)  # the task gradients of the global batch
+    def local_jacobian(self, tape, rows, z, shared):
+        return tf.cast(tf.stack([_flatten(grads_or_zeros(tape, loss, shared)) for loss in rows]), tf.float32)
+
+    def no_jacobian(self, num_tasks, z, shared):
+        return tf.zeros([num_tasks, sum(math.prod(v.shape) for v in shared)], tf.float32)
+
+    def global_jacobian(self, local):
+        return distribute.global_sum(local)  # the task gradients of the global batch
 
     def gradients(self, tape, losses, result, shared, heads):
         direction = distribute.share(result.direction)
@@ -98,10 +116,16 @@ class ParameterBackward(Backward):
 class RepresentationBackward(Backward):
     """``J`` over the shared representation ``z``; ``sum_i w_i L_i`` back through the shared part."""
 
-    def jacobian(self, tape, rows, z, shared):
+    def local_jacobian(self, tape, rows, z, shared):
         grads = [tape.gradient(loss, z) for loss in rows]
         J = tf.stack([tf.reshape(g if g is not None else tf.zeros_like(z), [-1]) for g in grads])
-        J = tf.cast(J, tf.float32)
+        return tf.cast(J, tf.float32)
+
+    def no_jacobian(self, num_tasks, z, shared):
+        return tf.zeros(tf.stack([num_tasks, tf.size(z)]), tf.float32)
+
+    def global_jacobian(self, local):
+        J = local
         if distribute.replicas() == 1:
             return J
         # Rows over the representation hold per-example blocks: the global rows are the replicas' blocks
@@ -110,9 +134,16 @@ class RepresentationBackward(Backward):
         return distribute.gram_factor(distribute.all_sum(tf.matmul(J, J, transpose_b=True)))
 
     def gradients(self, tape, losses, result, shared, heads):
-        # sum_i w_i dL_i/dtheta in one backward pass (output_gradients weights the loss vector)
-        w = tf.stop_gradient(tf.cast(result.weights, losses.dtype))
-        return grads_or_zeros(tape, losses, shared, output_gradients=w) + _head_grads(tape, losses, heads)
+        return weighted_gradients(tape, losses, result.weights, shared, heads)
+
+
+def weighted_gradients(tape, losses, weights, shared: list, heads: list) -> list:
+    """Gradients for ``shared + heads`` from given task weights: ``sum_i w_i dL_i/dtheta`` for the
+    shared variables in one backward pass, each head the plain gradient of its own loss (``on:
+    representation`` every step; any weighting on the steps between ``every: K`` updates)."""
+    # output_gradients weights the loss vector
+    w = tf.stop_gradient(tf.cast(weights, losses.dtype))
+    return grads_or_zeros(tape, losses, shared, output_gradients=w) + _head_grads(tape, losses, heads)
 
 
 def for_strategy(needs: str, on: str) -> Backward:

@@ -55,6 +55,8 @@ class MultiTaskModel(Network):
     def __init__(self, spec: dict[str, Any], **kwargs):
         super().__init__(spec, **kwargs)
         self.strategy = weighting.get(spec["weighting"])
+        # ``every: K``: the task gradients and new weights on every K-th step only (see _every_update)
+        self.every = weighting.registry.every(spec["weighting"])
         self.backward = backward.for_strategy(self.strategy.needs, getattr(self.strategy, "on", "parameters"))
         self.losses_fn = {t: task_loss.make_loss(spec["tasks"][t]["loss"]) for t in self.task_names}
         self.task_weights = np.array([spec["tasks"][t]["weight"] for t in self.task_names], np.float32)
@@ -142,6 +144,14 @@ class MultiTaskModel(Network):
             trainable=False,
             aggregation="only_first_replica",
         )
+        if self.every > 1:  # after the others, so models without ``every`` keep their variables
+            self.every_weights = self.add_weight(
+                shape=(n,),
+                initializer=keras.initializers.Constant(1.0 / n),
+                name="state_every_weights",
+                trainable=False,
+                aggregation="only_first_replica",
+            )
 
     @property
     def metrics(self):
@@ -216,18 +226,23 @@ class MultiTaskModel(Network):
             losses, counts = self.task_losses(y, preds, mask)  # this replica's share (tf.distribute)
             rows = tf.unstack(losses)  # inside the tape: gradient-based strategies differentiate each row
         totals, counts = distribute.global_losses(losses, counts)  # what the strategy sees and we track
-        jacobian = self.backward.jacobian(tape, rows, z, shared)
-        result = self.strategy.update(totals, jacobian, *self.strategy_values(), ctx)
-        grads = self.backward.gradients(tape, losses, result, shared, heads) + self._param_grads(result)
+        if self.every > 1:
+            result, grads = self._every_update(tape, rows, z, losses, totals, ctx)
+        else:
+            jacobian = self.backward.jacobian(tape, rows, z, shared)
+            result = self.strategy.update(totals, jacobian, *self.strategy_values(), ctx)
+            grads = self.backward.gradients(tape, losses, result, shared, heads) + self._param_grads(result)
+            if jacobian is not None and self.cos_tracker is not None:
+                self.cos_tracker.update_state(self._cosines(jacobian))
         del tape
-        if jacobian is not None and self.cos_tracker is not None:
-            self.cos_tracker.update_state(self._cosines(jacobian))
         pairs = self._in_keras_order_pairs(grads, shared + heads + list(self.strategy_params.values()))
         self.batch_losses.assign(tf.cast(totals, tf.float32))
 
         def apply():
             self.optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
             self._assign_state(self._state_after(result, totals, x, y, mask, ctx))
+            if self.every > 1:
+                self.every_weights.assign(tf.cast(result.weights, tf.float32))
             self._track(totals, counts, y, preds, mask, result.weights)
             if self.objective_tracker is not None:
                 self.objective_tracker.update_state(self._objective(result, totals))
@@ -246,6 +261,46 @@ class MultiTaskModel(Network):
         return self._step_logs(self._results(training=False))
 
     # -- the train step's helpers ---------------------------------------------------------------
+    def _every_update(self, tape, rows, z, losses, totals, ctx):
+        """``(result, gradients)`` with ``every: K > 1``: ``tf.cond`` on ``step % K == 0``.
+
+        On steps ``0, K, 2K, ...`` the ordinary update (task Jacobian, the strategy's new weights,
+        state and direction); on the steps between, the weights of the last such step (the
+        ``state_every_weights`` variable, so a checkpoint taken mid-cycle resumes exactly): the shared
+        variables get the gradient of ``sum_i w_i L_i`` in one backward pass, each head the plain
+        gradient of its own loss (as on every step of a gradient-based strategy), the strategy's state
+        is left as it is and no gradient cosines are tracked.  Two conds, because tf.distribute refuses
+        an all-reduce inside one: this replica's Jacobian (zeros on the steps between), its all-reduce
+        on every step (on one replica the identity), then the update."""
+        shared, heads = self.shared_variables, self.head_variables
+        params, state = self.strategy_values()
+        n_pairs, n = len(self.pairs), len(self.task_names)
+        refresh = tf.equal(tf.math.floormod(ctx.step, self.every), 0)
+        local = tf.cond(
+            refresh,
+            lambda: self.backward.local_jacobian(tape, rows, z, shared),
+            lambda: self.backward.no_jacobian(n, z, shared),
+        )
+        jacobian = self.backward.global_jacobian(local)
+
+        def full():
+            result = self.strategy.update(totals, jacobian, params, state, ctx)
+            grads = self.backward.gradients(tape, losses, result, shared, heads) + self._param_grads(result)
+            cos = self._cosines(jacobian) if n_pairs else tf.zeros([0])
+            weights = tf.cast(result.weights, tf.float32)
+            return weights, {k: tf.cast(v, state[k].dtype) for k, v in result.state.items()}, grads, cos
+
+        def reuse():
+            weights = tf.convert_to_tensor(self.every_weights)
+            grads = backward.weighted_gradients(tape, losses, weights, shared, heads)
+            zeros = self._param_grads(weighting.Result(weights=weights, state=state))
+            return weights, dict(state), grads + zeros, tf.zeros([n_pairs])
+
+        weights, new_state, grads, cos = tf.cond(refresh, full, reuse)
+        if n_pairs and self.cos_tracker is not None:
+            self.cos_tracker.update_state(cos, sample_weight=tf.fill([n_pairs], tf.cast(refresh, tf.float32)))
+        return weighting.Result(weights=weights, state=new_state), grads
+
     def _param_grads(self, result) -> list:
         """Gradients of the strategy's own parameters (zeros when it gives none for one)."""
         given = result.param_grads or {}

@@ -1,4 +1,11 @@
-"""Name -> strategy class registry, and parsing of the recipe's ``weighting:`` value (no TensorFlow)."""
+"""Name -> strategy class registry, and parsing of the recipe's ``weighting:`` value (no TensorFlow).
+
+Besides a strategy's own parameters, a ``weighting:`` value may carry the train step's schedule key
+``every: K`` (:data:`EVERY`): the per-task gradients and new weights only on every K-th step, the steps
+between train on ``sum_i w_i L_i`` with the last weights.  It is not a field of the strategy:
+:func:`get` leaves it out, :func:`every` reads it, :func:`check` refuses it (with the reason) for the
+strategies it cannot apply to (:func:`every_refusal`).
+"""
 
 from __future__ import annotations
 
@@ -23,6 +30,36 @@ def register(cls: type[Strategy]) -> type[Strategy]:
 
 def available() -> list[str]:
     return sorted(REGISTRY)
+
+
+#: The schedule key accepted next to any strategy's parameters (``{upgrad: {every: 4}}``).
+EVERY = "every"
+
+#: Gradient-based strategies with ``weighting = True`` whose weights still must not be reused.
+_EVERY_REFUSED = {
+    "pcgrad": "pcgrad is gradient surgery: its coefficients project each step's gradients off each "
+    "other in a random order drawn that step, so reused on other gradients they project nothing",
+    "cagrad": "cagrad corrects each step's mean gradient within a ball around it: its coefficients are "
+    "tied to that step's gradients, so reused on other gradients they bound no conflict",
+    "gradnorm": "gradnorm learns its weights with the optimizer from every step's gradient norms; "
+    "steps without them would still move the weights (Adam momentum)",
+}
+
+
+def every_refusal(cls: type[Strategy]) -> str | None:
+    """Why ``every: K`` (K > 1) cannot apply to a strategy class, or None when it can: it must be
+    gradient-based and a weighting (``direction == weights @ J``) whose weights are worth reusing."""
+    if cls.needs != "gradients":
+        return (
+            f"{cls.name} is loss-based: it already trains with one backward pass per step, there are no "
+            f"per-task gradients to skip"
+        )
+    if not cls.weighting:
+        return (
+            f"{cls.name} is not a weighting: its direction is not a weighted sum of the task gradients, "
+            f"so there are no weights to reuse"
+        )
+    return _EVERY_REFUSED.get(cls.name)
 
 
 class SpecProblem(typing.NamedTuple):
@@ -111,22 +148,44 @@ def check(spec: Any) -> list[SpecProblem]:
     cls = REGISTRY[name]
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    out = []
+    params, out = dict(params), []
+    if EVERY in params:
+        out.extend(_check_every(cls, params.pop(EVERY)))
     for key, value in params.items():
         if key not in fields:
-            known = sorted(fields)
+            known = sorted(fields) + ([EVERY] if every_refusal(cls) is None else [])
             hint = did_you_mean(key, known) or (
                 f"; {name} takes {', '.join(known)}" if known else f"; {name} takes no parameters"
             )
             out.append(SpecProblem((name, str(key)), f"unknown parameter {key!r}{hint}"))
         elif not _type_ok(value, hints[key]):
             out.append(SpecProblem((name, str(key)), f"expected {_describe(hints[key])}, received {value!r}"))
-    if not out:
+    if not any(p.path[-1:] != (EVERY,) for p in out):
         try:
             cls(**params)
         except (ValueError, TypeError) as exc:
             out.append(SpecProblem((name,), str(exc)))
     return out
+
+
+def _check_every(cls: type[Strategy], value: Any) -> list[SpecProblem]:
+    path = (cls.name, EVERY)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        return [
+            SpecProblem(path, f"expected an integer >= 1 (steps between weight updates), received {value!r}")
+        ]
+    reason = every_refusal(cls)
+    if value > 1 and reason is not None:
+        return [SpecProblem(path, f"every: {value} is not available for {cls.name}: {reason}")]
+    return []
+
+
+def every(spec: Any) -> int:
+    """The ``every: K`` of a ``weighting:`` value (1 when absent): the train step computes the task
+    gradients and new weights on steps ``0, K, 2K, ...`` only."""
+    _, params, _ = _split(spec)
+    value = (params or {}).get(EVERY, 1)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else 1
 
 
 def get(spec: Any) -> Strategy:
@@ -137,7 +196,7 @@ def get(spec: Any) -> Strategy:
     if problems:
         raise ValueError("; ".join((".".join(p.path) + ": " if p.path else "") + p.message for p in problems))
     name, params, _ = _split(spec)
-    return REGISTRY[name](**params)
+    return REGISTRY[name](**{k: v for k, v in params.items() if k != EVERY})
 
 
 def spec_name(spec: Any) -> str:
