@@ -271,7 +271,8 @@ def _check_equivalence(spec, loaded, mtl, ref, batches):
     assert task_weights.tolist() == [1.0, 1.0, 2.0]
     shared, heads = ref.shared_variables, ref.head_variables
     logits = ref.strategy_params.get("logits")
-    variables = shared + heads + ([logits] if logits is not None else [])
+    loss_scale = ref.strategy_params.get("loss_scale")  # IMTL-L's learned log-scales
+    variables = shared + heads + [p for p in (logits, loss_scale) if p is not None]
     assert {id(v) for v in variables} == {id(v) for v in ref.trainable_variables}
     state, initial_losses = None, None
 
@@ -286,6 +287,8 @@ def _check_equivalence(spec, loaded, mtl, ref, batches):
         extra = {}
         if logits is not None:
             extra["params"] = {"logits": logits.numpy()}
+        if loss_scale is not None:
+            extra["params"] = {"loss_scale": loss_scale.numpy()}
         if name == "graddrop":
             d = _graddrop_direction(rows.astype(np.float32), step, params.get("leak", 0.0))
         else:
@@ -321,6 +324,8 @@ def _check_equivalence(spec, loaded, mtl, ref, batches):
                     tf.float32,
                 )
             )
+        if loss_scale is not None:  # d(e^s_i L_i - s_i)/ds_i, written out here
+            all_grads.append(tf.constant(np.exp(loss_scale.numpy()) * losses - 1, tf.float32))
         adam.apply(all_grads, variables)
 
         ref_slots, mtl_slots = _slots(adam), _slots(mtl.optimizer)
