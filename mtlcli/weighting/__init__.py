@@ -20,6 +20,7 @@ from mtlcli.weighting import (  # noqa: F401
     mgda,
     nash_mtl,
     pcgrad,
+    stch,
     upgrad,
 )
 from mtlcli.weighting.base import Context, Result, Strategy, combine_rows
