@@ -19,7 +19,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("mtlcli.recipe",),
     ("mtlcli.data",),
     ("mtlcli.model",),
-    ("mtlcli.run", "mtlcli.compare", "mtlcli.sweep"),
+    ("mtlcli.run", "mtlcli.compare", "mtlcli.sweep", "mtlcli.tune"),
     ("mtlcli.scaffold", "mtlcli.views", "mtlcli.cli", "mtlcli.__main__", "mtlcli"),
 ]
 MAX_MODULE_LINES = 600
