@@ -78,7 +78,9 @@ TOLERANCE = (1e-5, 1e-3)
 #: CAGrad's ``d = g0 + (c ||g0|| / ||g_w||) g_w`` is ill-conditioned on these Gramians (task gradient
 #: norms 0.2 to 2.2): in float32 (training) its direction differs from float64 (``aggregate``) by 1.4e-4
 #: relative for the *same* J, measured; moments then agree to <= 2.5e-4 and changes to <= 1.3e-2.
-TOLERANCES = {"cagrad": (1e-3, 5e-2)}
+#: MGDA's Frank-Wolfe min-norm solver amplifies float32 round-off of the Gramian: on PLE with
+#: ``on: representation`` its moments agreed to 1.05e-5 on CI's machine (1.5e-6 here).
+TOLERANCES = {"cagrad": (1e-3, 5e-2), "mgda": (5e-5, 1e-3)}
 
 SEED = 3
 STEPS = 3
