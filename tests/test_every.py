@@ -107,6 +107,24 @@ def test_every_3_updates_the_weights_on_steps_0_3_6_and_trains_on_their_weighted
     assert stored[1].sum() == pytest.approx(stored[0].sum())
 
 
+EVERY_ACCEPTED = sorted(
+    n for n, c in weighting.REGISTRY.items() if weighting.registry.every_refusal(c) is None
+)
+
+
+@pytest.mark.parametrize("name", EVERY_ACCEPTED)
+def test_every_registered_strategy_that_accepts_every_trains_with_it(tiny_project, name):
+    """Each strategy ``every: K`` accepts (read from the registry, so a new one is covered) trains four
+    traced steps with ``every: 2``: finite variables, weights recomputed on steps 0 and 2 only."""
+    model, batches = _model(tiny_project, {name: {"every": 2}}, lr=0.1)
+    out = _run(model, batches, steps=4)
+    for s, (variables, stored) in enumerate(out):
+        assert all(np.all(np.isfinite(v)) for v in variables), f"{name} step {s}"
+        assert np.all(np.isfinite(stored)), f"{name} step {s}: {stored}"
+    np.testing.assert_array_equal(out[1][1], out[0][1])
+    np.testing.assert_array_equal(out[3][1], out[2][1])
+
+
 def test_every_is_a_schedule_key_not_a_strategy_field():
     assert weighting.registry.every({"nash_mtl": {"every": 4, "max_norm": 0.0}}) == 4
     assert weighting.registry.every("mgda") == 1
