@@ -74,6 +74,8 @@ def spec_from_recipe(recipe, prep, seed: int) -> dict[str, Any]:
             "weight": float(t.weight),
             "inputs_from": list(t.inputs_from),
         }
+        if t.product_of:
+            tasks[task]["product_of"] = list(t.product_of)
     prep_dict = prep.to_dict()
     shapes = {k: list(v) for k, v in prep.input_shapes().items()}
     return {

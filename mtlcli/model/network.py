@@ -19,6 +19,7 @@ import tensorflow as tf
 from mtlcli.model import architectures as arch
 from mtlcli.model.architectures import make_layer
 from mtlcli.model.embedding import CategoryEmbedding, embedded_inputs
+from mtlcli.model.esmm import ProductOfProbabilities
 from mtlcli.recipe import dependencies
 
 
@@ -67,6 +68,10 @@ class Network(keras.Model):
         super().__init__(**kwargs)
         self.spec = spec
         self.task_names = list(spec["tasks"])
+        #: ESMM: tasks whose output is the product of other tasks' probabilities (no layers of their own)
+        self.products = {t: list(s["product_of"]) for t, s in spec["tasks"].items() if s.get("product_of")}
+        #: the tasks with layers (a tower, and a gate or a column in the soft-sharing architectures)
+        self.tower_names = [t for t in self.task_names if t not in self.products]
         self.input_names = list(spec["inputs"])
         self._make_structure(spec)
 
@@ -76,9 +81,17 @@ class Network(keras.Model):
         a = dict(spec.get("architecture") or {"name": "hard_sharing"})
         self.architecture = a["name"]
         self.head_order = task_order(
-            {t: [d for d, _ in dependencies(s.get("inputs_from"))] for t, s in spec["tasks"].items()}
+            {
+                t: [d for d, _ in dependencies(s.get("inputs_from"))]
+                for t, s in spec["tasks"].items()
+                if t not in self.products
+            }
         )
-        tasks, n_tasks = self.task_names, len(self.task_names)
+        self.product_order = task_order(
+            {t: [f for f in fs if f in self.products] for t, fs in self.products.items()}
+        )
+        self.product_layers = {t: ProductOfProbabilities(name=f"{t}_product") for t in self.product_order}
+        tasks, n_tasks = self.tower_names, len(self.tower_names)
         # Shared part (upstream of the representation z), starting with the categorical embeddings.
         self.input_embeddings = {
             name: CategoryEmbedding(rows, dim, name=f"{name}_embedding")
@@ -114,6 +127,8 @@ class Network(keras.Model):
             raise ValueError(f"unknown architecture {self.architecture!r}")
         self.towers = {}
         for task, t in spec["tasks"].items():
+            if task in self.products:
+                continue
             layers = [make_layer(s, f"{task}_hidden_{i}") for i, s in enumerate(t["head"])]
             if t.get("output"):
                 layers.append(make_layer(_float32_output(t["output"]), f"{task}_output"))
@@ -135,19 +150,19 @@ class Network(keras.Model):
         else:
             shape = (None, sum(int(np.prod(s[1:])) for s in shapes.values()))
         shape = arch.build_layers(self.trunk, shape)
-        n_tasks = len(self.task_names)
+        n_tasks = len(self.tower_names)
         if self.architecture == "hard_sharing":
-            parts, bases = [shape], dict.fromkeys(self.task_names, shape)
+            parts, bases = [shape], dict.fromkeys(self.tower_names, shape)
         elif self.architecture == "cross_stitch":
             cols = [shape] * n_tasks
             for i in range(len(self.spec["shared"])):
                 cols = [
-                    arch.build_layers([self.columns[t][i]], cols[k]) for k, t in enumerate(self.task_names)
+                    arch.build_layers([self.columns[t][i]], cols[k]) for k, t in enumerate(self.tower_names)
                 ]
                 if i < len(self.stitches):
                     self.stitches[i].build(cols)
             parts, bases = cols, {}
-            for k, t in enumerate(self.task_names):
+            for k, t in enumerate(self.tower_names):
                 self.task_blocks[t].build(cols)
                 bases[t] = cols[k]
         else:
@@ -158,7 +173,7 @@ class Network(keras.Model):
             self.top_experts.build(shared_in)
             stacked = self.top_experts.compute_output_shape(shared_in)
             parts, bases = [stacked, *(task_ins if self.levels else [shape])], {}
-            for k, t in enumerate(self.task_names):
+            for k, t in enumerate(self.tower_names):
                 selector = parts[1 + k] if self.levels else parts[1]
                 self.task_blocks[t].build([selector, stacked])
                 bases[t] = self.task_blocks[t].compute_output_shape([selector, stacked])
@@ -205,10 +220,10 @@ class Network(keras.Model):
 
     def _bottom_levels(self, h, training=False, gates: dict | None = None):
         """MMoE/CGC/PLE below the top level: returns ``(shared_input, task_inputs)`` of the top level."""
-        shared_in, task_ins = h, [h] * len(self.task_names)
+        shared_in, task_ins = h, [h] * len(self.tower_names)
         for i, level in enumerate(self.levels):
             if gates is not None:
-                for k, t in enumerate(self.task_names):
+                for k, t in enumerate(self.tower_names):
                     gates[f"level_{i}/{t}"] = level.task_parts[k].gate.weights_for(task_ins[k])
                 gates[f"level_{i}/shared"] = level.shared_gate.weights_for(shared_in)
             shared_in, *task_ins = level([shared_in, *task_ins], training=training)
@@ -228,9 +243,11 @@ class Network(keras.Model):
         if self.architecture == "hard_sharing":
             return h
         if self.architecture == "cross_stitch":
-            cols = [h] * len(self.task_names)
+            cols = [h] * len(self.tower_names)
             for i in range(len(self.spec["shared"])):
-                cols = [self.columns[t][i](cols[k], training=training) for k, t in enumerate(self.task_names)]
+                cols = [
+                    self.columns[t][i](cols[k], training=training) for k, t in enumerate(self.tower_names)
+                ]
                 if i < len(self.stitches):
                     cols = self.stitches[i](cols)
             return self._pack(cols)
@@ -241,11 +258,11 @@ class Network(keras.Model):
     def heads_from(self, z, training=False):
         """Task outputs from the shared representation ``z`` (a dict keyed by task)."""
         if self.architecture == "hard_sharing":
-            bases = dict.fromkeys(self.task_names, z)
+            bases = dict.fromkeys(self.tower_names, z)
         else:
             parts = self._unpack(z)
             bases = {}
-            for k, t in enumerate(self.task_names):
+            for k, t in enumerate(self.tower_names):
                 if self.architecture == "cross_stitch":
                     bases[t] = self.task_blocks[t](parts)[0]
                 else:
@@ -261,7 +278,10 @@ class Network(keras.Model):
                 h = layer(h, training=training)
             read[(t, "hidden")] = h  # the input of the output layer
             read[(t, "output")] = self.towers[t][-1](h, training=training)
-        return {t: read[(t, "output")] for t in self.task_names}
+        out = {t: read[(t, "output")] for t in self.tower_names}
+        for t in self.product_order:  # ESMM: after its factors (products of products come later)
+            out[t] = self.product_layers[t]([out[f] for f in self.products[t]])
+        return {t: out[t] for t in self.task_names}
 
     def call(self, inputs, training=False):
         return self.heads_from(self.represent(inputs, training=training), training=training)
@@ -277,7 +297,7 @@ class Network(keras.Model):
             h = layer(h, training=False)
         gates: dict = {}
         _, task_ins = self._bottom_levels(h, gates=gates)
-        for k, t in enumerate(self.task_names):
+        for k, t in enumerate(self.tower_names):
             gates[t] = self.task_blocks[t].gate.weights_for(task_ins[k])
         return gates
 
@@ -286,14 +306,14 @@ class Network(keras.Model):
         out = [*self.input_embeddings.values(), *self.trunk, *self.levels]
         if self.top_experts is not None:
             out.append(self.top_experts)
-        out.extend(layer for t in self.task_names for layer in self.columns.get(t, []))
+        out.extend(layer for t in self.tower_names for layer in self.columns.get(t, []))
         return out + list(self.stitches)
 
     def task_layers(self, task: str) -> list:
         """The layers only ``task`` reads: its gate and its own top-level experts, or its final
         cross-stitch row; then its tower (``head`` + output)."""
         block = [self.task_blocks[task]] if task in self.task_blocks else []
-        return block + list(self.towers[task])
+        return block + list(self.towers.get(task, []))
 
     @property
     def heads(self) -> dict:

@@ -175,8 +175,74 @@ def architecture_problems(model: dict, src: Located) -> list[Problem]:
         if not experts["layers"]:
             _adder(out, src)("expected at least one layer in each expert", ("model", "experts", "layers"))
         out.extend(layer_problems(experts["layers"], ("model", "experts", "layers"), src))
-    out.extend(_inputs_from_problems(model.get("tasks") if isinstance(model.get("tasks"), dict) else {}, src))
+    tasks = model.get("tasks") if isinstance(model.get("tasks"), dict) else {}
+    out.extend(_inputs_from_problems(tasks, src))
+    out.extend(_product_problems(tasks, src))
     return out
+
+
+def _product_problems(tasks: dict, src: Located) -> list[Problem]:
+    """ESMM's ``product_of``: at least two other binary tasks, each once, no cycle, and no layers (nor
+    readers through ``inputs_from``) on the product task."""
+    out: list[Problem] = []
+    add = _adder(out, src)
+    specs = {t: s for t, s in tasks.items() if isinstance(s, dict)}
+    products = {t: s["product_of"] for t, s in specs.items() if isinstance(s.get("product_of"), list)}
+    graph: dict[str, list[str]] = {}
+    for task, factors in products.items():
+        if not factors:
+            continue
+        base = ("model", "tasks", task)
+        spec = specs[task]
+        if spec.get("type") in TASK_TYPES and spec["type"] != "binary":
+            add(
+                f"a task with product_of is binary (its probability is the product of its factors'), "
+                f"received type {spec['type']}",
+                (*base, "type"),
+            )
+        for key in ("head", "output", "inputs_from"):
+            if spec.get(key):
+                add(f"a task with product_of has no layers of its own: remove {key}", (*base, key))
+        if len(factors) < 2:
+            add(f"expected at least two tasks in product_of, received {len(factors)}", (*base, "product_of"))
+        graph[task] = []
+        for i, name in enumerate(factors):
+            problem = _factor_problem(task, name, specs, graph[task])
+            if problem:
+                add(problem, (*base, "product_of", i))
+            else:
+                graph[task].append(name)
+    for cycle in _cycles(graph):
+        add(
+            f"tasks are products of each other in a cycle: {' -> '.join(cycle)}", ("model", "tasks", cycle[0])
+        )
+    for task, spec in specs.items():
+        for i, dep in enumerate(spec.get("inputs_from") if isinstance(spec.get("inputs_from"), list) else []):
+            name = str(dep).partition(".")[0]
+            if name in products and products[name] and name != task:
+                add(
+                    f"{name!r} is a product of other tasks and has no layers to read: read its factors "
+                    f"({', '.join(map(str, products[name]))}) instead",
+                    ("model", "tasks", task, "inputs_from", i),
+                )
+    return out
+
+
+def _factor_problem(task: str, name, specs: dict, listed: list) -> str | None:
+    """What is wrong with one ``product_of`` entry of ``task``, or None."""
+    if not isinstance(name, str):
+        return None  # pydantic reports the type
+    if name == task:
+        return f"task {task!r} cannot be a product of itself"
+    if name not in specs:
+        others = [t for t in specs if t != task]
+        return f"unknown task {name!r}{did_you_mean(name, others)} (tasks: {', '.join(map(str, specs))})"
+    if name in listed:
+        return f"task {name!r} is listed twice"
+    ftype = specs[name].get("type")
+    if ftype in TASK_TYPES and ftype != "binary":
+        return f"product_of multiplies binary tasks' probabilities: {name!r} is a {ftype} task"
+    return None
 
 
 def _architecture_key_problems(arch: str, model: dict, src: Located) -> list[Problem]:

@@ -125,6 +125,10 @@ class TaskSpec(_Strict):
         default_factory=list,
         description="tasks this head reads: 'click' (its output) or 'click.hidden' (its last hidden layer)",
     )
+    product_of: list[str] = Field(
+        default_factory=list,
+        description="ESMM: binary tasks whose probabilities multiply into this one's (no head of its own)",
+    )
 
 
 class AdamSpec(_Strict):
