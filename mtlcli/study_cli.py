@@ -1,5 +1,6 @@
-"""The ``mtl compare`` and ``mtl sweep`` commands: argument parsing only; the work is in
-:mod:`mtlcli.compare` and :mod:`mtlcli.sweep`, the rendering in ``compare_view`` and ``sweep_view``."""
+"""The ``mtl compare``, ``mtl sweep`` and ``mtl tune`` commands: argument parsing only; the work is in
+:mod:`mtlcli.compare`, :mod:`mtlcli.sweep` and :mod:`mtlcli.tune`, the rendering in ``compare_view``,
+``sweep_view`` and ``tune_view``."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from mtlcli.options import SetOption
 def register(
     app: typer.Typer, command_cls: Any, user_errors: Callable, console: Callable[..., Console]
 ) -> None:
-    """Add ``compare`` and ``sweep`` to ``app`` (with the app's command class and error handling)."""
+    """Add ``compare``, ``sweep`` and ``tune`` to ``app`` (with the app's command class and error handling)."""
 
     @app.command("compare", cls=command_cls)
     def compare(
@@ -83,4 +84,66 @@ def register(
         )
         with user_errors():
             code = sweep_view.run_command(target, {**opts, "output": output, "sets": sets}, plan)
+        raise typer.Exit(code)
+
+    register_tune(app, command_cls, user_errors)
+
+
+def register_tune(app: typer.Typer, command_cls: Any, user_errors: Callable) -> None:
+    """Add ``tune`` to ``app``."""
+
+    @app.command("tune", cls=command_cls)
+    def tune(
+        recipe: Annotated[
+            Path | None, typer.Argument(help="The recipe (not needed with --join --storage).")
+        ] = None,
+        search: Annotated[
+            list[str] | None,
+            typer.Option("--search", metavar="KEY=SPEC", help="log:LO:HI, LO:HI, int:LO:HI, a,b,c."),
+        ] = None,
+        trials: Annotated[int, typer.Option("--trials", min=1, help="Total trials of the study.")] = 20,
+        objectives: Annotated[
+            str | None, typer.Option("--objectives", help="per-task (default), loss or TASK.METRIC,...")
+        ] = None,
+        jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Trials at once.")] = 1,
+        threads: Annotated[int | None, typer.Option("--threads", min=1, help="Threads per trial.")] = None,
+        name: Annotated[
+            str | None, typer.Option("--name", help="Study name (default: the recipe's).")
+        ] = None,
+        storage: Annotated[str | None, typer.Option("--storage", help="Optuna storage URL.")] = None,
+        join: Annotated[
+            str | None, typer.Option("--join", metavar="STUDY", help="Work on this study.")
+        ] = None,
+        sampler: Annotated[str, typer.Option("--sampler", help="tpe, nsga2 or random.")] = "tpe",
+        seed: Annotated[int | None, typer.Option("--seed", help="Sampler seed (default: recipe's).")] = None,
+        prune: Annotated[
+            bool | None, typer.Option("--prune/--no-prune", help="Median pruning (single objective).")
+        ] = None,
+        as_json: Annotated[bool, typer.Option("--json", help="Print the study as JSON.")] = False,
+        sets: SetOption = None,
+    ) -> None:
+        """Search hyper-parameters with Optuna: one objective per task by default, each trial an ordinary
+        run; the result is the Pareto-optimal trials. --trials is the study's total: the same command
+        again continues the study (docs/tune.md)."""
+        from mtlcli.tune import TuneSpec
+
+        spec = TuneSpec(
+            recipe,
+            list(search or []),
+            trials,
+            objectives,
+            jobs,
+            threads,
+            name,
+            storage,
+            join,
+            sampler,
+            seed,
+            prune,
+            list(sets or []),
+        )
+        with user_errors():
+            from mtlcli import tune_view
+
+            code = tune_view.run_command(spec, as_json)
         raise typer.Exit(code)
