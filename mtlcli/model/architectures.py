@@ -29,6 +29,7 @@ from typing import Any
 import keras
 from keras import ops
 
+from mtlcli.model.gates import DSelectGate
 from mtlcli.model.registration import serializable
 
 ARCHITECTURES = ("hard_sharing", "mmoe", "cgc", "ple", "cross_stitch")
@@ -67,6 +68,13 @@ def flat_size(shape: tuple) -> int:
 def flatten(x):
     """``(batch, ...)`` -> ``(batch, features)``."""
     return ops.reshape(x, (ops.shape(x)[0], -1))
+
+
+def make_gate(experts: int, gate: dict | None, name: str) -> keras.layers.Layer:
+    """The gate of ``model.gate``: softmax (``None``) or ``{"dselect_k": {"k": 2, "gamma": 1.0}}``."""
+    if gate and gate.get("dselect_k") is not None:
+        return DSelectGate(experts, **gate["dselect_k"], name=name)
+    return Gate(experts, name=name)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -172,13 +180,14 @@ class TaskExtraction(keras.layers.Layer):
     its gate (also reading ``task_input``) mixes the ``shared_count`` shared expert outputs and its own.
     """
 
-    def __init__(self, shared_count: int, task_count: int, layers: list, **kwargs):
+    def __init__(self, shared_count: int, task_count: int, layers: list, gate: dict | None = None, **kwargs):
         super().__init__(**kwargs)
         self.shared_count = int(shared_count)
         self.task_count = int(task_count)
         self.layer_specs = list(layers)
+        self.gate_spec = gate
         self.own = Experts(self.task_count, self.layer_specs, name="experts") if self.task_count else None
-        self.gate = Gate(self.shared_count + self.task_count, name="gate")
+        self.gate = make_gate(self.shared_count + self.task_count, gate, "gate")
 
     def build(self, input_shape):
         task_shape, stacked_shape = tuple(input_shape[0]), tuple(input_shape[1])
@@ -209,6 +218,7 @@ class TaskExtraction(keras.layers.Layer):
             "shared_count": self.shared_count,
             "task_count": self.task_count,
             "layers": self.layer_specs,
+            **({"gate": self.gate_spec} if self.gate_spec else {}),
         }
 
 
@@ -221,18 +231,29 @@ class ExtractionLevel(keras.layers.Layer):
     mixes every expert of the level, shared and task-specific.
     """
 
-    def __init__(self, tasks: list, shared_count: int, task_count: int, layers: list, **kwargs):
+    def __init__(
+        self,
+        tasks: list,
+        shared_count: int,
+        task_count: int,
+        layers: list,
+        gate: dict | None = None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
+        self.gate_spec = gate
         self.tasks = list(tasks)
         self.shared_count = int(shared_count)
         self.task_count = int(task_count)
         self.layer_specs = list(layers)
         self.shared_experts = Experts(self.shared_count, self.layer_specs, name="shared_experts")
         self.task_parts = [
-            TaskExtraction(self.shared_count, self.task_count, self.layer_specs, name=f"{t}_extraction")
+            TaskExtraction(self.shared_count, self.task_count, self.layer_specs, gate, name=f"{t}_extraction")
             for t in self.tasks
         ]
-        self.shared_gate = Gate(self.shared_count + self.task_count * len(self.tasks), name="shared_gate")
+        self.shared_gate = make_gate(
+            self.shared_count + self.task_count * len(self.tasks), gate, "shared_gate"
+        )
 
     def build(self, input_shape):
         shapes = [tuple(s) for s in input_shape]
@@ -268,6 +289,7 @@ class ExtractionLevel(keras.layers.Layer):
             "shared_count": self.shared_count,
             "task_count": self.task_count,
             "layers": self.layer_specs,
+            **({"gate": self.gate_spec} if self.gate_spec else {}),
         }
 
 

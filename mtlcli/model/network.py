@@ -106,12 +106,14 @@ class Network(keras.Model):
             count, layers = int(a["experts"]["count"]), list(a["experts"]["layers"])
             own = 0 if self.architecture == "mmoe" else int(a["task_experts"])
             depth = int(a["levels"]) if self.architecture == "ple" else 1
+            gate = a.get("gate")  # None: softmax gates
             self.levels = [
-                arch.ExtractionLevel(tasks, count, own, layers, name=f"level_{i}") for i in range(depth - 1)
+                arch.ExtractionLevel(tasks, count, own, layers, gate, name=f"level_{i}")
+                for i in range(depth - 1)
             ]
             self.top_experts = arch.Experts(count, layers, name="shared_experts")
             self.task_blocks = {
-                t: arch.TaskExtraction(count, own, layers, name=f"{t}_extraction") for t in tasks
+                t: arch.TaskExtraction(count, own, layers, gate, name=f"{t}_extraction") for t in tasks
             }
         elif self.architecture == "cross_stitch":
             self.columns = {

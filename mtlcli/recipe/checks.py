@@ -266,6 +266,7 @@ def _architecture_key_problems(arch: str, model: dict, src: Located) -> list[Pro
             f"task_experts applies to the cgc and ple architectures only; the architecture is {arch!r}",
             ("model", "task_experts"),
         )
+    _gate_problems(arch, model, add)
     if arch != "ple" and "levels" in model:
         add(f"levels applies to the ple architecture only; the architecture is {arch!r}", ("model", "levels"))
     if arch == "cross_stitch":
@@ -285,6 +286,29 @@ def _architecture_key_problems(arch: str, model: dict, src: Located) -> list[Pro
                 ("model", "tasks"),
             )
     return out
+
+
+def _gate_problems(arch: str, model: dict, add) -> None:
+    """``model.gate``: only with experts, and DSelect-k's ``k`` at most the experts a task's gate mixes."""
+    if "gate" not in model:
+        return
+    if arch not in EXPERT_ARCHITECTURES:
+        add(
+            f"gate applies to the mmoe, cgc and ple architectures only; the architecture is {arch!r}",
+            ("model", "gate"),
+        )
+        return
+    gate, experts = model.get("gate"), model.get("experts")
+    dselect = gate.get("dselect_k") if isinstance(gate, dict) else None
+    k = dselect.get("k") if isinstance(dselect, dict) else None
+    count = experts.get("count", 4) if isinstance(experts, dict) else None
+    own = model.get("task_experts", 1) if arch != "mmoe" else 0
+    if isinstance(k, int) and isinstance(count, int) and isinstance(own, int) and k > count + own:
+        add(
+            f"dselect_k selects k of the {count + own} experts a task's gate mixes: expected k <= "
+            f"{count + own}, received {k}",
+            ("model", "gate", "dselect_k", "k"),
+        )
 
 
 def _inputs_from_problems(tasks: dict, src: Located) -> list[Problem]:

@@ -248,6 +248,19 @@ class ExpertsSpec(_Strict):
     layers: list[dict[str, Any] | str]
 
 
+class DSelectKSpec(_Strict):
+    """DSelect-k gates (Hazimeh et al., 2021): ``k`` selectors over the experts, smooth-step width ``gamma``."""
+
+    k: Int = Field(2, ge=1, le=INT32_MAX, description="selectors: at most k experts per gate once trained")
+    gamma: Float = Field(1.0, gt=0, description="width of the smooth step (smaller saturates sooner)")
+
+
+class GateSpec(_Strict):
+    """The gates of mmoe, cgc and ple: softmax (the default, no ``gate`` key) or DSelect-k."""
+
+    dselect_k: DSelectKSpec
+
+
 class ModelSpec(_Strict):
     """The network: the architecture, its shared layers or experts, and one head per task."""
 
@@ -258,6 +271,7 @@ class ModelSpec(_Strict):
         None, ge=1, le=INT32_MAX, description="cgc/ple: experts per task (default 1)"
     )
     levels: Int | None = Field(None, ge=1, le=INT32_MAX, description="ple: extraction levels (default 2)")
+    gate: GateSpec | None = Field(None, description="mmoe/cgc/ple: {dselect_k: {k: 2, gamma: 1.0}}")
     tasks: dict[str, TaskSpec]
 
     def architecture_spec(self) -> dict[str, Any]:
@@ -270,6 +284,8 @@ class ModelSpec(_Strict):
             out["task_experts"] = self.task_experts or 1
         if self.architecture == "ple":
             out["levels"] = self.levels or 2
+        if self.architecture in EXPERT_ARCHITECTURES and self.gate is not None:
+            out["gate"] = self.gate.model_dump(mode="json")
         return out
 
 
@@ -307,7 +323,12 @@ class Recipe(_Strict):
             spec["target"] = self.target(task)
             spec["loss"] = self.loss(task)
             spec["metrics"] = self.metrics(task)
-        for key in ("experts", "task_experts", "levels"):  # only those the architecture uses, filled in
+        for key in (
+            "experts",
+            "task_experts",
+            "levels",
+            "gate",
+        ):  # only those the architecture uses, filled in
             out["model"].pop(key, None)
         out["model"].update({k: v for k, v in self.model.architecture_spec().items() if k != "name"})
         return out
