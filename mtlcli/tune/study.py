@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mtlcli.errors import UsageError
+from mtlcli.errors import RecipeError, UsageError
 from mtlcli.recipe import load
 from mtlcli.sweep import jobs as jobs_mod
 from mtlcli.sweep.state import Entry
@@ -152,8 +152,17 @@ def prepare(spec: TuneSpec) -> Prepared:
         raise UsageError("nothing to search: give --search KEY=SPEC (docs/tune.md)")
     params = space_mod.parse_all(spec.search)
     base = load(spec.recipe, overrides=spec.sets)
-    objectives = obj_mod.resolve(spec.objectives, base)
-    space_mod.check(spec.recipe, params, spec.sets)
+    objectives, problems = [], []
+    try:
+        objectives = obj_mod.resolve(spec.objectives, base)
+    except RecipeError as exc:
+        problems += exc.problems
+    try:
+        space_mod.check(spec.recipe, params, spec.sets)
+    except RecipeError as exc:
+        problems += exc.problems
+    if problems:
+        raise RecipeError(problems=problems)
     name = spec.name or base.name
     root = Path(attrs["root"]) if attrs.get("root") else Path("runs") / base.name / "studies" / name
     root.mkdir(parents=True, exist_ok=True)
