@@ -8,9 +8,11 @@ A DSelect-k gate mixes ``n`` experts with ``k`` differentiable selectors. Select
 and puts weight ``r_c[j] = prod_i S(z_ci)^{bit_i(j)} (1 - S(z_ci))^{1 - bit_i(j)}`` on expert ``j``
 (the binary encoding of ``j``): once every ``S`` has saturated at 0 or 1, each selector picks exactly one
 expert, so at most ``k`` experts get a nonzero weight. The selectors are mixed by
-``softmax(W_a x + b_a)``, so each example's weights sum to 1. When ``n`` is not a power of two the
-weights of the ``n`` real codes are renormalised to sum 1 (the paper assumes ``n = 2^m``; with ``n = 2^m``
-the renormalisation is the identity). The paper's optional entropy regulariser is not implemented.
+``softmax(W_a x + b_a)``, so each example's weights sum to 1. When ``n`` is not a power of two, code
+``c >= n`` also selects expert ``c - n`` (the paper assumes ``n = 2^m``): every code still selects one
+expert, so the weights sum to 1 and a saturated selector still picks one expert; those first
+``2^m - n`` experts start with twice the prior weight. The paper's optional entropy regulariser is not
+implemented.
 """
 
 from __future__ import annotations
@@ -31,9 +33,15 @@ def smooth_step(t, gamma: float):
 
 
 def code_bits(n: int) -> np.ndarray:
-    """``(n, m)`` 0/1: bit ``i`` of expert ``j``'s index, ``m = ceil(log2 n)``."""
-    m = max(1, math.ceil(math.log2(n))) if n > 1 else 0
-    return np.array([[(j >> i) & 1 for i in range(m)] for j in range(n)], np.float32).reshape(n, m)
+    """``(2^m, m)`` 0/1: bit ``i`` of code ``c``, ``m = ceil(log2 n)`` (``(1, 0)`` for one expert)."""
+    m = math.ceil(math.log2(n)) if n > 1 else 0
+    return np.array([[(c >> i) & 1 for i in range(m)] for c in range(2**m)], np.float32).reshape(2**m, m)
+
+
+def code_experts(n: int) -> np.ndarray:
+    """``(2^m, n)`` one-hot: code ``c`` selects expert ``c mod n``."""
+    codes = code_bits(n).shape[0]
+    return np.eye(n, dtype=np.float32)[np.arange(codes) % n]
 
 
 @serializable
@@ -67,9 +75,9 @@ class DSelectGate(keras.layers.Layer):
         if self.codes is None:  # one expert
             return ops.ones((ops.shape(x)[0], 1), dtype=alpha.dtype)
         s = smooth_step(ops.reshape(self.codes(x), (-1, self.k, 1, self.m)), self.gamma)
-        bits = ops.cast(self.bits, s.dtype)  # (n, m)
-        r = ops.prod(bits * s + (1.0 - bits) * (1.0 - s), axis=-1)  # (batch, k, n)
-        r = r / ops.maximum(ops.sum(r, axis=-1, keepdims=True), 1e-12)
+        bits = ops.cast(self.bits, s.dtype)  # (2^m, m)
+        r = ops.prod(bits * s + (1.0 - bits) * (1.0 - s), axis=-1)  # (batch, k, 2^m), sums to 1
+        r = ops.einsum("bkc,cn->bkn", r, ops.cast(code_experts(self.experts), r.dtype))
         return ops.sum(alpha[:, :, None] * r, axis=1)
 
     def call(self, inputs):
