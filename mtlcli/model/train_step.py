@@ -21,6 +21,7 @@ The train step, top to bottom (:meth:`MultiTaskModel.train_step`):
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import keras
@@ -174,6 +175,31 @@ class MultiTaskModel(Network):
             else:
                 logs[m.name] = result
         return logs
+
+    def build(self, input_shape=None):
+        super().build(input_shape)
+        self._make_sized_state()
+
+    def _make_sized_state(self) -> None:
+        """The strategy's state sized by ``P``, the shared parameters' count (the columns of ``J``,
+        :meth:`mtlcli.weighting.Strategy.sized_state_spec`), known once the layers are built. Created
+        last, into :attr:`strategy_state`, so strategies without it keep their variables unchanged."""
+        if self.strategy.needs != "gradients" or getattr(self, "sized_state_made", False):
+            return
+        self.sized_state_made = True
+        num_params = sum(math.prod(v.shape) for v in self.shared_variables)
+        spec = self.strategy.sized_state_spec(len(self.task_names), num_params)
+        clash = sorted(set(spec) & set(self.strategy_state))
+        if clash:
+            raise ValueError(f"{self.strategy.name}: sized state {clash} repeats state_spec's keys")
+        for k, (shape, v) in spec.items():
+            self.strategy_state[k] = self.add_weight(
+                shape=shape,
+                initializer=keras.initializers.Constant(v),
+                name=f"state_{k}",
+                trainable=False,
+                aggregation="only_first_replica",
+            )
 
     # -- losses and strategy inputs ------------------------------------------------------------
     def task_losses(self, y, preds, mask):

@@ -13,11 +13,13 @@ from __future__ import annotations
 from mtlcli.weighting import (  # noqa: F401
     aligned,
     cagrad,
+    db_mtl,
     graddrop,
     gradnorm,
     imtl,
     loss_based,
     mgda,
+    moco,
     nash_mtl,
     pcgrad,
     stch,

@@ -8,7 +8,9 @@ stay fast.
 
 State is explicit (optax style): :meth:`Strategy.state_spec` declares it, the train step keeps it in
 non-trainable variables (so checkpoints save it), passes the current values in, and assigns the values
-the strategy returns.  Learnable strategy parameters (uncertainty log-variances, GradNorm logits, ...)
+the strategy returns.  State whose shape depends on the number ``P`` of columns of ``J`` (an EMA of the
+task gradients: DB-MTL, MoCo) is declared by :meth:`Strategy.sized_state_spec` instead; the train step
+creates it once the model is built (``P`` = the shared parameters' count), after every other variable.  Learnable strategy parameters (uncertainty log-variances, GradNorm logits, ...)
 are declared by :meth:`Strategy.param_spec`; the train step creates them as trainable variables and
 updates them with the same Adam optimizer as the model.
 
@@ -72,7 +74,8 @@ class Result(NamedTuple):
     Attributes:
         weights: ``(T,)`` the effective task weights this step (logged each epoch). For gradient methods
             that are not a weighting, the coefficient ``(d . g_i) / ||g_i||^2`` of each task.
-        state: dict with the same keys as :meth:`Strategy.state_spec`, new values.
+        state: dict with the same keys as :meth:`Strategy.state_spec` and
+            :meth:`Strategy.sized_state_spec`, new values.
         loss: scalar objective (``needs == "losses"`` only; ``None`` otherwise).
         direction: ``(P,)`` combined shared gradient (``needs == "gradients"`` only; ``None`` otherwise).
         param_grads: dict ``name -> gradient`` for the strategy's own learnable params: computed by the
@@ -112,6 +115,18 @@ class Strategy:
     def state_spec(self, num_tasks: int) -> dict[str, tuple[tuple[int, ...], float]]:
         """Non-trainable state: ``name -> (shape, initial fill value)``."""
         del num_tasks
+        return {}
+
+    def sized_state_spec(self, num_tasks: int, num_params: int) -> dict[str, tuple[tuple[int, ...], float]]:
+        """Non-trainable state sized by ``num_params``, the number of columns ``P`` of ``J``:
+        ``name -> (shape, initial fill value)``; its keys must differ from :meth:`state_spec`'s.
+
+        Gradient-based strategies only, over the shared parameters (``P`` is not known in advance under
+        ``on: representation``, where it grows with the batch).  The train step creates these variables
+        when the model is built; :func:`mtlcli.weighting.eager.initial_state` when given ``num_params``.
+        Default: none.
+        """
+        del num_tasks, num_params
         return {}
 
     def param_spec(self, num_tasks: int) -> dict[str, tuple[tuple[int, ...], float]]:

@@ -1,10 +1,8 @@
-"""DB-MTL: gradient-magnitude balancing of the log-losses' gradients, smoothed by an EMA over steps.
+"""DB-MTL (``weighting: db_mtl``): balancing of the log-losses' gradients, smoothed by an EMA over steps.
 
-Not registered yet: its EMA of the task gradients is a ``(T, P)`` state, sized by the number ``P`` of
-columns of ``J``, which :meth:`mtlcli.weighting.Strategy.state_spec` (``num_tasks`` only) cannot
-declare.  :meth:`DBMTL.sized_state_spec` declares it; once the train step and
-:func:`mtlcli.weighting.eager.initial_state` create the variables it names, ``register(DBMTL)``
-makes ``db_mtl`` a recipe name.
+Its EMA of the task gradients is a ``(T, P)`` state, sized by the number ``P`` of columns of ``J``
+(the shared parameters), declared by :meth:`DBMTL.sized_state_spec`: the train step creates it when
+the model is built, so checkpoints save it and a resumed run continues exactly.
 """
 
 from __future__ import annotations
@@ -14,11 +12,13 @@ from typing import ClassVar
 
 from mtlcli.weighting.base import Context, Result, Strategy, combine_rows
 from mtlcli.weighting.graddrop import projection_coefficients
+from mtlcli.weighting.registry import register
 
 #: LibMTL DB-MTL's offsets: inside the log (``log(L_i + 1e-8)``) and in the norm ratio.
 DB_EPS = 1e-8
 
 
+@register
 @dataclass(frozen=True)
 class DBMTL(Strategy):
     """Dual-Balancing MTL: log-losses (loss scale) and gradients rescaled to the largest norm.
@@ -40,7 +40,8 @@ class DBMTL(Strategy):
             ``DB_beta_sigma``: a constant factor); must be >= 0.
 
     State: ``step`` (the number of updates so far, so a resumed run continues the decay) and, sized by
-    ``J``, ``grad_buffer`` ``(T, P)`` (:meth:`sized_state_spec`).
+    ``J``, ``grad_buffer`` ``(T, P)`` (:meth:`sized_state_spec`; absent from ``state``, it is its
+    initial zeros: callers that know only ``T`` may leave it out).
 
     Convention: LibMTL ``DB_MTL`` (same EMA, offsets and defaults; no ``on: representation``, which
     LibMTL refuses too).  Each task head gets the plain gradient of its own loss, as under every
@@ -70,6 +71,12 @@ class DBMTL(Strategy):
         """State whose shape depends on the number ``num_params`` of columns of ``J``."""
         return {"grad_buffer": ((num_tasks, num_params), 0.0)}
 
+    @staticmethod
+    def _buffer(state, J):
+        import tensorflow as tf
+
+        return tf.cast(state["grad_buffer"], J.dtype) if "grad_buffer" in state else tf.zeros_like(J)
+
     def aggregate(self, J, losses, params, state, ctx: Context) -> Result:
         import tensorflow as tf
 
@@ -79,7 +86,7 @@ class DBMTL(Strategy):
         log_grads = J / (losses + eps)[:, None]
         step = tf.cast(state["step"], dtype) + 1
         rate = tf.constant(self.beta, dtype) / tf.pow(step, tf.constant(self.beta_sigma, dtype))
-        buffer = log_grads + rate * (tf.cast(state["grad_buffer"], dtype) - log_grads)
+        buffer = log_grads + rate * (self._buffer(state, J) - log_grads)
         norms = tf.norm(buffer, axis=1)
         alpha = tf.reduce_max(norms) / (norms + eps)
         direction = combine_rows(alpha, buffer)

@@ -47,13 +47,17 @@ def _check_vector(name: str, value: Any, num_tasks: int) -> np.ndarray:
     return arr
 
 
-def initial_state(strategy: Strategy, num_tasks: int, dtype: Any = "float64") -> dict:
-    """Fresh state tensors from :meth:`Strategy.state_spec` (what the train step's variables hold)."""
+def initial_state(
+    strategy: Strategy, num_tasks: int, dtype: Any = "float64", num_params: int | None = None
+) -> dict:
+    """Fresh state tensors from :meth:`Strategy.state_spec` (what the train step's variables hold), and,
+    when ``num_params`` (the columns ``P`` of ``J``) is given, from :meth:`Strategy.sized_state_spec`."""
     tf = import_tf(keras=False)
 
-    return {
-        k: tf.fill(shape, tf.constant(v, dtype)) for k, (shape, v) in strategy.state_spec(num_tasks).items()
-    }
+    spec = dict(strategy.state_spec(num_tasks))
+    if num_params is not None:
+        spec.update(strategy.sized_state_spec(num_tasks, num_params))
+    return {k: tf.fill(shape, tf.constant(v, dtype)) for k, (shape, v) in spec.items()}
 
 
 def initial_params(strategy: Strategy, num_tasks: int, dtype: Any = "float64") -> dict:
@@ -148,7 +152,7 @@ def aggregate(
         np.ones(num_tasks) if task_weights is None else _check_vector("task_weights", task_weights, num_tasks)
     )
 
-    full_state = initial_state(strategy, num_tasks)
+    full_state = initial_state(strategy, num_tasks, num_params=arr.shape[1])
     for key, value in (state or {}).items():
         if key not in full_state:
             raise ValueError(f"`state` has unknown key {key!r}; {strategy.name} keeps {sorted(full_state)}")

@@ -1,10 +1,9 @@
-"""MoCo: a tracked (EMA) estimate of the task gradients and softmax-projected MGDA-style weights.
+"""MoCo (``weighting: moco``): a tracked (EMA) estimate of the task gradients and softmax-projected
+MGDA-style weights.
 
-Not registered yet: the tracked gradients are a ``(T, P)`` state, sized by the number ``P`` of columns
-of ``J``, which :meth:`mtlcli.weighting.Strategy.state_spec` (``num_tasks`` only) cannot declare.
-:meth:`MoCo.sized_state_spec` declares it; once the train step and
-:func:`mtlcli.weighting.eager.initial_state` create the variables it names, ``register(MoCo)`` makes
-``moco`` a recipe name.
+The tracked gradients are a ``(T, P)`` state, sized by the number ``P`` of columns of ``J`` (the shared
+parameters), declared by :meth:`MoCo.sized_state_spec`: the train step creates it when the model is
+built, so checkpoints save it and a resumed run continues exactly.
 """
 
 from __future__ import annotations
@@ -14,11 +13,13 @@ from typing import ClassVar
 
 from mtlcli.weighting.base import Context, Result, Strategy, combine_rows
 from mtlcli.weighting.graddrop import projection_coefficients
+from mtlcli.weighting.registry import register
 
 #: LibMTL MoCo's offset in the gradient normalisation ``g_i / (||g_i|| + 1e-8)``.
 MOCO_EPS = 1e-8
 
 
+@register
 @dataclass(frozen=True)
 class MoCo(Strategy):
     """MoCo: MGDA-like weights on a bias-corrected, tracked estimate of the task gradients.
@@ -43,7 +44,8 @@ class MoCo(Strategy):
         All must be >= 0.
 
     State: ``step`` (updates so far), ``lambd`` ``(T,)`` and, sized by ``J``, ``y`` ``(T, P)``
-    (:meth:`sized_state_spec`); a resumed run continues the same decays.
+    (:meth:`sized_state_spec`; absent from ``state``, it is its initial zeros); a resumed run continues
+    the same decays.
 
     Convention: LibMTL ``MoCo`` (the authors' code: same update order, offsets and defaults; no
     ``on: representation``, which LibMTL refuses too); each head gets the plain gradient of its own
@@ -84,7 +86,7 @@ class MoCo(Strategy):
         step = tf.cast(state["step"], dtype) + 1
         beta = tf.constant(self.beta, dtype) / tf.pow(step, tf.constant(self.beta_sigma, dtype))
         gamma = tf.constant(self.gamma, dtype) / tf.pow(step, tf.constant(self.gamma_sigma, dtype))
-        y = tf.cast(state["y"], dtype)
+        y = tf.cast(state["y"], dtype) if "y" in state else tf.zeros_like(J)
         y = y - beta * (y - scaled)
         lambd = tf.cast(state["lambd"], dtype)
         num_tasks = tf.shape(J)[0]
