@@ -327,7 +327,9 @@ class MultiTaskModel(Network):
         weights, new_state, param_grads, cos = tf.cond(refresh, full, reuse)
         if n_pairs and self.cos_tracker is not None:
             self.cos_tracker.update_state(cos, sample_weight=tf.fill([n_pairs], tf.cast(refresh, tf.float32)))
-        result = weighting.Result(weights=weights, state=new_state, param_grads=dict(zip(names, param_grads, strict=True)))
+        result = weighting.Result(
+            weights=weights, state=new_state, param_grads=dict(zip(names, param_grads, strict=True))
+        )
         grads = backward.weighted_gradients(tape, losses, weights, shared, heads)
         return result, grads + self._param_grads(result)
 
