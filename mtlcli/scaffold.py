@@ -22,6 +22,11 @@ TEMPLATES = {
         "new_penguins.csv": ("data", "new_penguins.csv"),
         "README.md": ("templates", "README.md"),
     },
+    "esmm": {
+        "recipe.yaml": ("templates", "esmm.yaml"),
+        "esmm.csv": ("templates", "esmm.csv"),
+        "README.md": ("templates", "esmm_README.md"),
+    },
 }
 GITIGNORE = "runs/\n"
 SCHEMA_FILE = "recipe.schema.json"

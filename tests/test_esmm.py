@@ -193,3 +193,14 @@ def test_esmm_recovers_the_true_probabilities(tmp_path, cli):
     result = cli("evaluate", run)
     assert result.exit_code == 0, result.output
     assert "cvr" in result.output
+
+
+def test_init_template_esmm_validates(tmp_path, cli):
+    result = cli("init", tmp_path / "p", "--template", "esmm")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "p").iterdir()) == [
+        ".gitignore", "README.md", "esmm.csv", "recipe.schema.json", "recipe.yaml",
+    ]  # fmt: skip
+    result = cli("validate", tmp_path / "p" / "recipe.yaml")
+    assert result.exit_code == 0, result.output
+    assert "ctcvr" in result.output
