@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mtlcli.weighting import REGISTRY, check, eager
+from mtlcli.weighting import REGISTRY, aggregate, check, eager
 from mtlcli.weighting.db_mtl import DBMTL
 
 from ._libmtl_values import VALUES
@@ -20,11 +20,7 @@ GOLDEN = VALUES["db_mtl"]
 
 
 def _state(strategy, T: int, P: int, dtype=tf.float64) -> dict:
-    state = eager.initial_state(strategy, T, dtype)
-    state.update(
-        {k: tf.fill(s, tf.constant(v, dtype)) for k, (s, v) in strategy.sized_state_spec(T, P).items()}
-    )
-    return state
+    return eager.initial_state(strategy, T, dtype, num_params=P)
 
 
 def _drive(strategy, steps, state=None, dtype=tf.float64):
@@ -108,11 +104,11 @@ def test_float32_in_tf_function_matches_float64() -> None:
         state = result.state
 
 
-def test_declarations_and_recipe_checks(monkeypatch) -> None:
+def test_declarations_and_recipe_checks() -> None:
     assert DBMTL.needs == "gradients" and not DBMTL.weighting and DBMTL.paper and DBMTL.summary
     assert DBMTL().state_spec(3) == {"step": ((), 0.0)}
     assert DBMTL().sized_state_spec(3, 7) == {"grad_buffer": ((3, 7), 0.0)}
-    monkeypatch.setitem(REGISTRY, "db_mtl", DBMTL)  # not registered until the train step sizes its state
+    assert REGISTRY["db_mtl"] is DBMTL
     assert check({"db_mtl": {"beta": 0.5, "beta_sigma": 1}}) == []
     [problem] = check({"db_mtl": {"beta": 1.5}})
     assert problem.message == "`beta` must be in [0, 1], received 1.5"
@@ -124,3 +120,14 @@ def test_declarations_and_recipe_checks(monkeypatch) -> None:
     assert "unknown parameter 'betta'" in problem.message and "beta" in problem.message
     [problem] = check({"db_mtl": {"on": "representation"}})
     assert "unknown parameter 'on'" in problem.message
+
+
+def test_public_aggregate_carries_the_sized_state() -> None:
+    # weighting.aggregate creates the (T, P) state from J's shape and hands it back for the next call
+    steps = SEQUENCES["mixed_norms_3x5"]
+    expected, _ = _drive(DBMTL(), steps)
+    state = None
+    for k, (J, losses) in enumerate(steps):
+        d, state = aggregate("db_mtl", J, losses=losses, step=k, state=state, return_state=True)
+        np.testing.assert_array_equal(d, expected[k])
+    assert state["step"] == len(steps)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mtlcli.weighting import REGISTRY, check, eager
+from mtlcli.weighting import REGISTRY, aggregate, check, eager
 from mtlcli.weighting.moco import MoCo
 
 from ._libmtl_values import VALUES
@@ -22,11 +22,7 @@ FIELDS = ("beta", "beta_sigma", "gamma", "gamma_sigma", "rho")
 
 
 def _state(strategy, T: int, P: int, dtype=tf.float64) -> dict:
-    state = eager.initial_state(strategy, T, dtype)
-    state.update(
-        {k: tf.fill(s, tf.constant(v, dtype)) for k, (s, v) in strategy.sized_state_spec(T, P).items()}
-    )
-    return state
+    return eager.initial_state(strategy, T, dtype, num_params=P)
 
 
 def _drive(strategy, steps, state=None, dtype=tf.float64):
@@ -105,11 +101,11 @@ def test_float32_in_tf_function_matches_float64() -> None:
         state = result.state
 
 
-def test_declarations_and_recipe_checks(monkeypatch) -> None:
+def test_declarations_and_recipe_checks() -> None:
     assert MoCo.needs == "gradients" and not MoCo.weighting and MoCo.paper and MoCo.summary
     assert MoCo().state_spec(4) == {"step": ((), 0.0), "lambd": ((4,), 0.25)}
     assert MoCo().sized_state_spec(4, 9) == {"y": ((4, 9), 0.0)}
-    monkeypatch.setitem(REGISTRY, "moco", MoCo)  # not registered until the train step sizes its state
+    assert REGISTRY["moco"] is MoCo
     assert check({"moco": {"beta": 0.9, "gamma": 1, "rho": 0.1}}) == []
     [problem] = check({"moco": {"gamma": -0.1}})
     assert problem.message == "`gamma` must be >= 0, received -0.1"
@@ -117,3 +113,14 @@ def test_declarations_and_recipe_checks(monkeypatch) -> None:
     assert problem.path == ("moco", "rho") and problem.message == "expected a number, received True"
     [problem] = check({"moco": {"gama": 0.1}})
     assert "unknown parameter 'gama'" in problem.message and "gamma" in problem.message
+
+
+def test_public_aggregate_carries_the_sized_state() -> None:
+    # weighting.aggregate creates the (T, P) state from J's shape and hands it back for the next call
+    steps = SEQUENCES["mixed_norms_3x5"]
+    expected, _ = _drive(MoCo(), steps)
+    state = None
+    for k, (J, losses) in enumerate(steps):
+        d, state = aggregate("moco", J, losses=losses, step=k, state=state, return_state=True)
+        np.testing.assert_array_equal(d, expected[k].direction.numpy())
+    assert state["step"] == len(steps)
