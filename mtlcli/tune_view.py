@@ -105,8 +105,15 @@ class TuneView:
             self.live = None
 
 
+def _headline(metrics: dict[str, Any]) -> tuple[str, Any]:
+    """A task's headline: its first metric other than the loss (the loss when it has no other)."""
+    names = [m for m in metrics if m != "loss"] or list(metrics)
+    return (names[0], metrics[names[0]]) if names else ("-", None)
+
+
 def pareto_table(doc: dict[str, Any]) -> Table:
-    """The Pareto-optimal trials: params, objective values and every task's validation metrics."""
+    """The Pareto-optimal trials: params, then every task's headline validation metric (``study.json``
+    and ``--json`` hold all of them)."""
     table = Table(header_style="bold", title="Pareto-optimal trials", title_justify="left")
     best = [t for t in doc["trials"] if t["number"] in doc["pareto"]]
     keys = list(dict.fromkeys(k for t in best for k in t["params"]))
@@ -114,14 +121,16 @@ def pareto_table(doc: dict[str, Any]) -> Table:
     table.add_column("trial", justify="right")
     for k in keys:
         table.add_column(k.rsplit(".", 1)[-1])
+    heads = {task: _headline((best[0].get("metrics") or {}).get(task) or {})[0] for task in tasks}
     for task in tasks:
-        table.add_column(task)
+        table.add_column(f"{task} {heads[task]}", justify="right")
+    if doc["objectives"][0]["name"] == "loss":
+        table.add_column("val loss", justify="right")
     for t in best:
         metrics = t.get("metrics") or {}
-        cells = [
-            ", ".join(f"{m} {fmt(v)}" for m, v in (metrics.get(task) or {}).items() if m != "loss")
-            for task in tasks
-        ]
+        cells = [fmt((metrics.get(task) or {}).get(heads[task], "-")) for task in tasks]
+        if doc["objectives"][0]["name"] == "loss":
+            cells.append(fmt((t.get("values") or {}).get("loss", "-")))
         table.add_row(str(t["number"]), *(escape(fmt(t["params"].get(k))) for k in keys), *map(escape, cells))
     return table
 
