@@ -201,6 +201,8 @@ def test_one_mirrored_step_equals_the_single_device_step(tiny_project):
         "nash_mtl",
         "{mgda: {on: representation}}",
         "famo",
+        "db_mtl",  # (T, P) state created at build, under the strategy's scope
+        "moco",
     ]
     proc = subprocess.run(
         [sys.executable, "-m", "tests.distribute_job", "step", str(tiny_project), *weightings],
