@@ -67,7 +67,32 @@ def test_prune_fail_and_total(tiny_project, monkeypatch):
             t["number"] for t in doc["trials"] if t["state"] == "complete" and t["values"]["loss"] == 1.0
         ]  # ties all optimal
     )
-    assert {"note", "start", "epoch", "end"} <= set(events)
+    assert {"start", "epoch", "end", "tick"} <= set(events)
     # the same request again: the study already holds 8 trials, nothing is trained
     again = run(prepare(spec), lambda *a: None, poll=0.05)
     assert again.trained == []
+
+
+def test_ctrl_c_marks_running_trials_interrupted_and_uncounted(tiny_project, monkeypatch):
+    import os
+    import signal
+    import threading
+
+    from mtlcli.tune.study import counted
+
+    monkeypatch.chdir(tiny_project.parent)
+    monkeypatch.setattr(jobs_mod.Job, "command", fake_command)
+    spec = TuneSpec(
+        tiny_project, ["train.weighting=static,upgrad"], trials=4, objectives="loss", name="c", prune=False
+    )
+    p = prepare(spec)
+    timer = threading.Timer(0.6, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    outcome = run(p, lambda *a: None, jobs=2, threads=1, poll=0.05)
+    timer.join()
+    assert outcome.signum == signal.SIGINT
+    states = [t["state"] for t in summary(p)["trials"]]
+    assert states == ["interrupted", "interrupted"]
+    assert not any(counted(t) for t in p.study.get_trials())
+    again = run(prepare(spec), lambda *a: None, jobs=2, threads=1, poll=0.05)  # replaced, to 4 in all
+    assert [t.state for t in again.trained] == ["complete"] * 4
