@@ -107,3 +107,30 @@ def test_unsupported_options_are_refused_with_file_and_line(spec, message, cli, 
     result = cli("validate", tiny_project)
     assert result.exit_code == 2
     assert f"{tiny_project}:{line} {message}" in " ".join(result.output.split())
+
+
+@pytest.mark.slow
+def test_a_mid_epoch_interruption_resumes_moco_to_the_same_result(tiny_project, tmp_path):
+    """SIGINT in the middle of epoch 2: the checkpoint holds MoCo's tracked gradients (T, P), so the
+    resumed run ends with the same weights and history as the uninterrupted one."""
+    import os
+    import signal
+
+    from mtlcli import events
+    from mtlcli.run import runner
+    from mtlcli.run.signals import Interrupted
+
+    tiny_project.write_text(tiny_project.read_text().replace("weighting: static", "weighting: moco"))
+    full = runner.train(R.load(tiny_project), output=tmp_path / "full").run_dir
+
+    def interrupt(event):
+        if isinstance(event, events.BatchEnd) and (event.epoch, event.step) == (2, 3):
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(Interrupted):
+        runner.train(R.load(tiny_project), output=tmp_path / "cut", on_event=interrupt)
+    cut = tmp_path / "cut"
+    assert not (cut / "model.keras").exists()
+    runner.train(None, resume=cut)
+    _same_weights(full / "model.keras", cut / "model.keras")
+    assert _history(full) == _history(cut)
