@@ -95,17 +95,20 @@ def register_tune(app: typer.Typer, command_cls: Any, user_errors: Callable) -> 
     @app.command("tune", cls=command_cls)
     def tune(
         recipe: Annotated[
-            Path | None, typer.Argument(help="The recipe (not needed with --join --storage).")
+            Path | None,
+            typer.Argument(help="A recipe or a tune file (none with --join --storage).", metavar="FILE"),
         ] = None,
         search: Annotated[
             list[str] | None,
             typer.Option("--search", metavar="KEY=SPEC", help="log:LO:HI, LO:HI, int:LO:HI, a,b,c."),
         ] = None,
-        trials: Annotated[int, typer.Option("--trials", min=1, help="Total trials of the study.")] = 20,
+        trials: Annotated[
+            int | None, typer.Option("--trials", min=1, help="The study's total trials (default 20).")
+        ] = None,
         objectives: Annotated[
             str | None, typer.Option("--objectives", help="per-task (default), loss or TASK.METRIC,...")
         ] = None,
-        jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Trials at once.")] = 1,
+        jobs: Annotated[int | None, typer.Option("--jobs", "-j", min=1, help="Trials at once.")] = None,
         threads: Annotated[int | None, typer.Option("--threads", min=1, help="Threads per trial.")] = None,
         name: Annotated[
             str | None, typer.Option("--name", help="Study name (default: the recipe's).")
@@ -114,7 +117,7 @@ def register_tune(app: typer.Typer, command_cls: Any, user_errors: Callable) -> 
         join: Annotated[
             str | None, typer.Option("--join", metavar="STUDY", help="Work on this study.")
         ] = None,
-        sampler: Annotated[str, typer.Option("--sampler", help="tpe, nsga2 or random.")] = "tpe",
+        sampler: Annotated[str | None, typer.Option("--sampler", help="tpe, nsga2 or random.")] = None,
         seed: Annotated[int | None, typer.Option("--seed", help="Sampler seed (default: recipe's).")] = None,
         prune: Annotated[
             bool | None, typer.Option("--prune/--no-prune", help="Median pruning (single objective).")
@@ -125,25 +128,22 @@ def register_tune(app: typer.Typer, command_cls: Any, user_errors: Callable) -> 
         """Search hyper-parameters with Optuna: one objective per task by default, each trial an ordinary
         run; the result is the Pareto-optimal trials. --trials is the study's total: the same command
         again continues the study (docs/tune.md)."""
-        from mtlcli.tune import TuneSpec
-
-        spec = TuneSpec(
-            recipe,
-            list(search or []),
-            trials,
-            objectives,
-            jobs,
-            threads,
-            name,
-            storage,
-            join,
-            sampler,
-            seed,
-            prune,
-            list(sets or []),
+        options = dict(
+            search=search,
+            trials=trials,
+            objectives=objectives,
+            jobs=jobs,
+            threads=threads,
+            name=name,
+            storage=storage,
+            join=join,
+            sampler=sampler,
+            seed=seed,
+            prune=prune,
+            sets=sets,
         )
         with user_errors():
-            from mtlcli import tune_view
+            from mtlcli import tune, tune_view
 
-            code = tune_view.run_command(spec, as_json)
+            code = tune_view.run_command(tune.request(recipe, options), as_json)
         raise typer.Exit(code)

@@ -189,3 +189,33 @@ def test_multi_objective_prune_is_a_notice(tiny_project, monkeypatch):
     assert not p.prune and "single-objective studies only" in p.notes[0]
     p = prepare(TuneSpec(tiny_project, ["train.weighting=static,upgrad"], objectives="loss", name="l"))
     assert p.prune and p.study.directions[0].name == "MINIMIZE"
+
+
+def test_tune_file(tmp_path, tiny_project, monkeypatch):
+    from mtlcli.tune import request
+
+    f = tmp_path / "tune.yaml"
+    f.write_text(
+        "recipe: recipe.yaml\nsearch:\n  train.weighting: [static, upgrad]\n  train.optimizer.adam.learning_rate: log:1e-3:1e-2\n"
+        "trials: 7\nset: {train.epochs: 2}\n"
+    )
+    spec = request(
+        f, {"jobs": 2, "search": ["train.weighting=static,pcgrad"], "sets": ["seed=1"], "trials": None}
+    )
+    assert spec.recipe == tiny_project and spec.trials == 7 and spec.jobs == 2 and spec.sampler == "tpe"
+    assert spec.search == [
+        "train.optimizer.adam.learning_rate=log:1e-3:1e-2",
+        "train.weighting=static,pcgrad",
+    ]
+    assert spec.sets == ["train.epochs=2", "seed=1"]
+    f.write_text("recipe: recipe.yaml\nsearch:\n  train.weighting: static\n  x: lg:1:2\ntrails: 3\n")
+    with pytest.raises(RecipeError) as exc:
+        request(f, {})
+    got = messages(exc)
+    assert got[0].startswith(f"{f}:5") and "unknown key 'trails'" in got[0]
+    f.write_text("recipe: recipe.yaml\nsearch:\n  train.weighting: static\n  x: lg:1:2\n")
+    with pytest.raises(RecipeError) as exc:
+        request(f, {})
+    got = messages(exc)
+    assert got[0].startswith(f"{f}:3 search.train.weighting: one value is not a search")
+    assert got[1].startswith(f"{f}:4 search.x:") and "did you mean 'log'" in got[1]
