@@ -76,6 +76,14 @@ def test_six_trials_pareto_valid_runs_and_continue(tiny_project):
     )
     assert compare.returncode == 0, compare.stderr
     assert "learning_rate" in compare.stdout
+    plot = subprocess.run(
+        [sys.executable, "-m", "mtlcli", "plot", str(root), "-o", "front.png"],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+    )
+    assert plot.returncode == 0, plot.stderr
+    assert (cwd / "front.png").stat().st_size > 10_000
 
 
 def test_two_workers_share_one_sqlite_study(tiny_project):
