@@ -219,3 +219,9 @@ def test_tune_file(tmp_path, tiny_project, monkeypatch):
     got = messages(exc)
     assert got[0].startswith(f"{f}:3 search.train.weighting: one value is not a search")
     assert got[1].startswith(f"{f}:4 search.x:") and "did you mean 'log'" in got[1]
+
+
+def test_join_unknown_study(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    r = cli("tune", "--join", "nope", "--storage", f"sqlite:///{tmp_path / 's.db'}")
+    assert r.exit_code == 2 and "--join nope: no such study in sqlite:///" in r.output
