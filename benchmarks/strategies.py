@@ -111,19 +111,28 @@ def strategy_specs(quick: bool | str) -> list[str]:
     return specs
 
 
-def time_strategies(tasks: int, specs: list[str], rounds: int, samples: int, workdir: Path) -> list[dict]:
-    import tensorflow as tf
+def fit_step(model):
+    """``step(batch)``: Keras's own train function, as ``fit`` runs it (with ``every: K`` it picks one
+    of two compiled steps per step), fed the given batch through an iterator."""
+    model.make_train_function()
+    function = model.train_function
 
+    def step(batch):
+        return function([batch])  # a list, not a tf.data iterator: Keras runs its compiled step on it
+
+    return step
+
+
+def time_strategies(tasks: int, specs: list[str], rounds: int, samples: int, workdir: Path) -> list[dict]:
     steps = {}
     batches = None
     for spec in specs:
         model, ds = build(workdir, tasks, spec, samples)
         if batches is None:
             batches = list(ds)  # the same cached batches for every strategy: no input pipeline in the timing
-        step = tf.function(model.train_step)  # the compiled train step, as fit runs it
-        step(batches[0])  # trace + warm up
-        step(batches[1 % len(batches)])
-        steps[spec] = step
+        steps[spec] = fit_step(model)
+        for batch in batches[:4]:  # trace + warm up (every: K traces two steps)
+            steps[spec](batch)
     times: dict[str, list[float]] = {s: [] for s in specs}
     ratios: dict[str, list[float]] = {s: [] for s in specs}
     for r in range(rounds):

@@ -107,6 +107,24 @@ def test_every_3_updates_the_weights_on_steps_0_3_6_and_trains_on_their_weighted
     assert stored[1].sum() == pytest.approx(stored[0].sum())
 
 
+@pytest.mark.parametrize("spec", [{"mgda": {"every": 3}}, {"upgrad": {"every": 2}}])
+def test_fit_dispatches_two_compiled_steps_with_the_numbers_of_the_in_graph_conds(tiny_project, spec):
+    """``fit`` runs one compiled update step and one compiled step between, picked in Python from the
+    step counter (:meth:`MultiTaskModel.make_train_function`); they give the numbers of the traced
+    ``train_step`` that decides in the graph."""
+    a, batches = _model(tiny_project, spec, lr=0.1)
+    b, _ = _model(tiny_project, spec, lr=0.1)
+    b.set_weights(a.get_weights())
+    reference = _run(a, batches, steps=6)
+    for s in range(6):
+        x, y, mask = batches[s % len(batches)]
+        b.fit(tf.data.Dataset.from_tensors((x, y, mask)), epochs=1, verbose=0, shuffle=False)
+        for got, want in zip(_weights(b), reference[s][0], strict=True):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6, err_msg=f"step {s}")
+        np.testing.assert_allclose(b.every_weights.numpy(), reference[s][1], rtol=1e-6, err_msg=f"step {s}")
+    assert int(b.optimizer.iterations.numpy()) == 6
+
+
 EVERY_ACCEPTED = sorted(
     n for n, c in weighting.REGISTRY.items() if weighting.registry.every_refusal(c) is None
 )
