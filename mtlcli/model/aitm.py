@@ -1,4 +1,4 @@
-"""AITM building blocks (Xi et al., KDD 2021), not yet a ``model.architecture``: the adaptive information
+"""AITM building blocks (Xi et al., KDD 2021), used by ``model.architecture: aitm``: the adaptive information
 transfer layer and the behavioural-expectation calibrator penalty.
 
 For sequentially dependent tasks (impression -> click -> purchase), task ``t`` mixes its own tower
@@ -9,7 +9,7 @@ by self-attention over the two (:class:`InformationTransfer`):
 
 and the calibrator penalises a later task predicted more probable than its predecessor
 (:func:`calibrator_penalty`): ``sum_t mean(max(p_t - p_{t-1}, 0))`` over consecutive tasks.
-Wiring them into recipes needs the penalty in the train step's objective (left for later).
+``model.architecture: aitm`` wires them in (:class:`mtlcli.model.network.Network`, the train step).
 """
 
 from __future__ import annotations

@@ -15,6 +15,9 @@ architecture       blocks
                    experts, task gates and a shared gate), then a CGC level (Tang et al., 2020)
 ``cross_stitch``   one column per task (``model.shared`` replicated), a :class:`CrossStitch` unit
                    after each layer (Misra et al., CVPR 2016)
+``aitm``           ``model.shared`` as a bottom, one tower per task; along ``model.aitm.order`` each
+                   task after the first mixes the previous task's transferred representation and its
+                   own by attention (:class:`mtlcli.model.aitm.InformationTransfer`; Xi et al., KDD 2021)
 =================  ============================================================================
 
 How the model splits into a shared part and a task-specific part (what the gradient-based weighting
@@ -32,7 +35,7 @@ from keras import ops
 from mtlcli.model.gates import DSelectGate
 from mtlcli.model.registration import serializable
 
-ARCHITECTURES = ("hard_sharing", "mmoe", "cgc", "ple", "cross_stitch")
+ARCHITECTURES = ("hard_sharing", "mmoe", "cgc", "ple", "cross_stitch", "aitm")
 #: Cross-stitch initialisation: weight on a task's own column (Misra et al. use 0.9 / 0.1 for two
 #: tasks); the rest, ``1 - SELF_WEIGHT``, is split equally over the other columns.
 SELF_WEIGHT = 0.9

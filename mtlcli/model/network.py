@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from mtlcli.model import architectures as arch
+from mtlcli.model.aitm import InformationTransfer, calibrator_penalty
 from mtlcli.model.architectures import make_layer
 from mtlcli.model.embedding import CategoryEmbedding, embedded_inputs
 from mtlcli.model.esmm import ProductOfProbabilities
@@ -49,6 +50,12 @@ class Network(keras.Model):
       shared experts' outputs and each task's input to the top level; task = as cgc at the top level.
     * ``cross_stitch``: shared = every task column and every cross-stitch unit but the last (each task
       reads every column); ``z`` = the columns' outputs; task = its own row of the last mixing, its tower.
+    * ``aitm``: shared = ``model.shared`` (the bottom); ``z`` = its output, as hard sharing; task = each
+      tower and, for every task of ``aitm.order`` after the first, its :class:`InformationTransfer`
+      (the transfer of the previous task's representation and the attention). Task ``t`` reads task
+      ``t-1``'s transferred representation as ``inputs_from`` reads a hidden layer: task ``t``'s loss
+      reaches ``t-1``'s tower, whose variables stay ``t-1``'s own. The calibrator penalty
+      (:meth:`calibrator_term`) is an extra objective term outside the strategy (see the train step).
 
     A task with ``inputs_from`` also reads those tasks' outputs (``click``) or last hidden layers
     (``click.hidden``: the input of click's output layer); its tower's input is its own flattened input
@@ -80,9 +87,15 @@ class Network(keras.Model):
         """Create the layers of ``spec["architecture"]`` (built with their shapes in :meth:`build`)."""
         a = dict(spec.get("architecture") or {"name": "hard_sharing"})
         self.architecture = a["name"]
+        aitm = a.get("aitm") or {}
+        #: AITM: the tasks information flows along, and the calibrator's weight (0 elsewhere)
+        self.aitm_order = list(aitm.get("order", [])) if self.architecture == "aitm" else []
+        self.calibrator_weight = float(aitm.get("calibrator_weight", 0.0)) if self.aitm_order else 0.0
+        previous = dict(zip(self.aitm_order[1:], self.aitm_order, strict=False))
         self.head_order = task_order(
             {
                 t: [d for d, _ in dependencies(s.get("inputs_from"))]
+                + ([previous[t]] if t in previous else [])
                 for t, s in spec["tasks"].items()
                 if t not in self.products
             }
@@ -97,7 +110,7 @@ class Network(keras.Model):
             name: CategoryEmbedding(rows, dim, name=f"{name}_embedding")
             for name, (rows, dim) in embedded_inputs(spec).items()
         }
-        bottom = self.architecture in ("hard_sharing", "mmoe", "cgc", "ple")
+        bottom = self.architecture in ("hard_sharing", "mmoe", "cgc", "ple", "aitm")
         self.trunk = [make_layer(s, f"shared_{i}") for i, s in enumerate(spec["shared"])] if bottom else []
         self.levels, self.top_experts, self.columns, self.stitches = [], None, {}, []
         # Task-specific part: one block per task between z and its tower, then the tower.
@@ -125,7 +138,7 @@ class Network(keras.Model):
             self.task_blocks = {
                 t: arch.CrossStitch(n_tasks, rows=[k], name=f"{t}_cross_stitch") for k, t in enumerate(tasks)
             }
-        elif self.architecture != "hard_sharing":
+        elif self.architecture not in ("hard_sharing", "aitm"):
             raise ValueError(f"unknown architecture {self.architecture!r}")
         self.towers = {}
         for task, t in spec["tasks"].items():
@@ -137,6 +150,9 @@ class Network(keras.Model):
             else:
                 layers.append(keras.layers.Dense(t["units"], name=f"{task}_output", dtype="float32"))
             self.towers[task] = layers
+        #: AITM: ``task -> InformationTransfer`` for the tasks of aitm.order after the first (built in
+        #: :meth:`build`, once the width of each tower's last hidden layer is known)
+        self.transfers = {}
 
     def _inputs_from(self, task: str) -> list[tuple[str, str]]:
         """``(task, "output" | "hidden")`` for each entry of the task's ``inputs_from``."""
@@ -153,7 +169,7 @@ class Network(keras.Model):
             shape = (None, sum(int(np.prod(s[1:])) for s in shapes.values()))
         shape = arch.build_layers(self.trunk, shape)
         n_tasks = len(self.tower_names)
-        if self.architecture == "hard_sharing":
+        if self.architecture in ("hard_sharing", "aitm"):
             parts, bases = [shape], dict.fromkeys(self.tower_names, shape)
         elif self.architecture == "cross_stitch":
             cols = [shape] * n_tasks
@@ -181,7 +197,7 @@ class Network(keras.Model):
                 bases[t] = self.task_blocks[t].compute_output_shape([selector, stacked])
         # z: the trunk output itself (hard sharing), else the flattened parts joined (see represent).
         self.z_parts = [tuple(int(d) for d in p[1:]) for p in parts]
-        if self.architecture == "hard_sharing":
+        if self.architecture in ("hard_sharing", "aitm"):
             self.representation_shape = tuple(shape)
         else:
             self.representation_shape = (None, sum(arch.flat_size(p) for p in parts))
@@ -192,8 +208,40 @@ class Network(keras.Model):
             if deps:
                 s = (None, arch.flat_size(s) + sum(arch.flat_size(read[d]) for d in deps))
             read[(t, "hidden")] = arch.build_layers(self.towers[t][:-1], s)
+            if t in self.aitm_order:
+                read[(t, "hidden")] = self._build_transfer(t, read)
             read[(t, "output")] = arch.build_layers(self.towers[t][-1:], read[(t, "hidden")])
         self.built = True
+
+    def _build_transfer(self, task: str, read: dict) -> tuple:
+        """AITM: the shape of ``task``'s representation (its flattened last hidden layer, mixed with the
+        previous task's through a new :class:`InformationTransfer` after the first task of the order)."""
+        own = (None, arch.flat_size(read[(task, "hidden")]))
+        k = self.aitm_order.index(task)
+        if k == 0:
+            return own
+        prev = read[(self.aitm_order[k - 1], "hidden")]
+        layer = InformationTransfer(own[1], name=f"{task}_transfer")
+        layer.build([prev, own])
+        self.transfers[task] = layer
+        return layer.compute_output_shape([prev, own])
+
+    def _transferred(self, task: str, h, read: dict):
+        """AITM: ``task``'s representation ``z_t`` from its tower's ``q_t`` (``h``) and ``z_{t-1}``."""
+        h = arch.flatten(h)
+        if task not in self.transfers:
+            return h
+        prev = read[(self.aitm_order[self.aitm_order.index(task) - 1], "hidden")]
+        return self.transfers[task]([tf.cast(prev, h.dtype), h])
+
+    def calibrator_term(self, preds):
+        """AITM's ``calibrator_weight * sum_t mean(max(p_t - p_{t-1}, 0))`` over ``aitm.order`` (the
+        tasks' sigmoid probabilities, every row of the batch, labelled or not); None elsewhere or at
+        weight 0."""
+        if not self.calibrator_weight:
+            return None
+        probs = [tf.sigmoid(tf.cast(tf.reshape(preds[t], [-1]), tf.float32)) for t in self.aitm_order]
+        return self.calibrator_weight * calibrator_penalty(probs)
 
     def _joined(self, inputs):
         """The model inputs as one tensor: a single input as it is, several flattened and concatenated.
@@ -242,7 +290,7 @@ class Network(keras.Model):
         h = self._joined(inputs)
         for layer in self.trunk:
             h = layer(h, training=training)
-        if self.architecture == "hard_sharing":
+        if self.architecture in ("hard_sharing", "aitm"):
             return h
         if self.architecture == "cross_stitch":
             cols = [h] * len(self.tower_names)
@@ -259,7 +307,7 @@ class Network(keras.Model):
 
     def heads_from(self, z, training=False):
         """Task outputs from the shared representation ``z`` (a dict keyed by task)."""
-        if self.architecture == "hard_sharing":
+        if self.architecture in ("hard_sharing", "aitm"):
             bases = dict.fromkeys(self.tower_names, z)
         else:
             parts = self._unpack(z)
@@ -278,6 +326,8 @@ class Network(keras.Model):
                 h = tf.concat([arch.flatten(h), *(tf.cast(arch.flatten(read[d]), h.dtype) for d in deps)], -1)
             for layer in self.towers[t][:-1]:
                 h = layer(h, training=training)
+            if t in self.aitm_order:
+                h = self._transferred(t, h, read)
             read[(t, "hidden")] = h  # the input of the output layer
             read[(t, "output")] = self.towers[t][-1](h, training=training)
         out = {t: read[(t, "output")] for t in self.tower_names}
@@ -315,6 +365,8 @@ class Network(keras.Model):
         """The layers only ``task`` reads: its gate and its own top-level experts, or its final
         cross-stitch row; then its tower (``head`` + output)."""
         block = [self.task_blocks[task]] if task in self.task_blocks else []
+        transfer = getattr(self, "transfers", {})
+        block += [transfer[task]] if task in transfer else []
         return block + list(self.towers.get(task, []))
 
     @property

@@ -17,6 +17,10 @@ The train step, top to bottom (:meth:`MultiTaskModel.train_step`):
 5. Gradients for every variable from that result; one Adam update of everything, the strategy's state
    assigned and the metrics tracked -- or, with ``skip_nonfinite``, nothing at all for a batch whose
    losses or gradients are not all finite (:func:`apply_if_finite`).
+
+AITM's calibrator penalty (:meth:`mtlcli.model.network.Network.calibrator_term`) is not a task loss:
+the strategy never sees it. Its plain gradient is added to the shared and head gradients the strategy
+gave (step 5), with every strategy, static or gradient-based, and the logged ``objective`` includes it.
 """
 
 from __future__ import annotations
@@ -256,11 +260,14 @@ class MultiTaskModel(Network):
         x, y, mask = data
         ctx = self._context()
         shared, heads = self.shared_variables, self.head_variables
-        with tf.GradientTape(persistent=self.backward.persistent) as tape:
+        with tf.GradientTape(persistent=self.backward.persistent or bool(self.calibrator_weight)) as tape:
             z = self.represent(x, training=True)
             preds = self.heads_from(z, training=True)
             losses, counts = self.task_losses(y, preds, mask)  # this replica's share (tf.distribute)
             rows = tf.unstack(losses)  # inside the tape: gradient-based strategies differentiate each row
+            extra = self.calibrator_term(preds)  # AITM only (None elsewhere): outside the strategy
+            # this replica's share (replicas' gradients are summed), inside the tape
+            extra_share = None if extra is None else extra / distribute.replicas()
         totals, counts = distribute.global_losses(losses, counts)  # what the strategy sees and we track
         if self.every > 1 and refresh is not True:  # an update step traced alone is an ordinary step
             result, grads = self._every_update(tape, rows, z, losses, totals, ctx, refresh)
@@ -270,6 +277,8 @@ class MultiTaskModel(Network):
             grads = self.backward.gradients(tape, losses, result, shared, heads) + self._param_grads(result)
             if jacobian is not None and self.cos_tracker is not None:
                 self.cos_tracker.update_state(self._cosines(jacobian))
+        if extra is not None:
+            grads = self._plus_extra(tape, extra_share, grads, shared + heads)
         del tape
         pairs = self._in_keras_order_pairs(grads, shared + heads + list(self.strategy_params.values()))
         self.batch_losses.assign(tf.cast(totals, tf.float32))
@@ -281,7 +290,8 @@ class MultiTaskModel(Network):
                 self.every_weights.assign(tf.cast(result.weights, tf.float32))
             self._track(totals, counts, y, preds, mask, result.weights)
             if self.objective_tracker is not None:
-                self.objective_tracker.update_state(self._objective(result, totals))
+                objective = self._objective(result, totals)
+                self.objective_tracker.update_state(objective if extra is None else objective + extra)
             return tf.constant(True)
 
         checks = [losses, *(g for g, _ in pairs)]
@@ -371,6 +381,16 @@ class MultiTaskModel(Network):
         )
         grads = backward.weighted_gradients(tape, losses, weights, shared, heads)
         return result, grads + self._param_grads(result)
+
+    @staticmethod
+    def _plus_extra(tape, extra, grads: list, variables: list) -> list:
+        """``grads`` (for ``variables`` first, then the strategy's parameters) plus the plain gradient of
+        the extra objective term ``extra`` (computed under ``tape``)."""
+        out = list(grads)
+        for i, g in enumerate(tape.gradient(extra, variables)):
+            if g is not None:
+                out[i] = g if out[i] is None else out[i] + tf.cast(g, out[i].dtype)
+        return out
 
     def _param_grads(self, result) -> list:
         """Gradients of the strategy's own parameters (zeros when it gives none for one)."""

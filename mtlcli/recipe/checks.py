@@ -267,6 +267,7 @@ def _architecture_key_problems(arch: str, model: dict, src: Located) -> list[Pro
             ("model", "task_experts"),
         )
     _gate_problems(arch, model, add)
+    _aitm_problems(arch, model, add)
     if arch != "ple" and "levels" in model:
         add(f"levels applies to the ple architecture only; the architecture is {arch!r}", ("model", "levels"))
     if arch == "cross_stitch":
@@ -286,6 +287,46 @@ def _architecture_key_problems(arch: str, model: dict, src: Located) -> list[Pro
                 ("model", "tasks"),
             )
     return out
+
+
+def _aitm_problems(arch: str, model: dict, add) -> None:
+    """``model.aitm``: only with the aitm architecture, which needs it; ``order`` names at least two
+    existing binary tasks with layers of their own (not ESMM products), each once."""
+    if arch != "aitm":
+        if "aitm" in model:
+            add(
+                f"aitm applies to the aitm architecture only; the architecture is {arch!r}", ("model", "aitm")
+            )
+        return
+    spec = model.get("aitm")
+    if not isinstance(spec, dict) or "order" not in spec:
+        if spec is None:
+            add(
+                "the aitm architecture needs model.aitm, e.g. aitm: {order: [click, purchase]}",
+                ("model", "architecture"),
+            )
+        return  # else pydantic reports the shape
+    order = spec["order"] if isinstance(spec["order"], list) else []
+    if isinstance(spec["order"], list) and len(order) < 2:
+        add(f"expected at least two tasks in aitm.order, received {len(order)}", ("model", "aitm", "order"))
+    tasks = model.get("tasks") if isinstance(model.get("tasks"), dict) else {}
+    seen: list[str] = []
+    for i, name in enumerate(order):
+        if not isinstance(name, str):
+            continue  # pydantic reports the type
+        where = ("model", "aitm", "order", i)
+        task = tasks.get(name)
+        if name not in tasks:
+            add(f"unknown task {name!r}{did_you_mean(name, list(tasks))} (tasks: {', '.join(tasks)})", where)
+        elif name in seen:
+            add(f"task {name!r} is listed twice in aitm.order", where)
+        elif isinstance(task, dict) and task.get("type") in TASK_TYPES and task["type"] != "binary":
+            add(
+                f"aitm.order holds binary tasks (click -> purchase): {name!r} is a {task['type']} task", where
+            )
+        elif isinstance(task, dict) and task.get("product_of"):
+            add(f"{name!r} is a product of other tasks and has no tower: aitm.order needs towers", where)
+        seen.append(name)
 
 
 def _gate_problems(arch: str, model: dict, add) -> None:

@@ -236,7 +236,7 @@ class DataSpec(_Strict):
         return value
 
 
-ARCHITECTURES = ("hard_sharing", "mmoe", "cgc", "ple", "cross_stitch")
+ARCHITECTURES = ("hard_sharing", "mmoe", "cgc", "ple", "cross_stitch", "aitm")
 #: Architectures built from experts and gates (they need ``model.experts``).
 EXPERT_ARCHITECTURES = ("mmoe", "cgc", "ple")
 
@@ -261,10 +261,18 @@ class GateSpec(_Strict):
     dselect_k: DSelectKSpec
 
 
+class AitmSpec(_Strict):
+    """AITM (Xi et al., KDD 2021): the sequence of binary tasks information flows along, and the
+    calibrator's weight (``calibrator_weight * sum_t mean(max(p_t - p_{t-1}, 0))`` joins the objective)."""
+
+    order: list[str] = Field(description="binary tasks in funnel order, e.g. [click, purchase]")
+    calibrator_weight: Float = Field(0.6, ge=0, description="weight of the calibrator penalty (0: none)")
+
+
 class ModelSpec(_Strict):
     """The network: the architecture, its shared layers or experts, and one head per task."""
 
-    architecture: Literal["hard_sharing", "mmoe", "cgc", "ple", "cross_stitch"] = "hard_sharing"
+    architecture: Literal["hard_sharing", "mmoe", "cgc", "ple", "cross_stitch", "aitm"] = "hard_sharing"
     shared: list[dict[str, Any] | str] = Field(default_factory=list)
     experts: ExpertsSpec | None = None
     task_experts: Int | None = Field(
@@ -272,6 +280,9 @@ class ModelSpec(_Strict):
     )
     levels: Int | None = Field(None, ge=1, le=INT32_MAX, description="ple: extraction levels (default 2)")
     gate: GateSpec | None = Field(None, description="mmoe/cgc/ple: {dselect_k: {k: 2, gamma: 1.0}}")
+    aitm: AitmSpec | None = Field(
+        None, description="aitm: {order: [click, purchase], calibrator_weight: 0.6}"
+    )
     tasks: dict[str, TaskSpec]
 
     def architecture_spec(self) -> dict[str, Any]:
@@ -286,6 +297,8 @@ class ModelSpec(_Strict):
             out["levels"] = self.levels or 2
         if self.architecture in EXPERT_ARCHITECTURES and self.gate is not None:
             out["gate"] = self.gate.model_dump(mode="json")
+        if self.architecture == "aitm" and self.aitm is not None:
+            out["aitm"] = self.aitm.model_dump(mode="json")
         return out
 
 
@@ -328,6 +341,7 @@ class Recipe(_Strict):
             "task_experts",
             "levels",
             "gate",
+            "aitm",
         ):  # only those the architecture uses, filled in
             out["model"].pop(key, None)
         out["model"].update({k: v for k, v in self.model.architecture_spec().items() if k != "name"})
