@@ -200,6 +200,13 @@ def test_aitm_recipe_errors(cli, tmp_path):
     assert _problems(other) == [
         "r.yaml:9 model.aitm: aitm applies to the aitm architecture only; the architecture is 'hard_sharing'"
     ]
+    backwards = AITM_RECIPE.replace("order: [click, buy]", "order: [buy, click]").replace(
+        "buy: {type: binary,", "buy: {type: binary, inputs_from: [click],"
+    )
+    assert _problems(backwards) == [
+        "r.yaml:9 model.aitm.order[0]: task 'buy' reads 'click' through inputs_from, so it cannot come "
+        "before it in aitm.order (information flows along the order)"
+    ]
     path = tmp_path / "r.yaml"
     path.write_text(bad)
     result = cli("validate", path)

@@ -327,6 +327,15 @@ def _aitm_problems(arch: str, model: dict, add) -> None:
         elif isinstance(task, dict) and task.get("product_of"):
             add(f"{name!r} is a product of other tasks and has no tower: aitm.order needs towers", where)
         seen.append(name)
+    for i, name in enumerate(seen):
+        reads = tasks.get(name, {}).get("inputs_from") if isinstance(tasks.get(name), dict) else None
+        later = [d for d, _ in dependencies(reads if isinstance(reads, list) else []) if d in seen[i + 1 :]]
+        if later:
+            add(
+                f"task {name!r} reads {later[0]!r} through inputs_from, so it cannot come before it in "
+                "aitm.order (information flows along the order)",
+                ("model", "aitm", "order", i),
+            )
 
 
 def _gate_problems(arch: str, model: dict, add) -> None:
