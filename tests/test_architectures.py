@@ -83,7 +83,7 @@ def test_architecture_defaults_are_resolved():
 
 def test_unknown_architecture():
     assert problems(BASE % "  architecture: mmoee") == [
-        "r.yaml:3 model.architecture: expected one of hard_sharing, mmoe, cgc, ple, cross_stitch; "
+        "r.yaml:3 model.architecture: expected one of hard_sharing, mmoe, cgc, ple, cross_stitch, aitm; "
         "received text ('mmoee'); did you mean 'mmoe'?"
     ]
 

@@ -132,7 +132,7 @@ def test_schema_errors_name_the_set_with_did_you_mean(tiny_project):
         "--set train.batch_size=0: expected a value >= 1, received 0"
     ]
     assert _problems(tiny_project, "model.architecture=mmoee") == [
-        "--set model.architecture=mmoee: expected one of hard_sharing, mmoe, cgc, ple, cross_stitch; "
+        "--set model.architecture=mmoee: expected one of hard_sharing, mmoe, cgc, ple, cross_stitch, aitm; "
         "received text ('mmoee'); did you mean 'mmoe'?"
     ]
 
