@@ -437,3 +437,20 @@ def test_tasks_and_headline_follow_the_recipe_not_metrics_json_key_order(tmp_pat
     c = compare([tmp_path])
     assert list(c.tasks) == ["a", "z"]  # the recipe file's order (sorted here)
     assert c.tasks["z"].metrics == ["rmse", "mae", "loss"] and c.tasks["z"].headline == "rmse"
+
+
+def test_group_names_print_floats_to_four_significant_digits_and_keep_clashes_apart():
+    from mtlcli.compare.report import Group
+
+    configs = [
+        {"train.optimizer.adam.learning_rate": 0.0011920879262846, "train.weighting": "static"},
+        {"train.optimizer.adam.learning_rate": 0.0047778223327945, "train.weighting": "static"},
+        {"train.optimizer.adam.learning_rate": 0.0047778223327999, "train.weighting": "static"},
+    ]
+    groups = [Group(index=i + 1, runs=[], config=c, single_task=None) for i, c in enumerate(configs)]
+    name_groups(groups)
+    assert [g.name for g in groups] == [
+        "learning_rate=0.001192",
+        "learning_rate=0.004778",
+        "learning_rate=0.004778#3",
+    ]
