@@ -214,3 +214,12 @@ def test_a_setting_added_since_the_run_and_left_off_is_no_change():
     assert resuming.diff({"data": {"train": "a.csv", "csv": None}}, {"data": {"train": "a.csv"}}) == []
     changed = resuming.diff(old, {"data": {"train": "a.csv", "csv": {"sep": ";"}}, "train": {"epochs": 2}})
     assert [c.render() for c in changed] == ['data.csv.sep: (absent) -> ";"']
+    # an empty list added since (``product_of: []``) is off too; a non-empty one is a change
+    tasks = {"model": {"tasks": {"y": {"type": "binary"}}}}
+    added = {"model": {"tasks": {"y": {"type": "binary", "product_of": []}}}}
+    assert resuming.diff(tasks, added) == []
+    added["model"]["tasks"]["y"]["product_of"] = ["a", "b"]
+    assert [c.render() for c in resuming.diff(tasks, added)] == [
+        'model.tasks.y.product_of[0]: (absent) -> "a"',
+        'model.tasks.y.product_of[1]: (absent) -> "b"',
+    ]

@@ -89,15 +89,19 @@ _ABSENT = object()
 def diff(old: dict[str, Any], new: dict[str, Any]) -> list[Change]:
     """The leaves that differ between two resolved recipes, in a stable order.
 
-    A key on one side only whose value is ``None`` is no change: it is a setting that a later (or
-    earlier) version of mtl has and that is off (``data.csv: null`` in a run written before CSV
-    dialects existed), and the run used exactly that.
+    A key on one side only whose value is ``None`` or empty (``[]``, ``{}``) is no change: it is a
+    setting that a later (or earlier) version of mtl has and that is off (``data.csv: null`` in a run
+    written before CSV dialects existed, ``product_of: []`` before product tasks), and the run used
+    exactly that.
     """
     a, b = flatten(old), flatten(new)
     keys = list(a) + [k for k in b if k not in a]
     changes = [Change(k, a.get(k, _ABSENT), b.get(k, _ABSENT)) for k in keys]
-    unset = (_ABSENT, None)
-    return [c for c in changes if c.old != c.new and not (c.old in unset and c.new in unset)]
+    return [c for c in changes if c.old != c.new and not (_unset(c.old) and _unset(c.new))]
+
+
+def _unset(value: Any) -> bool:
+    return value is _ABSENT or value is None or (isinstance(value, (list, dict)) and not value)
 
 
 def split_changes(changes: list[Change], fork: bool) -> tuple[list[Change], list[Change]]:
