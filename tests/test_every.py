@@ -287,9 +287,11 @@ def test_mirrored_steps_with_every_equal_the_single_device_steps(tiny_project, s
     assert proc.returncode == 0, proc.stderr[-3000:]
     (row,) = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     assert row["replicas"] == 2 and row["steps"] == 5, row
-    # MGDA's min-norm solver amplifies the all-reduce's different summation order (float32): measured
-    # 1.4e-5 here and 3.0e-5 on CI's machine after 5 steps at learning rate 0.5; the others stay < 1e-6.
-    assert row["weights_rel"] <= (1e-4 if spec.startswith("{mgda") else 1e-5), row
+    # MGDA's min-norm solver and IMTL-G's pseudo-inverse amplify the all-reduce's different summation
+    # order (float32): MGDA measured 1.4e-5 here and 3.0e-5 on CI's machine after 5 steps at learning
+    # rate 0.5, IMTL-G on the representation 1.007e-5 in a clean-clone CI run; the others stay < 1e-6.
+    loose = spec.startswith(("{mgda", "{imtl_g"))
+    assert row["weights_rel"] <= (1e-4 if loose else 1e-5), row
     assert row["every_diff"] <= 1e-6, row
 
 
