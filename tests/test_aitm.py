@@ -126,6 +126,25 @@ def test_aitm_split_wiring_and_calibrator_value(tmp_path):
     assert abs(float(model.calibrator_term(logits)) - hand) < 1e-6
 
 
+def test_aitm_size_estimate_counts_the_transfer_layers(tmp_path):
+    import math
+
+    from mtlcli import recipe as R
+    from mtlcli.model import size
+
+    # buy listed before click, the task it reads: buy's transfer takes click's 4 features into buy's 6
+    # (the transfer dense, then h1, h2, h3 of 6 x 6 with biases)
+    buy = "    buy: {type: binary, head: [{dense: {units: 6, activation: relu}}]}\n"
+    text = AITM_RECIPE.replace(buy, "").replace("  tasks:\n", "  tasks:\n" + buy)
+    prepared, model = _build(tmp_path, text)
+    est = size.estimate(R.loads(text, file="r.yaml", base_dir=tmp_path).recipe, prepared.prep)
+    assert est.complete
+    transfer = sum(math.prod(v.shape) for v in model.transfers["buy"].trainable_variables)
+    assert est.layers[("model", "aitm")].params == (4 + 1) * 6 + 3 * (6 + 1) * 6 == transfer
+    state = sum(math.prod(v.shape) for v in model.strategy_state.values())
+    assert est.params == model.count_params() - state
+
+
 def test_aitm_train_step_adds_the_calibrator_gradient(tmp_path):
     """One static step with calibrator_weight 0.6 moves every variable by the step of weight 0 plus
     exactly the plain gradient of the penalty (SGD, so updates are linear in the gradients)."""

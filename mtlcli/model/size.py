@@ -379,13 +379,34 @@ def _cross_stitch(walk: _Walk, recipe: Recipe, h: Shape) -> dict[str, Shape]:
     return dict.fromkeys(tasks, out)
 
 
+def _transfer(walk: _Walk, order: list[str], task: str, read: dict) -> Shape:
+    """AITM: ``task``'s flattened representation, and after the first task of the order its
+    :class:`~mtlcli.model.aitm.InformationTransfer` (a ``transfer`` dense from the previous task's
+    representation and three ``units x units`` projections), counted at ``model.aitm``."""
+    own = read[(task, "hidden")]
+    k = order.index(task)
+    if own is None:
+        return None
+    units = math.prod(own)
+    prev = read[(order[k - 1], "hidden")] if k else None
+    if k and prev is None:
+        walk.est.complete = False
+    elif k:
+        walk.est.add(("model", "aitm"), (math.prod(prev) + 1) * units + 3 * (units + 1) * units)
+    return (units,)
+
+
 def _towers(walk: _Walk, recipe: Recipe, prep: Preprocessing, bases: dict[str, Shape]) -> None:
     read: dict[tuple[str, str], Shape] = {}
+    aitm = recipe.model.aitm if recipe.model.architecture == "aitm" else None
+    order = list(aitm.order) if aitm is not None else []
 
     def tower(task: str) -> None:  # depth-first: the tasks it reads first (the recipe refused cycles)
         if (task, "output") in read:
             return
         spec = recipe.model.tasks[task]
+        if task in order[1:]:
+            tower(order[order.index(task) - 1])
         deps = dependencies(spec.inputs_from)
         for d, _ in deps:
             tower(d)
@@ -395,6 +416,8 @@ def _towers(walk: _Walk, recipe: Recipe, prep: Preprocessing, bases: dict[str, S
             shape = None if None in parts else (sum(math.prod(p) for p in parts),)
         base = ("model", "tasks", task)
         read[(task, "hidden")] = shape = walk.stack(list(spec.head), (*base, "head"), shape)
+        if task in order:
+            read[(task, "hidden")] = shape = _transfer(walk, order, task, read)
         if spec.output:
             read[(task, "output")] = walk.layer(spec.output, (*base, "output"), shape)
         elif shape is None:
@@ -419,7 +442,7 @@ def estimate(recipe: Recipe, prep: Preprocessing) -> Estimate:
     name = recipe.model.architecture
     if name != "cross_stitch":
         h = walk.stack(list(recipe.model.shared), ("model", "shared"), h)
-    if name == "hard_sharing":
+    if name in ("hard_sharing", "aitm"):
         bases = dict.fromkeys(recipe.model.tasks, h)
     elif name == "cross_stitch":
         bases = _cross_stitch(walk, recipe, h)
