@@ -231,3 +231,20 @@ def test_aitm_recipe_errors(cli, tmp_path):
     result = cli("validate", path)
     assert result.exit_code == 2 and "did you mean 'click'?" in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("weighting", ["static", "mgda"])
+def test_plan_shows_the_calibrator_term(cli, tmp_path, weighting):
+    _funnel(tmp_path / "funnel.csv")
+    path = tmp_path / "r.yaml"
+    path.write_text(AITM_RECIPE.replace("weighting: static", f"weighting: {weighting}"))
+    result = cli("plan", path)
+    assert result.exit_code == 0, result.output
+    if weighting == "static":
+        assert "objective: L = 0.3333·bce(click) + 0.3333·bce(buy) + 0.3333·mse(value) + " in result.output
+    assert "0.6·calibrator(click → buy)" in result.output.replace("\n", " ")
+    assert "validation loss: L = 0.3333·bce(click) + 0.3333·bce(buy) + 0.3333·mse(value)\n" in result.output
+    assert "it joins the training objective, not the validation loss" in result.output.replace("\n", " ")
+    without = AITM_RECIPE.replace("calibrator_weight: 0.6", "calibrator_weight: 0")
+    path.write_text(without)
+    assert "calibrator(" not in cli("plan", path).output

@@ -138,7 +138,7 @@ def plan(loaded: LoadedRecipe, seed: int | None = None) -> Plan:
         objective=objective,
         initial_losses=initial,
         batch=batch,
-        notes=_notes(model.architecture),
+        notes=_notes(model),
         warnings=[warning] if warning else [],
     )
 
@@ -194,6 +194,7 @@ def _objective(model, params: dict[str, int]) -> tuple[dict[str, float] | None, 
         weights = _first_weights(model)
         fixed = strategy.name in FIXED_WEIGHTS
         objective = "L = " + " + ".join(f"{weights[t]:.4g}·{_loss_term(model, t)}" for t in names)
+        objective += _calibrator(model, " + ")
         if not fixed:
             objective += f"  (weights at the first step; {strategy.name}: {strategy.summary})"
         return weights, fixed, objective
@@ -209,11 +210,27 @@ def _objective(model, params: dict[str, int]) -> tuple[dict[str, float] | None, 
             f"shared parameters: {strategy.name} combines the {len(names)} per-task gradients of the "
             f"{params['shared']:,} shared parameters into one direction each step"
         )
-    return None, False, objective + "; each task's own parameters: the gradient of its own loss"
+    objective += "; each task's own parameters: the gradient of its own loss"
+    return None, False, objective + _calibrator(model, "; plus, outside the strategy, ")
 
 
-def _notes(architecture: str) -> list[str]:
-    """What counts as shared in the architectures where that is not obvious."""
+def _calibrator(model, joint: str) -> str:
+    """AITM's calibrator term as it joins the training objective (not the validation loss), or ''."""
+    weight = float(getattr(model, "calibrator_weight", 0.0) or 0.0)
+    if not weight:
+        return ""
+    return f"{joint}{weight:.4g}·calibrator({' → '.join(model.aitm_order)})"
+
+
+def _notes(model) -> list[str]:
+    """What counts as shared in the architectures where that is not obvious, and AITM's calibrator."""
+    architecture = model.architecture
+    if _calibrator(model, ""):
+        return [
+            "aitm: calibrator(" + " → ".join(model.aitm_order) + ") = Σ_t mean(max(p_t − p_{t−1}, 0)) over "
+            "the tasks' probabilities along the order, on every row; it joins the training objective, "
+            "not the validation loss"
+        ]
     if architecture == "ple":
         return [
             "ple: the levels below the top one (their task experts and gates included) count as shared: "
