@@ -110,6 +110,11 @@ class Strategy:
     #: True when the strategy needs the per-task losses re-evaluated on the same batch after the
     #: optimizer step (FAMO); the train step then calls :meth:`after_step`.
     needs_losses_after_step: ClassVar[bool] = False
+    #: How many independent mini-batches' task gradients the strategy reads (``needs == "gradients"``).
+    #: 1: ``J`` is ``(T, P)``. 2 (MoDo, SDMGrad): ``J`` is ``(2, T, P)``, the task gradients of two
+    #: independent mini-batches (the train step's are the two halves of each batch; see
+    #: :mod:`mtlcli.model.train_step`), and ``direction`` is built from both.
+    batches: ClassVar[int] = 1
 
     # -- declarations ---------------------------------------------------------------------------
     def state_spec(self, num_tasks: int) -> dict[str, tuple[tuple[int, ...], float]]:
