@@ -21,14 +21,21 @@ from mtlcli.weighting.base import Context, Result, Strategy
 from mtlcli.weighting.registry import get
 
 
-def _check_matrix(J: Any) -> np.ndarray:
+def _check_matrix(J: Any, batches: int = 1) -> np.ndarray:
+    """``J`` as float64: ``(T, P)``, or ``(2, T, P)`` for a strategy that reads two batches."""
     try:
         arr = np.asarray(J, dtype=np.float64)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"`J` must be a 2-D array of numbers, received {type(J).__name__}: {exc}") from None
-    if arr.ndim != 2:
+    if batches == 2:
+        if arr.ndim != 3 or arr.shape[0] != 2:
+            raise ValueError(
+                "`J` must be 3-D (2, tasks, params): the task gradients of two independent mini-batches, "
+                f"received shape {arr.shape}"
+            )
+    elif arr.ndim != 2:
         raise ValueError(f"`J` must be 2-D (tasks, params), received shape {arr.shape}")
-    if arr.shape[0] < 1 or arr.shape[1] < 1:
+    if arr.shape[-2] < 1 or arr.shape[-1] < 1:
         raise ValueError(f"`J` must have at least one row and one column, received shape {arr.shape}")
     if not np.all(np.isfinite(arr)):
         raise ValueError("`J` must be finite, received NaN or infinite entries")
@@ -128,7 +135,9 @@ def aggregate(
 
     Args:
         spec: a strategy name (``"upgrad"``), ``{name: {param: value}}`` as in a recipe, or an instance.
-        J: ``(T, P)`` array-like of per-task gradients (rows); must be finite with at least one row.
+        J: ``(T, P)`` array-like of per-task gradients (rows); must be finite with at least one row. For
+            a strategy with ``batches == 2`` (MoDo, SDMGrad) ``(2, T, P)``: the task gradients of two
+            independent mini-batches.
         losses: ``(T,)`` per-task losses (loss-based strategies, GradNorm, MGDA ``loss`` scaling);
             defaults to ones.
         task_weights: ``(T,)`` recipe task weights (``static``); defaults to ones.
@@ -145,14 +154,14 @@ def aggregate(
     tf = import_tf(keras=False)
 
     strategy = get(spec)
-    arr = _check_matrix(J)
-    num_tasks = arr.shape[0]
+    arr = _check_matrix(J, strategy.batches)
+    num_tasks = arr.shape[-2]
     loss_arr = np.ones(num_tasks) if losses is None else _check_vector("losses", losses, num_tasks)
     tw = (
         np.ones(num_tasks) if task_weights is None else _check_vector("task_weights", task_weights, num_tasks)
     )
 
-    full_state = initial_state(strategy, num_tasks, num_params=arr.shape[1])
+    full_state = initial_state(strategy, num_tasks, num_params=arr.shape[-1])
     for key, value in (state or {}).items():
         if key not in full_state:
             raise ValueError(f"`state` has unknown key {key!r}; {strategy.name} keeps {sorted(full_state)}")
