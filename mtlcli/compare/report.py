@@ -16,6 +16,7 @@ import numpy as np
 from mtlcli.compare import stats
 from mtlcli.compare.runs import Run, configuration, find_runs
 from mtlcli.errors import UsageError, did_you_mean
+from mtlcli.recipe.spec import primary_first
 
 SPLITS = ("test", "validation")
 
@@ -262,11 +263,23 @@ def _metric_order(groups: list[Group], task: str, split: str) -> list[str]:
 
 
 def _task_order(groups: list[Group], split: str) -> list[str]:
-    """Tasks in the recipe's order, multi-task groups first (``metrics.json`` may sort them)."""
+    """Tasks in the recipe's order, multi-task groups first (``metrics.json`` may sort them); the first
+    multi-task run's ``train.primary`` task, when it names one, first of all."""
     order = [g for g in groups if g.single_task is None] + [g for g in groups if g.single_task]
     listed = [t for g in order for r in g.runs for t in _recipe_tasks(r)]
     found = list(dict.fromkeys(t for g in order for r in g.runs for t in r.tasks(split)))
-    return [t for t in dict.fromkeys(listed) if t in found] + [t for t in found if t not in listed]
+    tasks = [t for t in dict.fromkeys(listed) if t in found] + [t for t in found if t not in listed]
+    return primary_first(tasks, _primary(order))
+
+
+def _primary(groups: list[Group]) -> str | None:
+    """The ``train.primary`` of the first multi-task run that names one (None: no primary task)."""
+    for g in groups:
+        for run in g.runs if g.single_task is None else []:
+            primary = (run.resolved.get("train") or {}).get("primary")
+            if isinstance(primary, str):
+                return primary
+    return None
 
 
 def summarize_groups(groups: list[Group], split: str) -> dict[str, TaskTable]:

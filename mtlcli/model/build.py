@@ -87,8 +87,9 @@ def spec_from_recipe(recipe, prep, seed: int) -> dict[str, Any]:
         "shared": list(recipe.model.shared),
         "architecture": recipe.model.architecture_spec(),
         "tasks": tasks,
-        "weighting": recipe.train.weighting,
+        "weighting": recipe.model_weighting(),
         "mixed_precision": recipe.train.mixed_precision,
+        "primary": recipe.train.primary,
         "preprocessing": prep_dict,
     }
 

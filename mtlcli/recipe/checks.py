@@ -24,6 +24,7 @@ from mtlcli.recipe.spec import (
     TASK_TYPES,
 )
 from mtlcli.recipe.yamlio import Located, describe
+from mtlcli.weighting.registry import PRIMARY, REGISTRY
 from mtlcli.weighting.registry import check as check_weighting
 
 
@@ -126,6 +127,7 @@ def _train_problems(train: dict, tasks: dict | None, add) -> None:
     if "weighting" in train:
         for problem in check_weighting(train["weighting"]):
             add(problem.message, ("train", "weighting", *problem.path))
+    _primary_problems(train, tasks, add)
     if train.get("devices") is not None and train.get("distribute", "none") in ("none", None):
         add(
             "devices applies to distributed training only: expected train.distribute mirrored or "
@@ -147,6 +149,39 @@ def _train_problems(train: dict, tasks: dict | None, add) -> None:
                 f"(available: {', '.join(names)})",
                 ("train", "early_stopping", "monitor"),
             )
+
+
+def _primary_problems(train: dict, tasks: dict | None, add) -> None:
+    """``train.primary`` names a task; a strategy that needs a primary task (PCD) gets it from there
+    only: without ``train.primary`` it is refused, and its own ``primary`` field is not written."""
+    primary = train.get("primary")
+    names = [str(t) for t in tasks] if isinstance(tasks, dict) else []
+    if isinstance(primary, str) and names and primary not in names:
+        add(
+            f"unknown task {primary!r}{did_you_mean(primary, names)} (tasks: {', '.join(names)})",
+            ("train", "primary"),
+        )
+    spec = train.get("weighting", "static")
+    if isinstance(spec, dict) and len(spec) == 1:
+        ((name, params),) = spec.items()
+    else:
+        name, params = spec, None
+    cls = REGISTRY.get(name) if isinstance(name, str) else None
+    if cls is None or not cls.needs_primary:
+        return
+    if isinstance(params, dict) and PRIMARY in params:
+        add(
+            f"{name}'s primary task comes from train.primary (a task name), not from a {PRIMARY} "
+            f"parameter: remove it and write train.primary: {names[0] if names else '<task>'}",
+            ("train", "weighting", name, PRIMARY),
+        )
+    elif primary is None:
+        example = names[0] if names else "<task>"
+        add(
+            f"{name} needs a primary task: add primary: <task> under train (e.g. train.primary: "
+            f"{example}; tasks: {', '.join(names) or 'none'})",
+            ("train", "weighting"),
+        )
 
 
 #: what ``inputs_from`` reads of another task besides its output: ``click.hidden`` is click's last hidden

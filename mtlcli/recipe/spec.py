@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
-from mtlcli.weighting.registry import available
+from mtlcli.weighting.registry import available, with_primary
 
 TASK_TYPES = ("classification", "binary", "regression", "multilabel")
 INPUT_KINDS = ("numeric", "categorical", "image", "array")
@@ -166,6 +166,11 @@ class TrainSpec(_Strict):
     batch_size: Int = Field(32, ge=1, le=INT32_MAX)
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
     weighting: Any = "static"
+    primary: str | None = Field(
+        None,
+        description="the primary task (a task name): pcd's primary objective, the other tasks its "
+        "auxiliaries; mtl evaluate and mtl compare list it first",
+    )
     early_stopping: EarlyStoppingSpec | None = None
     checkpoint_every: Int | None = Field(
         None,
@@ -329,6 +334,14 @@ class Recipe(_Strict):
     def column(self, input_name: str) -> str:
         return self.data.inputs[input_name].column or input_name
 
+    def model_weighting(self) -> Any:
+        """``train.weighting`` as the model spec holds it: with the index of ``train.primary`` in the
+        task order filled in for a strategy that needs a primary task (PCD;
+        :func:`mtlcli.weighting.registry.with_primary`)."""
+        if self.train.primary is None:
+            return self.train.weighting
+        return with_primary(self.train.weighting, self.task_names().index(self.train.primary))
+
     def resolved(self) -> dict[str, Any]:
         """The recipe with every default filled in (what ``resolved.yaml`` holds)."""
         out = self.model_dump(mode="json")
@@ -346,6 +359,15 @@ class Recipe(_Strict):
             out["model"].pop(key, None)
         out["model"].update({k: v for k, v in self.model.architecture_spec().items() if k != "name"})
         return out
+
+
+def primary_first(names, primary: str | None) -> list[str]:
+    """``names`` in their order with ``primary`` (``train.primary``) moved first: the order reports list
+    tasks in (unchanged when ``primary`` is None or not among them)."""
+    names = list(names)
+    if primary is None or primary not in names:
+        return names
+    return [primary] + [n for n in names if n != primary]
 
 
 def json_schema() -> dict[str, Any]:

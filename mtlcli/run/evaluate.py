@@ -7,7 +7,8 @@
 * :func:`find_model` is the model file a command's TARGET names (a run directory or a model file).
 
 Tasks whose label column is not in an evaluated file are reported with ``n = 0`` and a note instead of
-failing, so a model can be evaluated on data that labels only some of its tasks.
+failing, so a model can be evaluated on data that labels only some of its tasks. Tasks are reported in
+the recipe's order, the ``train.primary`` task first (the model spec's ``primary``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import numpy as np
 from mtlcli import data
 from mtlcli.data import pipeline
 from mtlcli.errors import CheckpointError, DataError, Problem, UsageError
+from mtlcli.recipe.spec import primary_first
 from mtlcli.tfutil import import_tf
 
 
@@ -32,7 +34,7 @@ def evaluate_arrays(tf, model, arrays: data.Arrays, batch_size: int = 1024) -> d
     logs = model.evaluate(ds, verbose=0, return_dict=True)
     support = arrays.support()
     out: dict[str, Any] = {"loss": scalar(logs["loss"]), "n": arrays.n, "tasks": {}}
-    for task in model.task_names:
+    for task in primary_first(model.task_names, model.spec.get("primary")):
         row = {"loss": scalar(logs[f"{task}_loss"])}
         for metric in model.spec["tasks"][task]["metrics"]:
             row[metric] = scalar(logs[f"{task}_{metric}"])
@@ -137,4 +139,6 @@ def _evaluate_table(tf, model, table: data.Table) -> dict[str, Any]:
             "n": 0,
             "note": f"column {prep.targets[t].columns[0]!r} not in the data",
         }
+    order = primary_first(model.task_names, model.spec.get("primary"))
+    results["tasks"] = {t: results["tasks"][t] for t in order if t in results["tasks"]}
     return results

@@ -116,6 +116,11 @@ class Strategy:
     #: :mod:`mtlcli.model.train_step`), and ``direction`` is built from both.
     batches: ClassVar[int] = 1
 
+    #: True when the strategy treats one task as the primary objective (PCD): it has an int field
+    #: ``primary`` (the task's index), which the model build fills from the recipe's ``train.primary``;
+    #: the recipe check refuses the strategy without ``train.primary``.
+    needs_primary: ClassVar[bool] = False
+
     # -- declarations ---------------------------------------------------------------------------
     def state_spec(self, num_tasks: int) -> dict[str, tuple[tuple[int, ...], float]]:
         """Non-trainable state: ``name -> (shape, initial fill value)``."""

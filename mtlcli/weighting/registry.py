@@ -209,3 +209,15 @@ def label(spec: Any) -> str:
     name, params, _ = _split(spec)
     inner = ", ".join(f"{k}={v}" for k, v in (params or {}).items()) if isinstance(params, dict) else ""
     return f"{name}({inner})" if inner else str(name or spec)
+
+#: The field a strategy with ``needs_primary`` keeps the primary task's index in.
+PRIMARY = "primary"
+
+
+def with_primary(spec: Any, index: int) -> Any:
+    """A ``weighting:`` value with ``primary: index`` added when its strategy ``needs_primary`` (PCD),
+    unchanged otherwise: what the model spec holds, so the saved model rebuilds the same strategy."""
+    name, params, problems = _split(spec)
+    if problems or name not in REGISTRY or not REGISTRY[name].needs_primary:
+        return spec
+    return {name: {**params, PRIMARY: int(index)}}
