@@ -1,11 +1,22 @@
 """Keras callbacks used by the runner (imports Keras).
 
-:class:`RunCallback` does the bookkeeping of one training run: events for the CLI, ``history.csv``, the
-per-step non-finite check on the raw per-task losses, the selection metric (``best`` checkpoint and
-early stopping), the ``last`` checkpoints (each epoch, every ``checkpoint_every`` steps, and when a
-SIGINT/SIGTERM arrives), the stop on a signal, and the epoch's TensorBoard events after its checkpoint
-(:class:`mtlcli.run.tensorboard.Board`, when the run writes them). The runner may call ``fit`` more than once for one
-run (a resumed partial epoch, then the remaining epochs); nothing here is reset by ``on_train_begin``.
+:class:`RunCallback` does the bookkeeping of one training run: events for the CLI, ``history.csv`` (one
+row appended per epoch), the per-step non-finite check on the raw per-task losses, the selection metric
+(``best`` checkpoint and early stopping), the ``last`` checkpoints, the stop on a signal, and the
+epoch's TensorBoard events (:class:`mtlcli.run.tensorboard.Board`, when the run writes them). The runner
+may call ``fit`` more than once for one run (a resumed partial epoch, then the remaining epochs); nothing
+here is reset by ``on_train_begin``.
+
+When checkpoints are written (:data:`CHECKPOINT_SECONDS`): ``last`` at the end of the session's first
+epoch, then at an epoch end only once ``checkpoint_seconds`` have passed since the previous one, and
+always at the end of training (the last epoch, or early stopping) and when a SIGINT/SIGTERM arrives
+(mid-epoch too); with ``train.checkpoint_every`` (or tf.distribute) at every epoch end as well. Short
+epochs then no longer pay a checkpoint each (about 40 ms for the demo's 7 steps). A ``best`` epoch whose
+checkpoint is not due keeps a copy of the model's variables in memory and is written just before the
+next ``last`` one, so that on disk ``best`` is always the epoch the ``last`` checkpoint's selection names.
+Resuming is as exact as before: a run killed between checkpoints replays the epochs after ``last`` (the
+data order depends only on seed and epoch), and the resumed session rewrites ``history.csv`` from the
+checkpoint's rows, dropping the rows of the epochs it replays.
 """
 
 from __future__ import annotations
@@ -26,6 +37,10 @@ from mtlcli.fsio import atomic_write
 from mtlcli.recipe import monitor_mode
 from mtlcli.run import checkpoint
 from mtlcli.run.signals import Interrupted
+
+#: The least number of seconds between two end-of-epoch ``last`` checkpoints (the end of training, a
+#: signal and ``train.checkpoint_every`` always write one): what a crash (SIGKILL, power loss) can cost.
+CHECKPOINT_SECONDS = 30.0
 
 
 def scalar(v) -> float:
@@ -97,6 +112,7 @@ class RunState:
     base_state: dict[str, Any]  # seed, batch size, ... copied into every checkpoint's state.json
     resume_command: str
     checkpoint_every: int | None = None
+    checkpoint_seconds: float = 0.0  # 0: a ``last`` checkpoint at every epoch end (CHECKPOINT_SECONDS)
     guard: Any = None  # mtlcli.run.signals.SignalGuard
     first_epoch: int = 0  # where this session starts (0-based epoch, step within it)
     first_step: int = 0
@@ -127,6 +143,9 @@ class RunCallback(keras.callbacks.Callback):
         self.epoch = run.first_epoch
         self.offset = 0
         self.t0 = time.time()
+        self.saved_at: float | None = None  # time.monotonic() of this session's last ``last`` checkpoint
+        self.pending_best: tuple[list, dict[str, Any]] | None = None  # (variable values, state)
+        self.history_keys: list[str] | None = None  # history.csv's header, once this session wrote it
 
     # -- position --------------------------------------------------------------------------------
     def on_epoch_begin(self, epoch, logs=None):
@@ -199,9 +218,7 @@ class RunCallback(keras.callbacks.Callback):
         interrupted = run.guard is not None and run.guard.received is not None
         periodic = bool(run.checkpoint_every) and step % run.checkpoint_every == 0
         if interrupted or periodic:
-            checkpoint.save(
-                self.mtl_model, run.run_dir, "last", self.state_at(self.epoch, step), with_metrics=True
-            )
+            self.save_last(self.state_at(self.epoch, step), with_metrics=True)
         if interrupted:
             raise Interrupted(
                 run.guard.received, run.run_dir, self.epoch, step, run.steps, run.resume_command
@@ -223,34 +240,98 @@ class RunCallback(keras.callbacks.Callback):
         if run.skip_nonfinite:
             row["skipped_batches"] = run.skipped_in_epoch
         run.history.append(row)
-        write_history(run.run_dir, run.history)
+        self.write_row(row)
         sel = run.selection
         value = logs.get(sel.monitor)
+        improved = False
         if value is not None:
             sel.wait += 1
             if sel.improved(value):
+                improved = True
                 sel.best, sel.best_epoch, sel.wait = value, epoch + 1, 0
                 if sel.restore_best:
                     run.best_weights = self.mtl_model.get_weights()
-                checkpoint.save(self.mtl_model, run.run_dir, "best", self.state_at(epoch + 1, 0))
             elif sel.patience is not None and sel.wait >= sel.patience and epoch > 0:
                 sel.stopped = True
                 self.model.stop_training = True
-        checkpoint.save(self.mtl_model, run.run_dir, "last", self.state_at(epoch + 1, 0))
+        interrupted = run.guard is not None and run.guard.received is not None
+        final = sel.stopped or epoch + 1 >= run.epochs
+        state = self.state_at(epoch + 1, 0)
+        if final or interrupted or self.checkpoint_due():
+            if improved:  # one write for both: the epoch's best and last checkpoints are the same files
+                self.pending_best = None
+                checkpoint.save(self.mtl_model, run.run_dir, "best", state)
+                checkpoint.link(run.run_dir, "best", "last")
+                self.saved_at = time.monotonic()
+            else:
+                self.save_last(state)
+        elif improved:
+            self.pending_best = (self.snapshot(), {**state, "history": list(run.history)})
         if run.board is not None:  # after the checkpoint: a run with events always has one
             run.board.epoch_end(row)
-        final = sel.stopped or epoch + 1 >= run.epochs
         self.on_event(EpochEnd(epoch + 1, run.epochs, logs, time.time() - self.t0, final))
-        if (
-            run.guard is not None
-            and run.guard.received is not None
-            and not sel.stopped
-            and epoch + 1 < run.epochs
-        ):
+        if interrupted and not final:
             raise Interrupted(run.guard.received, run.run_dir, epoch + 1, 0, run.steps, run.resume_command)
 
+    # -- checkpoints and history.csv -----------------------------------------------------------------
+    def checkpoint_due(self) -> bool:
+        """Is an end-of-epoch ``last`` checkpoint due (the end of training and signals aside)?"""
+        seconds = self.run.checkpoint_seconds
+        if self.saved_at is None or not seconds or self.run.checkpoint_every:
+            return True
+        return time.monotonic() - self.saved_at >= seconds
 
-def write_history(run_dir: Path, history: list[dict[str, Any]]) -> None:
+    def save_last(self, state: dict[str, Any], *, with_metrics: bool = False) -> None:
+        """The ``last`` checkpoint, after a ``best`` one that was waiting (so ``best`` on disk is always
+        the epoch ``last``'s selection names)."""
+        if self.pending_best is not None:
+            values, best_state = self.pending_best
+            now = self.snapshot()
+            self.restore_snapshot(values)
+            try:
+                checkpoint.save(self.mtl_model, self.run.run_dir, "best", best_state)
+            finally:
+                self.restore_snapshot(now)
+            self.pending_best = None
+        checkpoint.save(self.mtl_model, self.run.run_dir, "last", state, with_metrics=with_metrics)
+        self.saved_at = time.monotonic()
+
+    def state_variables(self) -> list:
+        """Every variable a checkpoint reads: the model's (weights, strategy state, RNG), the
+        optimizer's, the metrics'."""
+        model, seen, out = self.mtl_model, set(), []
+        for v in (*model.variables, *model.optimizer.variables, *checkpoint.metric_variables(model)):
+            if id(v) not in seen:
+                seen.add(id(v))
+                out.append(v)
+        return out
+
+    def snapshot(self) -> list:
+        return [np.array(v.numpy(), copy=True) for v in self.state_variables()]
+
+    def restore_snapshot(self, values: list) -> None:
+        for v, value in zip(self.state_variables(), values, strict=True):
+            v.assign(value)
+
+    def write_row(self, row: dict[str, Any]) -> None:
+        """``history.csv``: rewritten from the session's history at its first epoch (dropping rows a
+        resumed run replays) or when a row brings a new column; else the row is appended."""
+        keys = self.history_keys
+        if keys is None or any(k not in keys for k in row):
+            self.history_keys = write_history(self.run.run_dir, self.run.history)
+            return
+        buf = io.StringIO()
+        csv.DictWriter(buf, fieldnames=keys, restval="").writerow(_cells(row))
+        with open(self.run.run_dir / "history.csv", "a", encoding="utf-8", newline="") as fh:
+            fh.write(buf.getvalue())
+
+
+def _cells(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()}
+
+
+def write_history(run_dir: Path, history: list[dict[str, Any]]) -> list[str]:
+    """Write ``history.csv`` (atomically) from every row; returns its columns."""
     keys: list[str] = []
     for row in history:
         keys.extend(k for k in row if k not in keys)
@@ -258,5 +339,6 @@ def write_history(run_dir: Path, history: list[dict[str, Any]]) -> None:
     writer = csv.DictWriter(buf, fieldnames=keys, restval="")
     writer.writeheader()
     for row in history:
-        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+        writer.writerow(_cells(row))
     atomic_write(run_dir / "history.csv", buf.getvalue())
+    return keys

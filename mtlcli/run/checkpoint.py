@@ -3,8 +3,9 @@
 Layout inside a run directory::
 
     checkpoints/
-      last/          the latest state: written at the end of every epoch, every ``train.checkpoint_every``
-                     steps when set, and when SIGINT/SIGTERM stops the run
+      last/          the latest state: written at the end of an epoch (at most every 30 s, always at the
+                     end of training: :data:`mtlcli.run.callbacks.CHECKPOINT_SECONDS`), every
+                     ``train.checkpoint_every`` steps when set, and when SIGINT/SIGTERM stops the run
         model.keras  model weights and optimizer state (Adam moments and ``iterations``) plus the spec.
                      The weighting strategy's parameters and state are model variables, so they are in
                      here too. It is a normal model file: ``mtl evaluate .../model.keras --data FILE``.
@@ -24,7 +25,10 @@ The data order does not depend on iterator history: epoch ``e`` visits the train
 permutation ``numpy.random.default_rng([seed, e])``, so a resumed run sees exactly the batches the
 uninterrupted run would have seen (:func:`mtlcli.data.pipeline.train_stream`).
 
-This module owns the checkpoint files only (:func:`save`, :func:`find`, :func:`read_state`,
+An epoch whose ``best`` and ``last`` checkpoints are the same state writes the model once: ``last`` is
+made of hard links to ``best``'s files (:func:`link`).
+
+This module owns the checkpoint files only (:func:`save`, :func:`link`, :func:`find`, :func:`read_state`,
 :func:`restore`, :func:`restore_metrics`); which recipe changes a resume accepts is
 :mod:`mtlcli.run.resume`, signals are :mod:`mtlcli.run.signals`. It imports TensorFlow only inside the
 functions that need it.
@@ -61,7 +65,6 @@ def metric_variables(model) -> list:
 def save(model, run_dir: Path, name: str, state: dict[str, Any], *, with_metrics: bool = False) -> Path:
     """Write checkpoint ``name`` (``last`` or ``best``) atomically; returns its directory."""
     root = run_dir / "checkpoints"
-    final, old = root / name, root / f".{name}.old"
     tmp = root / f".{name}.new-{os.getpid()}"
     try:
         root.mkdir(parents=True, exist_ok=True)
@@ -87,23 +90,57 @@ def save(model, run_dir: Path, name: str, state: dict[str, Any], *, with_metrics
         fsio.write_synced(
             tmp / "state.json", (json.dumps(state, indent=1, default=_json_default) + "\n").encode()
         )
-        fsio.fsync_dir(tmp)
-        if final.exists():
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(final, old)
-        # else: a crash may have left only .old, the one valid copy: keep it until the new one is in place
-        os.replace(tmp, final)
-        fsio.fsync_dir(root)
-        if old.exists():
-            shutil.rmtree(old, ignore_errors=True)
+        _install(root, name, tmp)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         raise fsio.disk_error(exc, f"the {name} checkpoint in {root}") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return final
+    return root / name
+
+
+def _install(root: Path, name: str, tmp: Path) -> None:
+    """Rename the complete checkpoint ``tmp`` into ``root/name`` (the previous one waits as ``.old``)."""
+    final, old = root / name, root / f".{name}.old"
+    fsio.fsync_dir(tmp)
+    if final.exists():
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(final, old)
+    # else: a crash may have left only .old, the one valid copy: keep it until the new one is in place
+    os.replace(tmp, final)
+    fsio.fsync_dir(root)
+    if old.exists():
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def link(run_dir: Path, source: str, name: str) -> Path:
+    """Checkpoint ``name`` holding the same files as the complete checkpoint ``source`` of the same run
+    (hard links, copies where the filesystem has none; checkpoint files are never changed in place),
+    with its own ``state.json``; atomic like :func:`save`. Returns its directory."""
+    root = run_dir / "checkpoints"
+    src, tmp = root / source, root / f".{name}.new-{os.getpid()}"
+    try:
+        _remove_stale(root, name)
+        tmp.mkdir()
+        state = json.loads((src / "state.json").read_text(encoding="utf-8"))
+        for file in state["files"]:
+            try:
+                os.link(src / file, tmp / file)
+            except OSError:
+                shutil.copy2(src / file, tmp / file)
+                fsio.fsync_file(tmp / file)
+        state["name"] = name
+        fsio.write_synced(tmp / "state.json", (json.dumps(state, indent=1) + "\n").encode())
+        _install(root, name, tmp)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise fsio.disk_error(exc, f"the {name} checkpoint in {root}") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return root / name
 
 
 def _remove_stale(root: Path, name: str) -> None:

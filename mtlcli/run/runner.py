@@ -338,9 +338,13 @@ def fit(tf, job: Job, session: Session, model, run_dir: Path, dist, on_event, me
     A non-finite loss (``train.on_nan: stop``) becomes a RunError that names the last good checkpoint;
     so does running out of memory, naming the epoch and step.
     """
+    from mtlcli.run import callbacks
     from mtlcli.run.callbacks import NonFinite, RunCallback, RunState
 
     recipe, pos, source = job.recipe, job.position, job.source
+    # Between epoch-end checkpoints at least CHECKPOINT_SECONDS; under tf.distribute every process
+    # must take the same decision (a checkpoint reads values across replicas): one every epoch.
+    seconds = 0.0 if dist.kind != "none" else callbacks.CHECKPOINT_SECONDS
     run = RunState(
         run_dir=run_dir,
         epochs=job.epochs,
@@ -350,6 +354,7 @@ def fit(tf, job: Job, session: Session, model, run_dir: Path, dist, on_event, me
         base_state={"seed": job.seed, "batch_size": job.batch},
         resume_command=f"mtl train --resume {shlex.quote(str(run_dir))}",
         checkpoint_every=recipe.train.checkpoint_every,
+        checkpoint_seconds=seconds,
         first_epoch=pos.epoch,
         first_step=pos.step,
         metrics_from=source.ckpt if source is not None and pos.step else None,
@@ -358,6 +363,10 @@ def fit(tf, job: Job, session: Session, model, run_dir: Path, dist, on_event, me
         best_weights=session.best_weights,
     )
     model.skip_nonfinite = run.skip_nonfinite
+    if job.in_place and not session.finished:
+        # the epochs after the checkpoint are trained again: their rows (a run stopped between two
+        # checkpoints) leave history.csv now, and come back as they are replayed
+        _history_as_restored(run_dir, session.history)
     if recipe.train.tensorboard:
         from mtlcli.run.tensorboard import Board
 
@@ -383,6 +392,15 @@ def fit(tf, job: Job, session: Session, model, run_dir: Path, dist, on_event, me
         if run.board is not None:  # finished, interrupted or failed: the event files are complete
             run.board.close()
     return run, time.time() - started
+
+
+def _history_as_restored(run_dir: Path, history: list[dict[str, Any]]) -> None:
+    from mtlcli.run.callbacks import write_history
+
+    if history:
+        write_history(run_dir, history)
+    else:
+        (run_dir / "history.csv").unlink(missing_ok=True)
 
 
 def _fit_epochs(tf, job: Job, model, callback, dist, val_ds) -> None:
