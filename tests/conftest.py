@@ -59,6 +59,21 @@ TINY_RECIPE = textwrap.dedent(
 )
 
 
+def add_primary(text: str, spec, task: str = "kind") -> str:
+    """A recipe's text with ``train.primary: TASK`` added when ``spec``'s strategy needs a primary task
+    (``needs_primary``, PCD), so the registry-driven tests cover it like any other strategy."""
+    import yaml
+
+    from mtlcli import weighting
+
+    value = yaml.safe_load(spec) if isinstance(spec, str) else spec
+    name = value if isinstance(value, str) else next(iter(value))
+    cls = weighting.REGISTRY.get(name)
+    if cls is None or not cls.needs_primary:
+        return text
+    return text.replace("\n  weighting:", f"\n  primary: {task}\n  weighting:", 1)
+
+
 @pytest.fixture
 def tiny_project(tmp_path: Path) -> Path:
     """A directory with tiny.csv and recipe.yaml; returns the recipe path."""

@@ -19,12 +19,15 @@ from mtlcli import data, weighting
 from mtlcli import recipe as R
 from mtlcli.model.build import build_model
 
+from .conftest import add_primary
+
 BATCH = 15
 STEPS = 7
 
 
 def _model(tiny_project, spec, lr: float = 1.0):
     text = tiny_project.read_text().replace("weighting: static", f"weighting: {json.dumps(spec)}")
+    text = add_primary(text, spec)
     loaded = R.loads(text, file="r.yaml", base_dir=tiny_project.parent)
     prepared = data.prepare(loaded)
     model = build_model(loaded, prepared, seed=3)

@@ -17,7 +17,7 @@ from mtlcli import recipe as R
 from mtlcli.model.build import build_model
 from mtlcli.run import runner
 
-from .conftest import TINY_RECIPE, write_tiny_csv
+from .conftest import TINY_RECIPE, add_primary, write_tiny_csv
 
 #: the strategies that accept ``on: representation`` (gradients w.r.t. the shared representation)
 REPRESENTATION = sorted(
@@ -65,6 +65,7 @@ def test_strategy_learns_a_synthetic_three_task_problem(spec, tmp_path):
         "weighting: static",
         f"weighting: {spec}\n  optimizer: {{adam: {{learning_rate: {LEARN_RATE}}}}}",
     )
+    text = add_primary(text, spec)
     loaded = R.loads(text, file="r.yaml", base_dir=tmp_path)
     prepared = data.prepare(loaded)
     keras.utils.set_random_seed(LEARN_SEED)  # the initial weights, whatever ran before in this process
@@ -142,7 +143,7 @@ def test_strategy_trains_tabular_and_image(spec, tiny_project, tmp_path):
     name = weighting.spec_name(spec if not spec.startswith("{") else {spec[1:].split(":")[0]: {}})
     gradient_based = weighting.REGISTRY[name].needs == "gradients"
     loaded = R.loads(
-        tiny_project.read_text().replace("weighting: static", f"weighting: {spec}"),
+        add_primary(tiny_project.read_text().replace("weighting: static", f"weighting: {spec}"), spec),
         file="r.yaml",
         base_dir=tiny_project.parent,
     )
@@ -150,7 +151,8 @@ def test_strategy_trains_tabular_and_image(spec, tiny_project, tmp_path):
     _check(result, gradient_based, ["kind", "flag", "value"])
 
     _image_project(tmp_path)
-    loaded = R.loads(IMAGE_RECIPE.replace("WEIGHTING", spec), file="img.yaml", base_dir=tmp_path)
+    text = add_primary(IMAGE_RECIPE.replace("WEIGHTING", spec), spec, task="left")
+    loaded = R.loads(text, file="img.yaml", base_dir=tmp_path)
     result = runner.train(loaded, output=tmp_path / "img")
     _check(result, gradient_based, ["left", "right"])
 

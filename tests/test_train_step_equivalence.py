@@ -50,6 +50,8 @@ from mtlcli import recipe as R
 from mtlcli.model.build import build_model
 from mtlcli.weighting import REGISTRY, aggregate
 
+from .conftest import add_primary
+
 #: every registered strategy that replaces the shared gradient by an aggregate of the task gradients
 GRADIENT_BASED = sorted(name for name, cls in REGISTRY.items() if cls.needs == "gradients")
 #: the gradient-based strategies that accept ``on: representation``
@@ -110,6 +112,7 @@ def _params(spec) -> dict:
 def _setup(tiny_project, spec, model_section: str = "", flag_reads_kind: bool = False):
     """Two models built from the same recipe with equal weights, and STEPS different batches."""
     text = tiny_project.read_text().replace("weighting: static", f"weighting: {json.dumps(spec)}")
+    text = add_primary(text, spec, task="flag")  # PCD: a primary that is not the first task
     text = text.replace("model:\n", "model:\n" + model_section)
     if flag_reads_kind:
         text = text.replace("flag: {type: binary,", "flag: {type: binary, inputs_from: [kind],")
@@ -254,7 +257,7 @@ def test_train_step_equivalence_on_other_architectures_and_a_task_reading_anothe
 def _check_equivalence(spec, loaded, mtl, ref, batches):
     """The body of the tests above (see the module docstring)."""
     name, params = _name(spec), _params(spec)
-    strategy = weighting.get(spec)
+    strategy = weighting.get(mtl.spec["weighting"])  # the recipe's, with PCD's primary index
     on_z = params.get("on") == "representation"
     rtol_moments, rtol_change = TOLERANCES.get(name, TOLERANCE)
     adam_spec = loaded.recipe.train.optimizer.adam
@@ -295,7 +298,7 @@ def _check_equivalence(spec, loaded, mtl, ref, batches):
             d = _graddrop_direction(rows.astype(np.float32), step, params.get("leak", 0.0))
         else:
             d, state = aggregate(
-                spec,
+                strategy,
                 rows,
                 losses=losses,
                 task_weights=task_weights,
