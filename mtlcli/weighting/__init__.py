@@ -20,9 +20,11 @@ from mtlcli.weighting import (  # noqa: F401
     loss_based,
     mgda,
     moco,
+    modo,
     nash_mtl,
     pcd,
     pcgrad,
+    sdmgrad,
     stch,
     upgrad,
 )
