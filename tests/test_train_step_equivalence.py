@@ -13,6 +13,9 @@ The convention checked (``MultiTaskModel.train_step``, TorchJD's ``mtl_backward`
   the losses; they reach the strategy only as ``task_weights`` of its context.
 * Shared variables get the strategy's direction ``d = aggregate(J)``, with ``J`` the ``(T, P)`` matrix of
   per-task gradients of the shared variables, flattened and concatenated in ``shared_variables`` order.
+  For a two-batch strategy (``batches == 2``: MoDo, SDMGrad) ``J`` is ``(2, T, P)``: those of the first
+  and the second half of the batch's rows, each half with its own forward pass and masked mean losses,
+  and the heads' gradients are those of the halves' mean loss.
   With ``on: representation`` the rows of ``J`` are the gradients of ``L_i`` w.r.t. the shared
   representation ``z`` (all rows of the batch flattened), and the shared variables get
   ``sum_i w_i dL_i/dtheta``, which is the vector-Jacobian product of ``z`` with ``d = w^T J``.
@@ -164,6 +167,21 @@ def _per_task_gradients(model, x, y, mask, variables, num_tasks):
     return grads, z_grads, np.array(losses)
 
 
+def _two_halves(model, x, y, mask, variables, num_tasks, num_shared):
+    """A two-batch strategy's reference (``batches == 2``): per-task gradients of each half of the batch
+    (its first ``n // 2`` rows and the rest, each with its own forward pass and masked mean losses):
+    ``(per-task gradients of (L¹_i + L²_i) / 2, J of shape (2, T, P))``."""
+    n = len(next(iter(mask.values())))
+    parts = [
+        [{k: v[start:end] for k, v in part.items()} for part in (x, y, mask)]
+        for start, end in ((0, n // 2), (n // 2, n))
+    ]
+    halves = [_per_task_gradients(model, *part, variables, num_tasks)[0] for part in parts]
+    pair = np.stack([np.stack([_flat(g[:num_shared]) for g in half]) for half in halves])
+    mean = [[(a + b) / 2 for a, b in zip(g1, g2, strict=True)] for g1, g2 in zip(*halves, strict=True)]
+    return mean, pair
+
+
 def _flat(tensors) -> np.ndarray:
     return np.concatenate([np.reshape(np.asarray(t, np.float64), -1) for t in tensors])
 
@@ -289,6 +307,8 @@ def _check_equivalence(spec, loaded, mtl, ref, batches):
         J = np.stack([_flat(g[: len(shared)]) for g in grads])
         J_z = np.stack([_flat(g) for g in z_grads])
         rows = J_z if on_z else J
+        if strategy.batches == 2:  # (J1, J2) of the batch's halves; the step trains on their mean loss
+            grads, rows = _two_halves(ref, x, y, mask, shared + heads, num_tasks, len(shared))
         extra = {}
         if logits is not None:
             extra["params"] = {"logits": logits.numpy()}

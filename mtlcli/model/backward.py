@@ -1,6 +1,6 @@
 """From per-task losses to gradients, for each kind of input a weighting strategy declares it needs.
 
-One of the three classes here is chosen when the model is built (:func:`for_strategy`), and the train
+One of the four classes here is chosen when the model is built (:func:`for_strategy`), and the train
 step calls it the same way whatever the kind: :meth:`Backward.jacobian` before the strategy's
 ``update``, :meth:`Backward.gradients` after it.
 
@@ -11,6 +11,8 @@ step calls it the same way whatever the kind: :meth:`Backward.jacobian` before t
   variables (a loop of ``tape.gradient``, measured faster than ``tape.jacobian`` here); the strategy's
   direction replaces the shared gradient and each head gets the plain gradient of its own loss
   (TorchJD's ``mtl_backward`` convention).
+* :class:`TwoBatchBackward` (``batches == 2``: MoDo, SDMGrad): as :class:`ParameterBackward`, with
+  ``J`` ``(2, T, P)`` from the task losses of the batch's two halves.
 * :class:`RepresentationBackward` (``on: representation``): ``J`` holds the gradients w.r.t. the shared
   representation ``z`` (MGDA-UB style); ``sum_i w_i L_i`` is back-propagated once through the shared
   part, and heads get their plain gradients as above.
@@ -113,6 +115,19 @@ class ParameterBackward(Backward):
         return shared_grads + _head_grads(tape, losses, heads)
 
 
+class TwoBatchBackward(ParameterBackward):
+    """``J`` ``(2, T, P)`` over the shared variables from the ``2T`` rows ``L¹_1 .. L¹_T, L²_1 .. L²_T``
+    (the task losses of two halves of the batch: :mod:`mtlcli.model.train_step`); the strategy's
+    direction becomes their gradient, as with :class:`ParameterBackward`."""
+
+    def local_jacobian(self, tape, rows, z, shared):
+        J = super().local_jacobian(tape, rows, z, shared)
+        return tf.reshape(J, [2, len(rows) // 2, -1])
+
+    def no_jacobian(self, num_tasks, z, shared):
+        return tf.zeros([2, num_tasks, sum(math.prod(v.shape) for v in shared)], tf.float32)
+
+
 class RepresentationBackward(Backward):
     """``J`` over the shared representation ``z``; ``sum_i w_i L_i`` back through the shared part."""
 
@@ -146,8 +161,11 @@ def weighted_gradients(tape, losses, weights, shared: list, heads: list) -> list
     return grads_or_zeros(tape, losses, shared, output_gradients=w) + _head_grads(tape, losses, heads)
 
 
-def for_strategy(needs: str, on: str) -> Backward:
-    """The :class:`Backward` for a strategy's ``needs`` (and, for gradient-based ones, ``on``)."""
+def for_strategy(needs: str, on: str, batches: int = 1) -> Backward:
+    """The :class:`Backward` for a strategy's ``needs`` (and, for gradient-based ones, ``on`` and the
+    number of independent ``batches`` it reads)."""
     if needs == "losses":
         return LossBackward()
+    if batches == 2:
+        return TwoBatchBackward()
     return RepresentationBackward() if on == "representation" else ParameterBackward()

@@ -18,6 +18,23 @@ The train step, top to bottom (:meth:`MultiTaskModel.train_step`):
    assigned and the metrics tracked -- or, with ``skip_nonfinite``, nothing at all for a batch whose
    losses or gradients are not all finite (:func:`apply_if_finite`).
 
+Two-batch strategies (``strategy.batches == 2``: MoDo, SDMGrad) read ``G = J1 J2ᵀ`` from the task
+gradients of two independent mini-batches (:meth:`MultiTaskModel._forward_halves`). The two batches are
+the halves of the training batch: its first ``n // 2`` rows and the rest (an odd batch's second half
+has the extra row). Each half has its own forward pass, masked per-task losses ``L¹``, ``L²`` (missing
+labels masked within the half) and task gradients of the shared variables; ``J`` is ``(2, T, P)``.
+The step trains on the halves' mean loss ``(L¹ + L²) / 2`` (TorchJD's two-batch example, MoDo's eq.
+2.9b): the shared variables get ``w · (J1 + J2) / 2``, each head the plain gradient of its own
+``(L¹_i + L²_i) / 2``. This equals the batch's masked mean loss when both halves carry as many labels
+of each task (an even batch without missing labels); otherwise each half weighs 1/2. The logged and
+checked losses (and those the strategy sees) are the whole batch's masked means. Cost: two half-batch
+forward passes and ``2T`` half-batch gradients, about one full-batch Jacobian (what a one-batch strategy
+pays), plus a ``T x T`` product. A batch of one row cannot be split: both halves are that row (the
+single-batch ``J1 J1ᵀ``, which TorchJD warns is biased) for that step. BatchNorm layers see the halves
+separately (their statistics are the halves'). Under tf.distribute each replica splits its own share of
+the batch: the global halves are the replicas' first halves and their second halves (each half's loss
+divides by its global label count, and ``J`` is all-reduced like a one-batch ``J``).
+
 AITM's calibrator penalty (:meth:`mtlcli.model.network.Network.calibrator_term`) is not a task loss:
 the strategy never sees it. Its plain gradient is added to the shared and head gradients the strategy
 gave (step 5), with every strategy, static or gradient-based, and the logged ``objective`` includes it.
@@ -70,7 +87,9 @@ class MultiTaskModel(Network):
         self.strategy = weighting.get(spec["weighting"])
         # ``every: K``: the task gradients and new weights on every K-th step only (see _every_update)
         self.every = weighting.registry.every(spec["weighting"])
-        self.backward = backward.for_strategy(self.strategy.needs, getattr(self.strategy, "on", "parameters"))
+        self.backward = backward.for_strategy(
+            self.strategy.needs, getattr(self.strategy, "on", "parameters"), self.strategy.batches
+        )
         self.losses_fn = {t: task_loss.make_loss(spec["tasks"][t]["loss"]) for t in self.task_names}
         self.task_weights = np.array([spec["tasks"][t]["weight"] for t in self.task_names], np.float32)
         total = float(self.task_weights.sum())
@@ -261,14 +280,19 @@ class MultiTaskModel(Network):
         ctx = self._context()
         shared, heads = self.shared_variables, self.head_variables
         with tf.GradientTape(persistent=self.backward.persistent or bool(self.calibrator_weight)) as tape:
-            z = self.represent(x, training=True)
-            preds = self.heads_from(z, training=True)
-            losses, counts = self.task_losses(y, preds, mask)  # this replica's share (tf.distribute)
-            rows = tf.unstack(losses)  # inside the tape: gradient-based strategies differentiate each row
+            if self.strategy.batches == 2:
+                preds, losses, rows, tracked, counts = self._forward_halves(x, y, mask)
+                z = None  # no representation rows (``on: representation`` is not offered)
+            else:
+                z = self.represent(x, training=True)
+                preds = self.heads_from(z, training=True)
+                losses, counts = self.task_losses(y, preds, mask)  # this replica's share (tf.distribute)
+                rows = tf.unstack(losses)  # inside the tape: gradient-based strategies differentiate rows
+                tracked = losses
             extra = self.calibrator_term(preds)  # AITM only (None elsewhere): outside the strategy
             # this replica's share (replicas' gradients are summed), inside the tape
             extra_share = None if extra is None else extra / distribute.replicas()
-        totals, counts = distribute.global_losses(losses, counts)  # what the strategy sees and we track
+        totals, counts = distribute.global_losses(tracked, counts)  # what the strategy sees and we track
         if self.every > 1 and refresh is not True:  # an update step traced alone is an ordinary step
             result, grads = self._every_update(tape, rows, z, losses, totals, ctx, refresh)
         else:
@@ -307,6 +331,30 @@ class MultiTaskModel(Network):
         return self._step_logs(self._results(training=False))
 
     # -- the train step's helpers ---------------------------------------------------------------
+    def _forward_halves(self, x, y, mask):
+        """The forward pass of a two-batch strategy (module docstring, "Two-batch strategies"), under
+        the train step's tape: ``(preds, losses, rows, tracked, counts)`` with ``preds`` and the label
+        ``counts`` of the whole batch, ``losses = (L¹ + L²) / 2`` (what is trained), ``rows`` the ``2T``
+        half losses ``L¹_1 .. L¹_T, L²_1 .. L²_T`` (the rows of ``J``) and ``tracked`` the whole batch's
+        masked mean losses (logged, checked, handed to the strategy)."""
+        n = tf.shape(next(iter(mask.values())))[0]
+        first_end = tf.maximum(n // 2, 1)
+        second_start = tf.minimum(n // 2, n - 1)  # a batch of one row: both halves are that row
+
+        def rows_of(tree, start, end=None):
+            return tf.nest.map_structure(lambda t: t[start:end], tree)
+
+        halves = []
+        for start, end in ((0, first_end), (second_start, None)):
+            preds = self.heads_from(self.represent(rows_of(x, start, end), training=True), training=True)
+            half_losses, _ = self.task_losses(rows_of(y, start, end), preds, rows_of(mask, start, end))
+            halves.append((preds, half_losses))
+        (preds_1, losses_1), (preds_2, losses_2) = halves
+        preds = tf.nest.map_structure(lambda a, b: tf.concat([a[:second_start], b], 0), preds_1, preds_2)
+        tracked, counts = self.task_losses(y, preds, mask)
+        rows = tf.unstack(losses_1) + tf.unstack(losses_2)
+        return preds, (losses_1 + losses_2) / 2, rows, tf.stop_gradient(tracked), counts
+
     def make_train_function(self, force=False):
         """Keras's train function; with ``every: K > 1`` two compiled steps, chosen in Python from the
         step counter: the update step (task Jacobian, new weights) on steps ``0, K, 2K, ...``, the cheap
@@ -407,7 +455,10 @@ class MultiTaskModel(Network):
         )
 
     def _cosines(self, jacobian):
-        """Pairwise cosines of the task gradients (rows of ``J``), in :attr:`pairs` order."""
+        """Pairwise cosines of the task gradients (rows of ``J``; of ``(J1 + J2) / 2`` for a two-batch
+        strategy), in :attr:`pairs` order."""
+        if jacobian.shape.rank == 3:
+            jacobian = tf.reduce_mean(jacobian, axis=0)
         gram = tf.matmul(jacobian, jacobian, transpose_b=True)
         norms = tf.sqrt(tf.maximum(tf.linalg.diag_part(gram), 0.0))
         i, j = (list(t) for t in zip(*self.pairs, strict=True))

@@ -34,7 +34,8 @@ def project_onto_simplex(y: Any) -> Any:
     u = tf.sort(y, direction="DESCENDING")
     css = tf.cumsum(u) - 1.0
     ks = tf.range(1, m + 1, dtype=y.dtype)
-    count = tf.reduce_sum(tf.cast(u - css / ks > 0, tf.int32))  # >= 1: u_1 - (u_1 - 1) = 1 > 0
+    # >= 1 in exact arithmetic (u_1 - (u_1 - 1) = 1 > 0); not always in floating point for huge u_1
+    count = tf.maximum(tf.reduce_sum(tf.cast(u - css / ks > 0, tf.int32)), 1)
     theta = css[count - 1] / tf.cast(count, y.dtype)
     return tf.maximum(y - theta, 0.0)
 

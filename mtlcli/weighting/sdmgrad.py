@@ -101,15 +101,19 @@ class SDMGrad(Strategy):
 
         del losses, params, ctx
         J1, J2 = two_batches(J, self.name)
-        A = tf.matmul(J1, J2, transpose_b=True)
-        pref = self._preference(J.shape[1], J.dtype)
+        # The inner solve runs in float64 whatever J's dtype: when no diagonal entry of A is positive
+        # the normalisation divides by 1e-8 (as the reference does), and lr · a then reaches 1e7 and
+        # more, beyond what a float32 simplex projection resolves (measured: NaN weights in training).
+        A = tf.cast(tf.matmul(J1, J2, transpose_b=True), tf.float64)
+        pref = self._preference(J.shape[1], tf.float64)
         scale = tf.reduce_mean(tf.sqrt(tf.maximum(tf.linalg.diag_part(A), 0.0)))
         a = A / (tf.square(scale) + SDMGRAD_EPS)
-        w = tf.cast(state["w"], J.dtype)
+        w = tf.cast(state["w"], tf.float64)
         velocity = None
         for _ in range(self.n_iter):  # a few (T, T) products: unrolled in the graph
             grad = tf.linalg.matvec(a, w + self.lambda_ * pref)
             velocity = grad if velocity is None else self.momentum * velocity + grad
             w = project_onto_simplex(w - self.lr * velocity)
-        weights = (w + self.lambda_ * pref) / (1.0 + self.lambda_)
+        weights = tf.cast((w + self.lambda_ * pref) / (1.0 + self.lambda_), J.dtype)
+        w = tf.cast(w, J.dtype)
         return Result(weights=weights, state={"w": w}, direction=combine_rows(weights, (J1 + J2) / 2))

@@ -9,11 +9,11 @@ import sys
 SCRIPT = """
 import sys
 import numpy as np
-from mtlcli.weighting import aggregate, available
+from mtlcli.weighting import REGISTRY, aggregate, available
 assert "tensorflow" not in sys.modules, "importing mtlcli.weighting imported TensorFlow"
 J = np.array([[-4.0, 1.0, 1.0], [6.0, 1.0, 1.0]])
-for name in available():
-    aggregate(name, J, losses=[0.5, 2.0])
+for name in available():  # two-batch strategies (MoDo, SDMGrad) read (2, T, P)
+    aggregate(name, J if REGISTRY[name].batches == 1 else np.stack([J, J + 0.5]), losses=[0.5, 2.0])
 print(aggregate("upgrad", J).round(6).tolist())
 """
 

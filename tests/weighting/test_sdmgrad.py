@@ -34,6 +34,19 @@ def test_weights_match_torchjd_over_several_steps(key) -> None:
         assert err <= 1e-10, f"step {step}: {got} vs TorchJD {want}"
 
 
+def test_float32_training_without_a_positive_diagonal_matches_float64() -> None:
+    # A = J1 J2ᵀ with a negative diagonal: the normalisation divides by 1e-8, lr·a reaches 1e7; the
+    # inner solve runs in float64 (in float32 it produced NaN weights in training)
+    params, expected = WEIGHTS[("neg", "sdmgrad")]
+    results = drive(SDMGrad(**params), CASES["neg"], dtype=tf.float32)
+    for result, want in zip(results, expected, strict=True):
+        assert result.weights.dtype == tf.float32 and result.direction.dtype == tf.float32
+        np.testing.assert_allclose(result.weights.numpy(), want, atol=1e-6)
+    J1 = np.array([[0.2, -0.1, 0.05], [0.01, 0.08, -0.03]])
+    tiny = drive(SDMGrad(), [(J1, -J1 * 1e-3)], dtype=tf.float32)[0].weights.numpy()
+    assert np.all(np.isfinite(tiny)) and abs(tiny.sum() - 1) < 1e-6
+
+
 def test_one_plain_iteration_by_hand_and_the_direction() -> None:
     J1, J2 = (np.asarray(J) for J in CASES["t3"][1])
     spec = {"sdmgrad": {"lr": 0.5, "momentum": 0.0, "n_iter": 1, "lambda_": 0.0}}

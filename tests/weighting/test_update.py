@@ -59,7 +59,9 @@ def test_loss_grads_are_the_weights_for_a_weighted_sum() -> None:
 def test_gradient_based_update_is_aggregate(name: str) -> None:
     strategy = get(name)
     params, state, ctx = _inputs(strategy, step=2)
-    losses, jacobian = tf.constant(LOSSES, tf.float64), tf.constant(J)
+    # a two-batch strategy (MoDo, SDMGrad) reads (2, T, P): J and a second batch's gradients
+    rows = J if strategy.batches == 1 else np.stack([J, J[::-1] + 0.5])
+    losses, jacobian = tf.constant(LOSSES, tf.float64), tf.constant(rows)
     result = strategy.update(losses, jacobian, params, state, ctx)
     reference = strategy.aggregate(jacobian, losses, params, state, ctx)
     np.testing.assert_array_equal(result.direction.numpy(), reference.direction.numpy())
