@@ -506,10 +506,12 @@ def strategies(
         params = {
             f.name: (f.default if f.default is not dataclasses.MISSING else None)
             for f in dataclasses.fields(cls)
+            if not (cls.needs_primary and f.name == weighting.registry.PRIMARY)  # from train.primary
         }
         needs = "losses" if cls.needs == "losses" else "per-task gradients"
         rows.append(
             {"name": name, "needs": needs, "paper": cls.paper, "summary": cls.summary, "params": params}
+            | ({"needs_primary": True} if cls.needs_primary else {})
         )
     if as_json:
         sys.stdout.write(json.dumps(rows, indent=2, default=str) + "\n")
@@ -520,6 +522,8 @@ def strategies(
         table.add_column(col)
     for r in rows:
         params = ", ".join(f"{k}={v}" for k, v in r["params"].items()) or "-"
+        if r.get("needs_primary"):
+            params += "; needs train.primary"
         table.add_row(r["name"], r["needs"], params, r["paper"])
     out.print(table)
 
