@@ -4,7 +4,11 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +20,7 @@ from mtlcli.run.evaluate import load_model
 
 from .conftest import TINY_RECIPE
 
+REPO = Path(__file__).resolve().parents[1]
 PCD_RECIPE = TINY_RECIPE.replace("weighting: static", "weighting: {pcd: {tau: 0.1}}\n  primary: flag")
 
 
@@ -169,3 +174,22 @@ def test_mtl_strategies_shows_pcd_needs_train_primary_not_a_primary_parameter(cl
     assert all("needs_primary" not in r for r in rows if r["name"] != "pcd")
     table = cli("strategies").output.replace("│", " ")
     assert re.search(r"needs\s+train\.primary", table)
+
+
+@pytest.mark.slow
+def test_one_mirrored_pcd_step_equals_the_single_device_step(tiny_project):
+    """tests/test_distribute.py's check for pcd with a primary that is not the first task: one SGD step
+    under ``mirrored`` over 2 logical CPU devices equals the single-device step, state included."""
+    weighting = "{pcd: {tau: 0.3}}\n  primary: value"
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.distribute_job", "step", str(tiny_project), weighting],
+        cwd=REPO,
+        env={**{k: v for k, v in os.environ.items() if k != "TF_CONFIG"}, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [row] = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert row["replicas"] == 2 and row["update_norm"] > 1e-3, row
+    assert row["update_rel"] <= 1e-5 and row["state_diff"] <= 1e-5 and row["logs_diff"] <= 1e-5, row
