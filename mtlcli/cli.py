@@ -153,6 +153,7 @@ def validate(
     if as_json:
         payload = {"valid": True, "recipe": str(recipe), "tasks": list(r.model.tasks)}
         payload["weighting"] = strategy_label(r.train.weighting)
+        payload["primary"] = r.train.primary
         payload.update(rows=info.get("split_rows"), coverage=info.get("coverage", {}).get("train"))
         sys.stdout.write(json.dumps(payload, indent=2) + "\n")
         return
@@ -160,6 +161,7 @@ def validate(
     out.print(
         f"[green]✓[/] {escape(str(recipe))} is valid: {len(r.model.tasks)} task(s) "
         f"({', '.join(r.model.tasks)}), weighting {escape(strategy_label(r.train.weighting))}"
+        + (f", primary task {escape(r.train.primary)}" if r.train.primary else "")
     )
     if prepared is not None:
         rows, cov = info["split_rows"], info["coverage"]["train"]
