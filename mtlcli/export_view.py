@@ -15,7 +15,7 @@ from rich.table import Table
 
 
 def example_instance(manifest: dict[str, Any]) -> dict[str, Any]:
-    """One request row for the signature: numbers at their training mean, the first known category, image
+    """One request row for the signature: numbers at their training mean, the first known category, a text, image
     bytes as b64."""
     row: dict[str, Any] = {}
     for key, spec in manifest["inputs"].items():
@@ -23,6 +23,8 @@ def example_instance(manifest: dict[str, Any]) -> dict[str, Any]:
             row[key] = round(float(spec.get("mean", 1.0)), 2)
         elif spec["kind"] == "categorical":
             row[key] = (spec.get("values") or ["?"])[0]
+        elif spec["kind"] == "text":
+            row[key] = "<the text>"
         elif spec["dtype"] == "string":
             row[key] = {"b64": "<base64 of the image file>"}
         else:

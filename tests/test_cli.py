@@ -30,7 +30,7 @@ def test_validate_reports_all_problems_exit_2_no_traceback(cli, tmp_path):
     assert result.exit_code == 2
     assert result.output.splitlines() == [
         "error: 2 problems found",
-        f"  - {recipe}:1 data.inputs.a.kind: expected one of numeric, categorical, image, array; received text ('numerc'); "
+        f"  - {recipe}:1 data.inputs.a.kind: expected one of numeric, categorical, image, array, text; received text ('numerc'); "
         "did you mean 'numeric'?",
         f"  - {recipe}:2 model.tasks.t.type: expected one of classification, binary, regression, multilabel; received text "
         "('regresion'); did you mean 'regression'?",

@@ -96,7 +96,7 @@ def test_all_problems_at_once_with_lines_and_suggestions():
     assert got == [
         "r.yaml:1 seed: expected an integer, received text ('seven')",
         "r.yaml:4 data.validaton: unknown key 'validaton'; did you mean 'validation'?",
-        "r.yaml:6 data.inputs.a.kind: expected one of numeric, categorical, image, array; received text ('numerc'); "
+        "r.yaml:6 data.inputs.a.kind: expected one of numeric, categorical, image, array, text; received text ('numerc'); "
         "did you mean 'numeric'?",
         "r.yaml:9 model.shared[0].dense: Dense needs the argument 'units'",
         "r.yaml:9 model.shared[0].dense.unit: Dense has no argument 'unit'; did you mean 'units'?",

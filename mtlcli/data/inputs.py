@@ -1,4 +1,4 @@
-"""One class per input kind: numeric, categorical, image files, arrays (images as arrays included).
+"""One class per input kind: numeric, categorical, text, image files, arrays (images as arrays included).
 
 Each kind does three things, the same in memory (one chunk) and streamed (chunk by chunk):
 
@@ -8,7 +8,8 @@ Each kind does three things, the same in memory (one chunk) and streamed (chunk 
 * ``encode(st, values, table, problems, tally)`` -- check one chunk of any split against the statistics
   and return its *raw features*: the column as the TensorFlow transform
   (:mod:`mtlcli.data.transform`) takes it -- numbers as float64 with NaN where missing, categories as
-  their vocabulary key (``""`` where missing), image paths, arrays as float32.
+  their vocabulary key (``""`` where missing), texts as strings (``""`` where missing), image paths, arrays
+  as float32.
 
 The checks stay here, in numpy, so ``mtl validate`` reports every bad cell with its file and line
 without importing TensorFlow; the arithmetic (standardising, vocabulary look-up, one-hot, scaling,
@@ -18,6 +19,8 @@ decoding) lives once in the TensorFlow transform, which also runs inside a saved
 from __future__ import annotations
 
 import math
+import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +55,12 @@ class InputStats:
     files: bool = False  # image: the column holds file paths (decoded by tf.data)
     encoding: str = "one_hot"  # categorical: one_hot (0/1 columns) | embedding (one int32 id per row)
     dim: int | None = None  # categorical embedding: the vector size (resolved by fit)
+    text: dict | None = (
+        None  # text: {standardize, split, ngrams, output, sequence_length} (TextVectorization)
+    )
+    idf: list[float] = field(
+        default_factory=list
+    )  # text with output: tf_idf: one weight per vocabulary token
 
     @property
     def width(self) -> int:
@@ -60,12 +69,23 @@ class InputStats:
             return 1 if self.encoding == "embedding" else len(self.vocabulary) + 1
         if self.kind == "numeric":
             return 2 if self.flag else 1
+        if self.kind == "text":
+            out = self.text or {}
+            return int(out["sequence_length"]) if out.get("output") == "int" else len(self.vocabulary) + 1
         return int(np.prod(self.shape or [1]))
 
     @property
     def model_shape(self) -> tuple[int, ...]:
         """The shape of one row of the model input this input becomes."""
         return tuple(self.shape) if self.kind in ("image", "array") else (self.width,)
+
+    @property
+    def token_ids(self) -> int | None:
+        """Text with ``output: int``: how many ids there are (0 padding, 1 unknown, then the vocabulary):
+        the ``input_dim`` of the embedding that reads them."""
+        if self.kind == "text" and (self.text or {}).get("output") == "int":
+            return len(self.vocabulary) + 2
+        return None
 
     @property
     def embedding(self) -> tuple[int, int] | None:
@@ -174,6 +194,139 @@ class Categorical:
             codes, uniques = pd.factorize(raw[rows])
             out[rows] = np.array([vocab_key(u) for u in uniques], dtype=object)[codes]
         return out
+
+
+#: what TextVectorization's ``lower_and_strip_punctuation`` and ``strip_punctuation`` remove (its regex)
+PUNCTUATION = re.compile(r'[!"#$%&()\*\+,-\./:;<=>?@\[\\\]^_`{|}~\']')
+#: TextVectorization's whitespace split (tf.strings.split): ASCII whitespace only
+WHITESPACE = re.compile(r"[ \t\n\v\f\r]+")
+#: ASCII upper case -> lower case (tf.strings.lower leaves other letters as they are)
+ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+#: TextVectorization's unknown token (never a vocabulary entry)
+OOV_TOKEN = "[UNK]"
+TEXT_DEFAULTS = {
+    "max_tokens": 20000,
+    "sequence_length": 128,
+    "standardize": "lower_and_strip_punctuation",
+    "split": "whitespace",
+    "ngrams": None,
+    "output": "int",
+}
+
+
+def text_options(spec) -> dict:
+    """A text input's TextVectorization options, defaults filled in (``sequence_length`` only for
+    ``output: int``)."""
+    out = {
+        k: (getattr(spec, k, None) if getattr(spec, k, None) is not None else v)
+        for k, v in TEXT_DEFAULTS.items()
+    }
+    if out["output"] != "int":
+        out["sequence_length"] = None
+    return out
+
+
+def tokens(text: str, options: dict) -> list[str]:
+    """The tokens TextVectorization makes of one text with ``options`` (the same standardising, split and
+    n-grams, in plain Python, so ``mtl validate`` needs no TensorFlow; tests/test_text.py compares them)."""
+    std, split = options["standardize"], options["split"]
+    if std in ("lower", "lower_and_strip_punctuation"):
+        text = text.translate(ASCII_LOWER)
+    if std in ("strip_punctuation", "lower_and_strip_punctuation"):
+        text = PUNCTUATION.sub("", text)
+    if split == "whitespace":
+        words = [w for w in WHITESPACE.split(text) if w]
+    elif split == "character":
+        words = list(text)
+    else:
+        words = [text] if text else []
+    n = options.get("ngrams")
+    if not n or n == 1:
+        return words
+    return [" ".join(words[i : i + k]) for k in range(1, int(n) + 1) for i in range(len(words) - k + 1)]
+
+
+def text_cells(values: np.ndarray, table: Table, column: str, problems: list[Problem]) -> np.ndarray:
+    """The text of every row as an object array of str: missing cells are ``""``, numbers their text
+    (``2.0`` -> ``"2"``); anything else (a list, a mapping, true/false) is a bad cell."""
+    out = np.full(len(values), "", dtype=object)
+    if values.dtype.kind in "biuf":
+        present = ~np.isnan(values) if values.dtype.kind == "f" else np.ones(len(values), bool)
+        out[present] = [vocab_key(v) for v in values[present]]
+        return out
+    bad = []
+    for i, v in enumerate(values):
+        if isinstance(v, str):
+            out[i] = v
+        elif missing(v):
+            continue
+        elif isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_)):
+            out[i] = vocab_key(v)
+        else:
+            bad.append(i)
+    if bad:
+        bad_cells(
+            problems, table, bad, lambda i: f"expected text, received {values[i]!r}", f"column {column!r}"
+        )
+    return out
+
+
+class Text:
+    """A text per row, for Keras ``TextVectorization``: the training split's token counts and document
+    counts add up chunk by chunk (memory grows with the distinct tokens, not the rows); the vocabulary is
+    the ``max_tokens`` most frequent (ties in token order), minus the reserved ids (padding and unknown
+    for ``output: int``, unknown for ``multi_hot`` / ``tf_idf``); ``tf_idf`` weights are Keras's
+    ``log(1 + documents / (1 + document frequency))``. A missing text is the empty text."""
+
+    def __init__(self, name: str, spec) -> None:
+        self.column, self.spec = spec.column or name, spec
+        self.options = text_options(spec)
+        self.counts: Counter = Counter()
+        self.documents: Counter = Counter()
+        self.rows, self.ok = 0, True
+
+    def fit(self, values: np.ndarray, table: Table, problems: list[Problem]) -> None:
+        if values.ndim != 1:
+            problems.append(
+                Problem(
+                    f"a text input must be one text per row, received shape {values.shape[1:]}",
+                    f"column {self.column!r}",
+                    table.file,
+                )
+            )
+            self.ok = False
+            return
+        for text in text_cells(values, table, self.column, problems):
+            words = tokens(text, self.options)
+            self.counts.update(words)
+            self.documents.update(set(words))
+        self.rows += len(values)
+
+    def stats(self) -> InputStats | None:
+        if not self.ok:
+            return None
+        reserved = 2 if self.options["output"] == "int" else 1
+        ranked = sorted((t for t in self.counts if t != OOV_TOKEN), key=lambda t: (-self.counts[t], t))
+        vocab = ranked[: max(int(self.options["max_tokens"]) - reserved, 0)]
+        idf = []
+        if self.options["output"] == "tf_idf":
+            idf = [math.log(1 + self.rows / (1 + self.documents[t])) for t in vocab]
+        options = {k: v for k, v in self.options.items() if k != "max_tokens"}
+        return InputStats("text", self.column, vocabulary=vocab, text=options, idf=idf)
+
+    @staticmethod
+    def encode(st: InputStats, values, table: Table, problems: list[Problem], tally: dict) -> np.ndarray:
+        """The text of every row (``""`` where missing)."""
+        if values.ndim != 1:
+            problems.append(
+                Problem(
+                    f"a text input must be one text per row, received shape {values.shape[1:]}",
+                    f"column {st.column!r}",
+                    table.file,
+                )
+            )
+            return np.array([], dtype=object)
+        return text_cells(values, table, st.column, problems)
 
 
 class ImageFiles:
@@ -302,6 +455,8 @@ def fitter(name: str, spec, values: np.ndarray) -> Any:
         return Numeric(name, spec)
     if spec.kind == "categorical":
         return Categorical(name, spec)
+    if spec.kind == "text":
+        return Text(name, spec)
     if spec.kind == "image" and values.dtype == object:
         return ImageFiles(name, spec)
     return ArrayInput(name, spec)
@@ -313,4 +468,6 @@ def encoder(st: InputStats):
         return Numeric.encode
     if st.kind == "categorical":
         return Categorical.encode
+    if st.kind == "text":
+        return Text.encode
     return ImageFiles.encode if st.files else ArrayInput.encode

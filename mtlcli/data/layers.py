@@ -10,6 +10,9 @@ import this module only where TensorFlow is wanted).
   versions bit for bit), NaN -> the ``missing:`` fill, plus the 0/1 "was missing" flag when asked;
 * categorical: a ``keras.layers.StringLookup`` over the training vocabulary (index 0 = unknown or
   missing, i.e. the empty key), then one-hot columns or, for ``encoding: embedding``, the int32 id;
+* text: a ``keras.layers.TextVectorization`` over the training vocabulary (and, for ``tf_idf``, the
+  training idf weights), never adapted: ``int`` gives ``sequence_length`` int32 ids (0 padding, 1
+  unknown), ``multi_hot`` / ``tf_idf`` one float32 column per token (column 0 unknown);
 * image arrays: ``x * scale``; image files: read, decode, resize and scale.
 
 It runs in three places: over the whole in-memory table once (:func:`transform_features`), on every
@@ -63,6 +66,9 @@ class InputTransform(keras.layers.Layer):
             for name, st in self.stats.items()
             if st.kind == "categorical" and st.vocabulary
         }
+        self.vectorizers = {
+            name: text_vectorization(name, st) for name, st in self.stats.items() if st.kind == "text"
+        }
 
     def build(self, input_shape) -> None:
         self.built = True  # the look-ups hold their vocabulary from the start: nothing shape-dependent
@@ -78,6 +84,8 @@ class InputTransform(keras.layers.Layer):
             if st.encoding == "embedding":  # ids for the model's embedding table: 0 = unknown
                 return tf.cast(ids, tf.int32)[..., None]
             return tf.one_hot(ids, len(st.vocabulary) + 1, dtype=tf.float32)
+        if st.kind == "text":
+            return _vectorized(self.vectorizers[name], st, x)
         if st.files:
             if not self.decode_files:
                 return x
@@ -98,6 +106,47 @@ class InputTransform(keras.layers.Layer):
             "decode_files": self.decode_files,
             "image_bytes": self.image_bytes,
         }
+
+
+#: TextVectorization's names of the recipe's ``standardize`` / ``split`` values (``none`` is None)
+KERAS_TEXT = {"none": None}
+
+
+def text_vectorization(name: str, st: InputStats) -> keras.layers.TextVectorization:
+    """The TextVectorization of a fitted text input: vocabulary (and idf weights) from the statistics
+    pass; ``int`` output is padded or cut to ``sequence_length``."""
+    o = st.text or {}
+    output = o.get("output", "int")
+    vocabulary = list(st.vocabulary) or [OOV_PLACEHOLDER]
+    return keras.layers.TextVectorization(
+        standardize=KERAS_TEXT.get(o.get("standardize"), o.get("standardize")),
+        split=KERAS_TEXT.get(o.get("split"), o.get("split")),
+        ngrams=o.get("ngrams"),
+        output_mode=output,
+        output_sequence_length=o.get("sequence_length") if output == "int" else None,
+        vocabulary=vocabulary,
+        idf_weights=(list(st.idf) or [0.0]) if output == "tf_idf" else None,
+        name=f"{name}_vectorization",
+    )
+
+
+#: the vocabulary of a text input whose training rows had no token: one token no text can make after
+#: standardising (upper case, and ``none``-standardised texts contain no NUL), so every id is unknown
+OOV_PLACEHOLDER = "\x00[EMPTY]"
+
+
+def _vectorized(vectorize, st: InputStats, x):
+    """Texts of any leading shape -> ``(..., width)`` ids (int32) or token columns (float32)."""
+    flat = tf.reshape(tf.cast(x, tf.string), [-1])
+    out = vectorize(flat)
+    width = st.width
+    if (st.text or {}).get("output") == "int":
+        out = tf.cast(out, tf.int32)
+    else:
+        out = tf.cast(out, tf.float32)
+        if not st.vocabulary:  # the placeholder column is never hit: drop it
+            out = out[:, :1]
+    return tf.reshape(out, tf.concat([tf.shape(x), [width]], 0))
 
 
 def _numeric(st: InputStats, x):
@@ -125,7 +174,7 @@ def raw_spec(st: InputStats) -> tf.TensorSpec:
     """The raw feature of one row, as :func:`serving_inputs` takes it."""
     if st.kind == "numeric":
         return tf.TensorSpec((None,), tf.float64)
-    if st.kind == "categorical" or st.files:
+    if st.kind in ("categorical", "text") or st.files:
         return tf.TensorSpec((None,), tf.string)
     return tf.TensorSpec((None, *st.shape), tf.float32)
 
@@ -138,14 +187,14 @@ def transform_features(inputs: dict[str, InputStats], raw: dict[str, np.ndarray]
 
 
 def _tensor(st: InputStats, values: np.ndarray):
-    if st.kind == "categorical" or st.files:
+    if st.kind in ("categorical", "text") or st.files:
         return tf.constant(np.asarray(values, dtype=object).astype(str) if len(values) else np.array([], str))
     return tf.constant(values)
 
 
 def serving_inputs(inputs: dict[str, InputStats]) -> keras.Model:
     """A Keras model from raw features (numbers as float64 with NaN for missing, categories as their
-    string key, image files as paths) to the model-input dict; put it in front of a trained model to
+    string key, texts as strings, image files as paths) to the model-input dict; put it in front of a trained model to
     serve raw rows. Saved and loaded like any registered layer (``safe_mode=True``)."""
     raw = {
         name: keras.Input(shape=raw_spec(st).shape[1:], dtype=raw_spec(st).dtype, name=name)

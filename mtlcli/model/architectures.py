@@ -32,6 +32,7 @@ from typing import Any
 import keras
 from keras import ops
 
+from mtlcli.model import sequence  # noqa: F401 - registers the sequence layers make_layer names
 from mtlcli.model.gates import DSelectGate
 from mtlcli.model.registration import serializable
 
@@ -52,6 +53,11 @@ def make_layer(spec: dict[str, Any] | str, name: str | None = None) -> keras.lay
     kwargs = dict(kwargs or {})
     if name and "name" not in kwargs:
         kwargs["name"] = name
+    for arg in entry.get("layers", ()):  # a wrapped layer (bidirectional's) is itself a recipe layer
+        if arg in kwargs:
+            kwargs[arg] = make_layer(kwargs[arg])
+    if entry.get("package"):  # mtl's own (mtlcli.model.sequence), registered as mtl>Class
+        return keras.saving.get_registered_object(f"{entry['package']}>{entry['class']}")(**kwargs)
     return getattr(keras.layers, entry["class"])(**kwargs)
 
 

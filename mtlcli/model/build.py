@@ -27,6 +27,7 @@ def build_model(loaded: LoadedRecipe, prepared: Prepared, seed: int) -> MultiTas
     cannot fit in memory is refused before any variable exists (:func:`mtlcli.model.size.check`)."""
     recipe = loaded.recipe
     size.check(loaded, prepared.prep)
+    _check_token_ids(loaded, prepared.prep)
     spec = spec_from_recipe(recipe, prepared.prep, seed)
     spec["name"] = loaded.name
     # Layers take the dtype policy in force when they are created (and save it in their config), so
@@ -59,6 +60,41 @@ def _layer_error(loaded: LoadedRecipe, exc: Exception) -> RecipeError:
     return RecipeError(problems=[loaded.problem(f"the model cannot be built: {msg}", ("model",))])
 
 
+def _check_token_ids(loaded: LoadedRecipe, prep) -> None:
+    """An ``embedding`` that reads a text input's ids needs a row for every id (the recipe check has
+    already put it first in ``model.shared``)."""
+    rows = [st.token_ids for st in prep.inputs.values() if st.token_ids is not None]
+    shared = list(loaded.recipe.model.shared)
+    if not rows or not shared or not isinstance(shared[0], dict):
+        return
+    given = (shared[0].get("embedding") or {}).get("input_dim")
+    if isinstance(given, int) and given < rows[0]:
+        raise RecipeError(
+            problems=[
+                loaded.problem(
+                    f"the embedding reads the text input's {rows[0]} token ids (the vocabulary, padding "
+                    f"and unknown), received input_dim: {given}; leave input_dim out to use the vocabulary "
+                    f"size",
+                    ("model", "shared", 0, "embedding", "input_dim"),
+                )
+            ]
+        )
+
+
+def shared_layers(recipe, prep) -> list:
+    """``model.shared``, with the ``input_dim`` of an embedding that reads a text input's token ids
+    filled in from the vocabulary when the recipe leaves it out."""
+    shared = list(recipe.model.shared)
+    rows = [st.token_ids for st in prep.inputs.values() if st.token_ids is not None]
+    if rows and shared:
+        first = {shared[0]: {}} if isinstance(shared[0], str) else shared[0]
+        if "embedding" in first:
+            kwargs = dict(first["embedding"] or {})
+            kwargs.setdefault("input_dim", rows[0])
+            shared[0] = {"embedding": kwargs}
+    return shared
+
+
 def spec_from_recipe(recipe, prep, seed: int) -> dict[str, Any]:
     """The JSON-able model spec: everything needed to rebuild and evaluate the model."""
     tasks = {}
@@ -84,7 +120,7 @@ def spec_from_recipe(recipe, prep, seed: int) -> dict[str, Any]:
         "seed": int(seed),
         "inputs": {k: st.kind for k, st in prep.inputs.items()},
         "input_shapes": shapes,
-        "shared": list(recipe.model.shared),
+        "shared": shared_layers(recipe, prep),
         "architecture": recipe.model.architecture_spec(),
         "tasks": tasks,
         "weighting": recipe.model_weighting(),

@@ -1,7 +1,7 @@
 """Checks of a recipe's ``data:`` section and the data keys of tasks that the schema cannot express.
 
 Pure Python, no TensorFlow: sources (``{idx: ..., labels: ...}``, ``{multifashion: DIR}``), column splits
-(``split:``), ``group_by``, input options, and the per-task ``when:``, ``class_weight`` and multi-label /
+(``split:``), ``group_by``, input options (text inputs and where their token ids may go included), and the per-task ``when:``, ``class_weight`` and multi-label /
 multi-column targets. Each problem names the recipe path and line.
 """
 
@@ -118,6 +118,7 @@ def data_problems(data: dict, tasks: dict, src: Located) -> list[Problem]:
                     "dim applies to categorical inputs with encoding: embedding only",
                     ("data", "inputs", inp, "dim"),
                 )
+        _text_problems(inputs, src, add)
         for task, spec in tasks.items():
             for target in target_columns(spec, str(task)):
                 if target in inputs:
@@ -131,6 +132,64 @@ def data_problems(data: dict, tasks: dict, src: Located) -> list[Problem]:
         if isinstance(spec, dict):
             _task_data_problems(str(task), spec, add)
     return out
+
+
+#: the keys of a text input
+TEXT_KEYS = ("max_tokens", "sequence_length", "standardize", "split", "ngrams", "output")
+
+
+def _first_layer(layers: Any) -> str | None:
+    """The name of the first layer of a layer list (``dense`` of ``[{dense: {...}}, ...]``)."""
+    if not isinstance(layers, list) or not layers:
+        return None
+    first = layers[0]
+    if isinstance(first, str):
+        return first
+    return next(iter(first)) if isinstance(first, dict) and len(first) == 1 else None
+
+
+def _text_problems(inputs: dict, src: Located, add) -> None:
+    """Text options on other kinds, ``sequence_length`` of a bag of tokens, and where token ids can go:
+    a text input with ``output: int`` gives a sequence of ids, which only an ``embedding`` layer reads
+    (first in ``model.shared``) and which cannot be flattened and joined with other inputs."""
+    texts = {}
+    for inp, spec in inputs.items():
+        if not isinstance(spec, dict):
+            continue
+        if spec.get("kind") != "text":
+            for key in TEXT_KEYS:
+                if spec.get(key) is not None:
+                    add(f"{key} applies to text inputs only", ("data", "inputs", inp, key))
+            continue
+        output = spec.get("output") or "int"
+        texts[inp] = output
+        if output != "int" and spec.get("sequence_length") is not None:
+            add(
+                f"sequence_length applies to output: int only (output: {output} gives one column per "
+                f"token, whatever the length of the text)",
+                ("data", "inputs", inp, "sequence_length"),
+            )
+    ids = [name for name, output in texts.items() if output == "int"]
+    if not ids:
+        return
+    name = ids[0]
+    if len(inputs) > 1:
+        add(
+            f"text input {name!r} gives token ids (output: int), a sequence that cannot be flattened and "
+            f"joined with the other inputs ({', '.join(str(k) for k in inputs if k != name)}); make it the "
+            f"only input, or use output: multi_hot or tf_idf (one column per token)",
+            ("data", "inputs", name),
+        )
+        return
+    doc = src.data if isinstance(src.data, dict) else {}
+    model = doc.get("model") if isinstance(doc.get("model"), dict) else {}
+    if _first_layer(model.get("shared")) != "embedding":
+        add(
+            f"text input {name!r} gives token ids (output: int): model.shared must start with an embedding "
+            f"layer, e.g. shared: [{{embedding: {{output_dim: 64}}}}, {{global_average_pooling1d: {{}}}}, "
+            f"...] (input_dim defaults to the vocabulary size); or use output: multi_hot or tf_idf",
+            ("model", "shared") if model.get("shared") else ("data", "inputs", name),
+        )
 
 
 def _source_problems(value: dict, path: tuple, add) -> list[Problem]:

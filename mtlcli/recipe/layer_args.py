@@ -31,6 +31,10 @@ POSITIVE_INTS = frozenset(
         "num_bins",
         "n",
         "lora_rank",
+        "num_heads",
+        "key_dim",
+        "value_dim",
+        "intermediate_dim",
     }
 )
 #: window sizes and steps: an integer >= 1, or a list of them (one per spatial axis)
@@ -41,7 +45,10 @@ FRACTIONS = frozenset({"rate", "dropout", "recurrent_dropout"})
 CHOICES = {
     "padding": ("valid", "same", "causal"),
     "data_format": ("channels_last", "channels_first"),
+    "merge_mode": ("concat", "sum", "mul", "ave"),
 }
+#: the layers ``bidirectional`` runs forwards and backwards
+RECURRENT = ("lstm", "gru", "simple_rnn")
 
 
 def _named_kind(arg: str) -> str | None:
@@ -111,10 +118,37 @@ def _by_default_kind(default: str | None, value: Any) -> str | None:
     return None
 
 
+def _recurrent_layer(value: Any) -> str | None:
+    """``bidirectional``'s ``layer``: one recurrent layer written as in a layer list."""
+    example = "e.g. layer: {lstm: {units: 32}}"
+    if isinstance(value, str):
+        value = {value: {}}
+    if not isinstance(value, dict) or len(value) != 1:
+        return f"expected one recurrent layer ({', '.join(RECURRENT)}), {example}; received {describe(value)}"
+    ((name, kwargs),) = value.items()
+    if name not in RECURRENT:
+        return f"expected a recurrent layer ({', '.join(RECURRENT)}), {example}; received {name!r}{did_you_mean(name, RECURRENT)}"
+    kwargs = kwargs or {}
+    if not isinstance(kwargs, dict):
+        return f"expected the layer's arguments as a mapping, received {describe(kwargs)}"
+    entry = layer_table.table()[name]
+    for key, v in kwargs.items():
+        if key not in entry["params"]:
+            return f"{entry['class']} has no argument {key!r}{did_you_mean(key, entry['params'])}"
+        if problem := argument_problem(name, key, v):
+            return f"{entry['class']} {key}: {problem}"
+    lacking = [k for k in entry["required"] if k not in kwargs]
+    return f"{entry['class']} needs the argument {lacking[0]!r}" if lacking else None
+
+
 def argument_problem(layer: str, arg: str, value: Any) -> str | None:
     """What is wrong with ``layer(arg=value)``, or None. ``layer`` is a snake_case table name."""
     if isinstance(value, float) and not math.isfinite(value):
         return f"expected a finite number, received {value!r}"
+    if arg in layer_table.table()[layer].get("layers", ()):
+        return _recurrent_layer(value)
+    if arg in ("key_dim", "value_dim") and value is None:
+        return None
     if arg in POSITIVE_INTS:
         return _positive_int(value)
     if arg in POSITIVE_INT_TUPLES and (arg != "size" or layer.startswith("up_sampling")):

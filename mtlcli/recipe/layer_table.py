@@ -3,8 +3,11 @@
 ``keras_layers.json`` (layers) and ``keras_names.json`` (activation, initializer, regularizer and
 constraint names) are generated from the installed Keras by :func:`generate` and :func:`generate_names`
 (run ``python -m mtlcli.recipe.layer_table`` after a Keras upgrade); ``tests/test_layers.py`` fails when
-they are out of date. :mod:`mtlcli.recipe.layer_args` checks argument values with them. Layers that take Python callables or other layers (``Lambda``, wrappers, RNN cells) are
-excluded: nothing in a recipe may execute code.
+they are out of date. :mod:`mtlcli.recipe.layer_args` checks argument values with them. Layers that take
+Python callables or other layers as objects (``Lambda``, wrappers, RNN cells) are excluded: nothing in a
+recipe may execute code. ``bidirectional`` takes its recurrent layer as a recipe layer, and mtl's own
+sequence layers (``multi_head_attention`` as self-attention, ``transformer_encoder``,
+``positional_embedding``) are listed by hand in :data:`OWN_LAYERS`.
 """
 
 from __future__ import annotations
@@ -15,6 +18,9 @@ from pathlib import Path
 
 TABLE_PATH = Path(__file__).with_name("keras_layers.json")
 NAMES_PATH = Path(__file__).with_name("keras_names.json")
+
+# Keyword arguments every layer accepts through ``keras.layers.Layer.__init__``.
+BASE_KWARGS = ["name", "dtype", "trainable"]
 
 # Never allowed: they execute code or wrap other layers given as Python objects.
 EXCLUDED = {
@@ -55,10 +61,57 @@ EXCLUDED = {
     "GroupQueryAttention",
     "HashedCrossing",
 }
+# Layers of mtl's own (registered ``mtl>Class``, :mod:`mtlcli.model.sequence`) and Keras's Bidirectional,
+# whose ``layer`` argument is a recipe layer (``{bidirectional: {layer: {lstm: {units: 32}}}}``), not a
+# Python object. ``"package": "mtl"`` marks a registered class; ``"layers"`` the arguments that are layers.
+OWN_LAYERS = {
+    "bidirectional": {
+        "class": "Bidirectional",
+        "params": ["layer", "merge_mode", *BASE_KWARGS],
+        "required": ["layer"],
+        "defaults": {"merge_mode": "str"},
+        "layers": ["layer"],
+    },
+    "multi_head_attention": {
+        "class": "SelfAttention",
+        "package": "mtl",
+        "params": ["num_heads", "key_dim", "value_dim", "dropout", "use_bias", *BASE_KWARGS],
+        "required": ["num_heads"],
+        "defaults": {"key_dim": "null", "value_dim": "null", "dropout": "float", "use_bias": "bool"},
+    },
+    "transformer_encoder": {
+        "class": "TransformerEncoder",
+        "package": "mtl",
+        "params": [
+            "num_heads",
+            "intermediate_dim",
+            "key_dim",
+            "dropout",
+            "activation",
+            "layer_norm_epsilon",
+            *BASE_KWARGS,
+        ],
+        "required": ["num_heads", "intermediate_dim"],
+        "defaults": {
+            "key_dim": "null",
+            "dropout": "float",
+            "activation": "str",
+            "layer_norm_epsilon": "float",
+        },
+    },
+    "positional_embedding": {
+        "class": "PositionEmbedding",
+        "package": "mtl",
+        "params": list(BASE_KWARGS),
+        "required": [],
+        "defaults": {},
+    },
+}
+#: Keras arguments that need not be given: ``embedding``'s ``input_dim`` is the vocabulary size of the
+#: text input it reads (filled in by :func:`mtlcli.model.build.shared_layers`).
+OPTIONAL = {"embedding": ["input_dim"]}
 # Friendlier spellings of Keras's own snake_case names.
 ALIASES = {"relu": "re_lu", "prelu": "p_re_lu", "leaky_relu": "leaky_re_lu"}
-# Keyword arguments every layer accepts through ``keras.layers.Layer.__init__``.
-BASE_KWARGS = ["name", "dtype", "trainable"]
 
 
 @functools.cache
@@ -116,6 +169,9 @@ def generate() -> dict[str, dict]:
             "required": required,
             "defaults": defaults,
         }
+    for name, optional in OPTIONAL.items():
+        out[name]["required"] = [r for r in out[name]["required"] if r not in optional]
+    out.update(OWN_LAYERS)
     for alias, target in ALIASES.items():
         out[alias] = out[target]
     return out

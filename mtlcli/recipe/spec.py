@@ -16,7 +16,7 @@ from pydantic_core import PydanticCustomError
 from mtlcli.weighting.registry import available, with_primary
 
 TASK_TYPES = ("classification", "binary", "regression", "multilabel")
-INPUT_KINDS = ("numeric", "categorical", "image", "array")
+INPUT_KINDS = ("numeric", "categorical", "image", "array", "text")
 
 #: loss name -> task types it fits. The first listed per type is the default.
 LOSSES: dict[str, tuple[str, ...]] = {
@@ -92,7 +92,7 @@ class _Strict(BaseModel):
 class InputSpec(_Strict):
     """One model input: a CSV column or an NPZ array."""
 
-    kind: Literal["numeric", "categorical", "image", "array"]
+    kind: Literal["numeric", "categorical", "image", "array", "text"]
     shape: list[Annotated[Int, Field(ge=1, le=INT32_MAX)]] | None = Field(
         None, description="image/array only: e.g. [28, 28, 1]"
     )
@@ -104,6 +104,25 @@ class InputSpec(_Strict):
     )
     dim: Int | None = Field(
         None, ge=1, le=INT32_MAX, description="categorical with encoding: embedding: vector size"
+    )
+    max_tokens: Int | None = Field(
+        None, ge=3, le=INT32_MAX, description="text only: vocabulary size, reserved tokens included (20000)"
+    )
+    sequence_length: Int | None = Field(
+        None,
+        ge=1,
+        le=INT32_MAX,
+        description="text with output: int only: tokens per row, padded or cut (128)",
+    )
+    standardize: Literal["lower_and_strip_punctuation", "lower", "strip_punctuation", "none"] | None = Field(
+        None, description="text only: lower_and_strip_punctuation (default), lower, strip_punctuation or none"
+    )
+    split: Literal["whitespace", "character", "none"] | None = Field(
+        None, description="text only: whitespace (default), character or none"
+    )
+    ngrams: Int | None = Field(None, ge=1, le=16, description="text only: also n-grams up to this length")
+    output: Literal["int", "multi_hot", "tf_idf"] | None = Field(
+        None, description="text only: int (token ids, default), multi_hot or tf_idf (one column per token)"
     )
 
 

@@ -90,7 +90,7 @@ def signature_keys(inputs: dict) -> dict[str, str]:
 def _raw_kind(st) -> str:
     if st.kind == "numeric":
         return "number"
-    if st.kind == "categorical":
+    if st.kind in ("categorical", "text"):
         return "string"
     return "bytes" if st.files else f"array{tuple(st.shape)}"
 
@@ -313,6 +313,13 @@ def _refuse_for_tflite(prep, model) -> None:
             f"--format tflite: the image-file input(s) {', '.join(files)} cannot convert: decoding "
             "image files is not a TFLite builtin op. Use mtl export --format saved_model (it takes the "
             "encoded bytes), or train on image arrays (NPZ/IDX) for a TFLite model"
+        )
+    texts = [f"{name} (column {st.column!r})" for name, st in prep.inputs.items() if st.kind == "text"]
+    if texts:
+        raise UsageError(
+            f"--format tflite: the text input(s) {', '.join(texts)} cannot convert: splitting and looking "
+            "up tokens (TextVectorization) uses string ops that are not TFLite builtins. Use mtl export "
+            "--format saved_model (it takes the raw strings)"
         )
 
 
