@@ -14,6 +14,7 @@ from mtlcli.weighting import (  # noqa: F401
     aligned,
     cagrad,
     db_mtl,
+    excess_mtl,
     graddrop,
     gradnorm,
     imtl,
