@@ -117,7 +117,7 @@ def test_all_problems_at_once_with_lines_and_suggestions():
         "r.yaml:20 train.early_stopping.monitor: unknown metric 'val_flag_acc'; did you mean 'val_flag_loss'? "
         "(available: loss, kind_loss, flag_loss, value_loss, value_mae, value_rmse, val_loss, val_kind_loss, "
         "val_flag_loss, val_value_loss, val_value_mae, val_value_rmse)",
-        "r.yaml:21 train.extra: unknown key 'extra'; expected one of: epochs, batch_size, optimizer, weighting, "
+        "r.yaml:21 train.extra: unknown key 'extra'; expected one of: epochs, batch_size, optimizer, weighting, primary, "
         "early_stopping, checkpoint_every, on_nan, distribute, devices, jit_compile, mixed_precision, tensorboard",
     ]
 
