@@ -249,3 +249,32 @@ if __name__ == "__main__":
     import sys
 
     _mirrored_job(sys.argv[1], sys.argv[2])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("spec", ["modo", "{sdmgrad: {every: 2}}"])
+def test_four_epochs_equal_two_plus_two_with_a_resume(spec, cli, tiny_project, tmp_path):
+    from tests.test_resume import _history, _same_weights
+
+    tiny_project.write_text(tiny_project.read_text().replace("weighting: static", f"weighting: {spec}"))
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert cli("train", tiny_project, "-o", one, "--epochs", "4").exit_code == 0
+    assert cli("train", tiny_project, "-o", two, "--epochs", "2").exit_code == 0
+    result = cli("train", "--resume", two, "--epochs", "4")
+    assert result.exit_code == 0, result.output
+    _same_weights(one / "model.keras", two / "model.keras")  # includes the weights' state
+    assert _history(one) == _history(two)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("{modo: {on: representation}}", "train.weighting.modo.on: unknown parameter 'on'; modo takes"),
+        ("{sdmgrad: {momentum: 1}}", "train.weighting.sdmgrad: `momentum` must be in [0, 1), received 1"),
+    ],
+)
+def test_unsupported_options_are_refused_with_file_and_line(spec, message, cli, tiny_project):
+    tiny_project.write_text(tiny_project.read_text().replace("weighting: static", f"weighting: {spec}"))
+    result = cli("validate", tiny_project)
+    assert result.exit_code == 2
+    assert "recipe.yaml:20 " in result.output and message in result.output, result.output
