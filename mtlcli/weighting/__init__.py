@@ -13,6 +13,7 @@ from __future__ import annotations
 from mtlcli.weighting import (  # noqa: F401
     aligned,
     cagrad,
+    cr_mogm,
     db_mtl,
     excess_mtl,
     graddrop,

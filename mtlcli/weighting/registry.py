@@ -5,6 +5,12 @@ Besides a strategy's own parameters, a ``weighting:`` value may carry the train 
 between train on ``sum_i w_i L_i`` with the last weights.  It is not a field of the strategy:
 :func:`get` leaves it out, :func:`every` reads it, :func:`check` refuses it (with the reason) for the
 strategies it cannot apply to (:func:`every_refusal`).
+
+A wrapper strategy (CR-MOGM) names the field that holds the spec of the strategy it wraps in its class
+attribute ``wraps`` (``{cr_mogm: {base: {mgda: {normalization: l2}}, alpha: 0.9}}``).  :func:`check`
+checks that spec as a ``weighting:`` value of its own, reporting its problems under the field's path
+(``cr_mogm.base.mgda.normalization``), and refuses a base that is not a gradient-based weighting
+(:func:`wrap_refusal`); :func:`display_name` and :func:`label` show it (``cr_mogm(upgrad)``).
 """
 
 from __future__ import annotations
@@ -60,6 +66,34 @@ def every_refusal(cls: type[Strategy]) -> str | None:
             f"so there are no weights to reuse"
         )
     return _EVERY_REFUSED.get(cls.name)
+
+
+def wrapped_field(cls: type[Strategy]) -> str | None:
+    """The field of a wrapper strategy that holds the wrapped strategy's spec (``base``), else None."""
+    return getattr(cls, "wraps", None)
+
+
+def wrap_refusal(wrapper: str, cls: type[Strategy]) -> str | None:
+    """Why a strategy class cannot be wrapped by ``wrapper`` (which smooths or reuses the task weights it
+    computes from this step's gradients), or None when it can: it must be gradient-based, a weighting
+    (``direction == weights @ J``) and read one mini-batch's gradients."""
+    if cls.needs != "gradients":
+        return (
+            f"{wrapper} smooths the task weights a gradient-based weighting computes from the task gradients; "
+            f"{cls.name} is loss-based (it never sees the gradients)"
+        )
+    if not cls.weighting:
+        return (
+            f"{wrapper} smooths task weights, and {cls.name} is not a weighting: its direction is not a "
+            f"weighted sum of the task gradients"
+        )
+    if getattr(cls, "needs_primary", False):
+        return (
+            f"{cls.name} takes its primary task from train.primary, which only a top-level strategy receives"
+        )
+    if getattr(cls, "batches", 1) != 1:
+        return f"{cls.name} reads the gradients of {cls.batches} mini-batches; {wrapper} wraps one-batch weightings"
+    return None
 
 
 class SpecProblem(typing.NamedTuple):
@@ -149,9 +183,15 @@ def check(spec: Any) -> list[SpecProblem]:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     params, out = dict(params), []
+    wrapped = wrapped_field(cls)
+    base = _wrapped_spec(name, params)
+    if wrapped is not None:
+        out.extend(_check_wrapped(cls, wrapped, base))
     if EVERY in params:
-        out.extend(_check_every(cls, params.pop(EVERY)))
+        out.extend(_check_every(cls, params.pop(EVERY), base))
     for key, value in params.items():
+        if key == wrapped:
+            continue
         if key not in fields:
             known = sorted(fields) + ([EVERY] if every_refusal(cls) is None else [])
             hint = did_you_mean(key, known) or (
@@ -168,15 +208,56 @@ def check(spec: Any) -> list[SpecProblem]:
     return out
 
 
-def _check_every(cls: type[Strategy], value: Any) -> list[SpecProblem]:
+def _check_wrapped(cls: type[Strategy], field: str, spec: Any) -> list[SpecProblem]:
+    """The problems of a wrapper's ``field`` (``base``): those of the spec itself under its path, then
+    whether ``cls`` can wrap that strategy, and no ``every`` inside it (the schedule is the wrapper's)."""
+    path = (cls.name, field)
+    if isinstance(spec, Strategy):
+        reason = wrap_refusal(cls.name, type(spec))
+        return [] if reason is None else [SpecProblem(path, f"{spec.name} cannot be the {field}: {reason}")]
+    name = _split(spec)[0]
+    if name is not None and name not in REGISTRY:  # did you mean, among the strategies it can wrap
+        can = [n for n in available() if wrap_refusal(cls.name, REGISTRY[n]) is None]
+        return [
+            SpecProblem(
+                path,
+                f"unknown strategy {name!r}{did_you_mean(name, can)} ({cls.name} can wrap: {', '.join(can)})",
+            )
+        ]
+    inner = check(spec)
+    if inner:
+        return [SpecProblem(path + p.path, p.message) for p in inner]
+    name, params, _ = _split(spec)
+    reason = wrap_refusal(cls.name, REGISTRY[name])
+    if reason is not None:
+        return [SpecProblem(path, f"{name} cannot be the {field}: {reason}")]
+    if EVERY in params:
+        return [
+            SpecProblem(
+                path + (name, EVERY),
+                f"put every on {cls.name}, which schedules the whole step: {{{cls.name}: {{{field}: {name}, "
+                f"every: {params[EVERY]}}}}}",
+            )
+        ]
+    return []
+
+
+def _check_every(cls: type[Strategy], value: Any, wrapped: Any = None) -> list[SpecProblem]:
     path = (cls.name, EVERY)
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         return [
             SpecProblem(path, f"expected an integer >= 1 (steps between weight updates), received {value!r}")
         ]
     reason = every_refusal(cls)
+    if reason is None and wrapped is not None:  # a wrapper reuses its base's weights: the base's reason
+        base = type(wrapped) if isinstance(wrapped, Strategy) else REGISTRY.get(_split(wrapped)[0] or "")
+        reason = None if base is None else every_refusal(base)
     if value > 1 and reason is not None:
-        return [SpecProblem(path, f"every: {value} is not available for {cls.name}: {reason}")]
+        return [
+            SpecProblem(
+                path, f"every: {value} is not available for {label_name(cls.name, wrapped)}: {reason}"
+            )
+        ]
     return []
 
 
@@ -199,16 +280,54 @@ def get(spec: Any) -> Strategy:
     return REGISTRY[name](**{k: v for k, v in params.items() if k != EVERY})
 
 
+def _wrapped_spec(name: str | None, params: Any) -> Any:
+    """The spec a wrapper strategy ``name`` wraps (its field's value or default), else None."""
+    cls = REGISTRY.get(name or "")
+    field = None if cls is None else wrapped_field(cls)
+    if field is None:
+        return None
+    if isinstance(params, dict) and field in params:
+        return params[field]
+    return {f.name: f.default for f in dataclasses.fields(cls)}.get(field)
+
+
+def label_name(name: str | None, wrapped: Any) -> str:
+    """``cr_mogm(upgrad)`` for a wrapper, else the name."""
+    if wrapped is None:
+        return str(name)
+    return f"{name}({display_name(wrapped)})"
+
+
 def spec_name(spec: Any) -> str:
+    """The registry name of a spec's strategy: ``pcgrad`` for ``{pcgrad: {...}}``, ``cr_mogm`` for a
+    wrapper (``?`` for a malformed spec)."""
+    if isinstance(spec, Strategy):
+        return spec.name
     name, _, _ = _split(spec)
     return name or "?"
 
 
-def label(spec: Any) -> str:
-    """A strategy spec for display: ``pcgrad``, ``cagrad(c=0.4)``."""
+def display_name(spec: Any) -> str:
+    """:func:`spec_name`, a wrapper's with its base's in brackets (``cr_mogm(upgrad)``,
+    ``cr_mogm(cr_mogm(mgda))``): what listings name a run's strategy by."""
+    if isinstance(spec, Strategy):
+        return label_name(spec.name, getattr(spec, wrapped_field(type(spec)) or "", None))
     name, params, _ = _split(spec)
-    inner = ", ".join(f"{k}={v}" for k, v in (params or {}).items()) if isinstance(params, dict) else ""
+    if name is None:
+        return "?"
+    return label_name(name, _wrapped_spec(name, params))
+
+
+def label(spec: Any) -> str:
+    """A strategy spec for display: ``pcgrad``, ``cagrad(c=0.4)``, ``cr_mogm(base=mgda(normalization=l2),
+    alpha=0.5)``."""
+    name, params, _ = _split(spec)
+    if not isinstance(params, dict):
+        return str(name or spec)
+    field = wrapped_field(REGISTRY[name]) if name in REGISTRY else None
+    inner = ", ".join(f"{k}={label(v) if k == field else v}" for k, v in params.items())
     return f"{name}({inner})" if inner else str(name or spec)
+
 
 #: The field a strategy with ``needs_primary`` keeps the primary task's index in.
 PRIMARY = "primary"
