@@ -4,6 +4,7 @@ checkpoints, so a resumed run equals an uninterrupted one; strategies without it
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import keras
@@ -17,7 +18,7 @@ from mtlcli.model.build import build_model
 from mtlcli.weighting import eager
 from tests.test_resume import _history, _same_weights
 
-SIZED = {"db_mtl": ["grad_buffer"], "moco": ["y"]}
+SIZED = {"db_mtl": ["grad_buffer"], "excess_mtl": ["sq_grad_sum"], "moco": ["y"]}
 
 
 def _model(tiny_project, spec: str):
@@ -36,7 +37,8 @@ def test_registered_strategies_with_sized_state_are_exactly_these():
     assert found == SIZED
     for name in SIZED:
         cls = weighting.REGISTRY[name]
-        assert cls.needs == "gradients" and not cls.weighting  # no on: representation, no every: K
+        # no on: representation (P would grow with the batch); every: K only for a weighting (excess_mtl)
+        assert cls.needs == "gradients" and "on" not in {f.name for f in dataclasses.fields(cls)}
         assert cls().sized_state_spec(3, 7) == {k: ((3, 7), 0.0) for k in SIZED[name]}
 
 
@@ -67,6 +69,22 @@ def test_model_creates_sized_state_last_and_it_loads_back(name, tiny_project, tm
         np.testing.assert_array_equal(loaded.strategy_state[key].numpy(), model.strategy_state[key].numpy())
 
 
+def test_a_wrapper_creates_its_bases_sized_state_prefixed_and_it_loads_back(tiny_project, tmp_path):
+    model, _ = _model(tiny_project, "{cr_mogm: {base: excess_mtl}}")
+    shared = sum(math.prod(v.shape) for v in model.shared_variables)
+    assert tuple(model.strategy_state["base_sq_grad_sum"].shape) == (len(model.task_names), shared)
+    names = [v.path.rsplit("/", 1)[-1] for v in model.weights if v.path.count("/") <= 1]
+    assert [n for n in names if n.startswith("state_")][-1] == "state_base_sq_grad_sum"
+    model.strategy_state["base_sq_grad_sum"].assign(
+        tf.fill(model.strategy_state["base_sq_grad_sum"].shape, 0.5)
+    )
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True, compile=False)
+    np.testing.assert_array_equal(
+        loaded.strategy_state["base_sq_grad_sum"].numpy(), np.full((3, shared), 0.5)
+    )
+
+
 def test_strategies_without_sized_state_keep_their_variables(tiny_project):
     model, _ = _model(tiny_project, "pcgrad")
     own = [v.path for v in model.weights if v.path.count("/") <= 1]
@@ -75,7 +93,10 @@ def test_strategies_without_sized_state_keep_their_variables(tiny_project):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("spec", ["db_mtl", "{moco: {gamma: 0.2}}"])
+@pytest.mark.parametrize(
+    "spec",
+    ["db_mtl", "{moco: {gamma: 0.2}}", "{excess_mtl: {n_warmup_steps: 3}}", "{cr_mogm: {base: excess_mtl}}"],
+)
 def test_four_epochs_equal_two_plus_two_with_a_resume(spec, cli, tiny_project, tmp_path):
     tiny_project.write_text(tiny_project.read_text().replace("weighting: static", f"weighting: {spec}"))
     one, two = tmp_path / "one", tmp_path / "two"
@@ -92,6 +113,10 @@ def test_four_epochs_equal_two_plus_two_with_a_resume(spec, cli, tiny_project, t
     [
         ("{db_mtl: {on: representation}}", "train.weighting.db_mtl.on: unknown parameter 'on'; db_mtl takes"),
         ("{moco: {on: representation}}", "train.weighting.moco.on: unknown parameter 'on'; moco takes"),
+        (
+            "{excess_mtl: {on: representation}}",
+            "train.weighting.excess_mtl.on: unknown parameter 'on'; excess_mtl takes",
+        ),
         (
             "{moco: {every: 2}}",
             "train.weighting.moco.every: every: 2 is not available for moco: moco is not a",
