@@ -144,6 +144,16 @@ class Strategy:
         del num_tasks
         return {}
 
+    def task_count_problem(self, num_tasks: int) -> tuple[str, str] | None:
+        """Why these parameters cannot run with ``num_tasks`` tasks, or None: ``(parameter, message)``.
+
+        Checked by the recipe (:func:`mtlcli.weighting.registry.check` given the task count) before
+        training, the message placed at ``parameter``'s line; for a per-task list (a length) or a
+        minimum number of tasks (Krum, TrimmedMean).  Default: none.
+        """
+        del num_tasks
+        return None
+
     # -- the one call of the train step --------------------------------------------------------
     def update(self, losses, jacobian, params: dict, state: dict, ctx: Context) -> Result:
         """One step of the strategy, called the same way for every kind.
