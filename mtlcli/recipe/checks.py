@@ -125,7 +125,8 @@ def _fraction_problems(data_spec: dict, add) -> None:
 def _train_problems(train: dict, tasks: dict | None, add) -> None:
     """``train``: the strategy and its parameters, distribution options, the early-stopping monitor."""
     if "weighting" in train:
-        for problem in check_weighting(train["weighting"]):
+        num_tasks = len(tasks) if isinstance(tasks, dict) and tasks else None
+        for problem in check_weighting(train["weighting"], num_tasks):
             add(problem.message, ("train", "weighting", *problem.path))
     _primary_problems(train, tasks, add)
     if train.get("devices") is not None and train.get("distribute", "none") in ("none", None):

@@ -166,8 +166,10 @@ def _describe(annotation: Any) -> str:
     return getattr(annotation, "__name__", str(annotation))
 
 
-def check(spec: Any) -> list[SpecProblem]:
-    """Every problem in a ``weighting:`` value, without constructing anything heavy."""
+def check(spec: Any, num_tasks: int | None = None) -> list[SpecProblem]:
+    """Every problem in a ``weighting:`` value, without constructing anything heavy; given the recipe's
+    ``num_tasks``, also the parameters that cannot run with that many tasks
+    (:meth:`~mtlcli.weighting.base.Strategy.task_count_problem`, placed at the parameter)."""
     name, params, problems = _split(spec)
     if problems:
         return problems
@@ -202,9 +204,13 @@ def check(spec: Any) -> list[SpecProblem]:
             out.append(SpecProblem((name, str(key)), f"expected {_describe(hints[key])}, received {value!r}"))
     if not any(p.path[-1:] != (EVERY,) for p in out):
         try:
-            cls(**params)
+            strategy = cls(**params)
         except (ValueError, TypeError) as exc:
             out.append(SpecProblem((name,), str(exc)))
+        else:
+            problem = None if num_tasks is None else strategy.task_count_problem(num_tasks)
+            if problem is not None:
+                out.append(SpecProblem((name, problem[0]), problem[1]))
     return out
 
 

@@ -42,15 +42,23 @@ class _DualCone(Strategy):
         _check_eps("reg_eps", self.reg_eps)
         _check_pref(self.pref_vector)
 
+    def task_count_problem(self, num_tasks: int) -> tuple[str, str] | None:
+        if self.pref_vector is not None and len(self.pref_vector) != num_tasks:
+            return (
+                "pref_vector",
+                f"{self.name}.pref_vector needs one preference per task: expected {num_tasks} entries, "
+                f"received {len(self.pref_vector)} ({list(self.pref_vector)!r})",
+            )
+        return None
+
     def _pref(self, m: int, dtype: Any) -> Any:
         import tensorflow as tf
 
         if self.pref_vector is None:
             return tf.fill([m], tf.constant(1.0 / m, dtype))
-        if len(self.pref_vector) != m:
-            raise ValueError(
-                f"`{self.name}.pref_vector` has {len(self.pref_vector)} entries but there are {m} tasks"
-            )
+        problem = self.task_count_problem(m)
+        if problem is not None:
+            raise ValueError(problem[1])
         return tf.constant([float(p) for p in self.pref_vector], dtype)
 
     def _quadratic(self, J: Any) -> Any:
