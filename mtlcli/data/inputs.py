@@ -247,8 +247,8 @@ def tokens(text: str, options: dict) -> list[str]:
 
 
 def text_cells(values: np.ndarray, table: Table, column: str, problems: list[Problem]) -> np.ndarray:
-    """The text of every row as an object array of str: missing cells are ``""``, numbers their text
-    (``2.0`` -> ``"2"``); anything else (a list, a mapping, true/false) is a bad cell."""
+    """The text of every row as an object array of str: missing cells are ``""``, numbers and booleans
+    their text (``2.0`` -> ``"2"``, ``True``); anything else (a list, a mapping) is a bad cell."""
     out = np.full(len(values), "", dtype=object)
     if values.dtype.kind in "biuf":
         present = ~np.isnan(values) if values.dtype.kind == "f" else np.ones(len(values), bool)
@@ -260,7 +260,7 @@ def text_cells(values: np.ndarray, table: Table, column: str, problems: list[Pro
             out[i] = v
         elif missing(v):
             continue
-        elif isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_)):
+        elif isinstance(v, (int, float, np.integer, np.floating, np.bool_)):  # bool is an int
             out[i] = vocab_key(v)
         else:
             bad.append(i)

@@ -125,7 +125,7 @@ def text_vectorization(name: str, st: InputStats) -> keras.layers.TextVectorizat
         output_mode=output,
         output_sequence_length=o.get("sequence_length") if output == "int" else None,
         vocabulary=vocabulary,
-        idf_weights=(list(st.idf) or [0.0]) if output == "tf_idf" else None,
+        idf_weights=(list(st.idf) or [1.0]) if output == "tf_idf" else None,
         name=f"{name}_vectorization",
     )
 

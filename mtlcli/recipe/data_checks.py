@@ -154,6 +154,7 @@ def _text_problems(inputs: dict, src: Located, add) -> None:
     (first in ``model.shared``) and which cannot be flattened and joined with other inputs."""
     texts = {}
     for inp, spec in inputs.items():
+        spec = {"kind": spec} if isinstance(spec, str) else spec  # the shorthand ``review: text``
         if not isinstance(spec, dict):
             continue
         if spec.get("kind") != "text":
@@ -188,7 +189,7 @@ def _text_problems(inputs: dict, src: Located, add) -> None:
             f"text input {name!r} gives token ids (output: int): model.shared must start with an embedding "
             f"layer, e.g. shared: [{{embedding: {{output_dim: 64}}}}, {{global_average_pooling1d: {{}}}}, "
             f"...] (input_dim defaults to the vocabulary size); or use output: multi_hot or tf_idf",
-            ("model", "shared") if model.get("shared") else ("data", "inputs", name),
+            ("model", "shared", 0) if model.get("shared") else ("data", "inputs", name),
         )
 
 
