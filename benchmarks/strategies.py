@@ -58,6 +58,7 @@ model:
 train:
   batch_size: 256
   weighting: {weighting}
+  primary: t0
 """
 
 
@@ -224,6 +225,11 @@ def _with_weighting(text: str, spec: str) -> str:
     from mtlcli.recipe.yamlio import load_text
 
     recipe.setdefault("train", {})["weighting"] = load_text(spec, "<spec>").data
+    from mtlcli import weighting
+
+    name = weighting.spec_name(recipe["train"]["weighting"])
+    if name in weighting.REGISTRY and weighting.REGISTRY[name].needs_primary:  # pcd: the first task
+        recipe["train"].setdefault("primary", next(iter(recipe["model"]["tasks"])))
     return yaml.safe_dump(recipe, sort_keys=False)
 
 
