@@ -68,6 +68,9 @@ VARIANTS = [
     {"cagrad": {"c": 0.5, "rescale": 1}},
     {"nash_mtl": {"max_norm": 0.0}},
     {"graddrop": {"leak": 0.3}},
+    # a wrapper: its base's (T, P) state carried, and its base's on: representation
+    {"cr_mogm": {"base": "excess_mtl", "alpha": 0.5}},
+    {"cr_mogm": {"base": {"mgda": {"on": "representation"}}, "alpha": 0.5}},
 ]
 CASES = [
     *GRADIENT_BASED,
@@ -276,7 +279,7 @@ def _check_equivalence(spec, loaded, mtl, ref, batches):
     """The body of the tests above (see the module docstring)."""
     name, params = _name(spec), _params(spec)
     strategy = weighting.get(mtl.spec["weighting"])  # the recipe's, with PCD's primary index
-    on_z = params.get("on") == "representation"
+    on_z = getattr(strategy, "on", "parameters") == "representation"  # a wrapper's follows its base
     rtol_moments, rtol_change = TOLERANCES.get(name, TOLERANCE)
     adam_spec = loaded.recipe.train.optimizer.adam
     adam = keras.optimizers.Adam(
