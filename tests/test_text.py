@@ -297,3 +297,19 @@ def test_a_table_of_texts_per_row_is_refused_by_fit(tmp_path):
     assert [p.message for p in info.value.problems] == [
         "a text input must be one text per row, received shape (2,)"
     ]
+
+
+def test_the_bundled_reviews_are_the_generators_and_the_recipe_is_valid():
+    import csv
+    import importlib.util
+
+    from mtlcli import recipe as R
+
+    data = Path(__file__).resolve().parents[1] / "recipes" / "data"
+    spec_ = importlib.util.spec_from_file_location("make_reviews", data / "make_reviews.py")
+    module = importlib.util.module_from_spec(spec_)
+    spec_.loader.exec_module(module)
+    with (data / "reviews.csv").open(newline="") as f:
+        assert list(csv.DictReader(f)) == module.generate()
+    loaded = R.load(data.parent / "reviews.yaml")
+    assert loaded.recipe.data.inputs["review"].kind == "text"
