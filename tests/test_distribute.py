@@ -203,6 +203,8 @@ def test_one_mirrored_step_equals_the_single_device_step(tiny_project):
         "famo",
         "db_mtl",  # (T, P) state created at build, under the strategy's scope
         "moco",
+        "{cr_mogm: {base: excess_mtl}}",  # a wrapper: its base's (T, P) state, under base_
+        "{cr_mogm: {base: {mgda: {on: representation}}}}",  # the base's on: a (T, T) factor of the Gramian
     ]
     proc = subprocess.run(
         [sys.executable, "-m", "tests.distribute_job", "step", str(tiny_project), *weightings],
