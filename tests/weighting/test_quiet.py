@@ -12,7 +12,11 @@ import numpy as np
 from mtlcli.weighting import REGISTRY, aggregate, available
 assert "tensorflow" not in sys.modules, "importing mtlcli.weighting imported TensorFlow"
 J = np.array([[-4.0, 1.0, 1.0], [6.0, 1.0, 1.0]])
+J3 = np.array([[-4.0, 1.0, 1.0], [6.0, 1.0, 1.0], [0.5, -2.0, 3.0]])
 for name in available():  # two-batch strategies (MoDo, SDMGrad) read (2, T, P)
+    if REGISTRY[name]().task_count_problem(2) is not None:  # krum, trimmed_mean: three tasks at least
+        aggregate(name, J3, losses=[0.5, 2.0, 1.0])
+        continue
     aggregate(name, J if REGISTRY[name].batches == 1 else np.stack([J, J + 0.5]), losses=[0.5, 2.0])
 print(aggregate("upgrad", J).round(6).tolist())
 """
