@@ -177,7 +177,8 @@ def test_a_changed_primary_is_a_recipe_change_for_resume(cli, two_runs, tiny_pro
 def test_mtl_strategies_shows_pcd_needs_train_primary_not_a_primary_parameter(cli):
     rows = json.loads(cli("strategies", "--json").stdout)
     [pcd] = [r for r in rows if r["name"] == "pcd"]
-    assert pcd["params"] == {"tau": 0.02, "beta": 0.999, "eps": 1e-08} and pcd["needs_primary"] is True
+    assert pcd["params"] == {"tau": 0.02, "beta": 0.999, "eps": 1e-08, "on": "parameters"}
+    assert pcd["needs_primary"] is True
     assert all("needs_primary" not in r for r in rows if r["name"] != "pcd")
     table = cli("strategies").output.replace("│", " ")
     assert re.search(r"needs\s+train\.primary", table)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from mtlcli.weighting import qp
 from mtlcli.weighting.base import Context, Result, Strategy, combine_rows
@@ -57,6 +57,9 @@ class PCD(Strategy):
         primary: ``0``. Index of the primary task in the task order. Set from ``train.primary`` by
             the model build (the recipe names a task; writing ``primary`` under ``pcd`` is refused);
             through :func:`mtlcli.weighting.aggregate` row 0 is primary unless given.
+        on: ``"parameters"`` (default) uses gradients of the shared parameters; ``"representation"``
+            uses gradients w.r.t. the shared representation (one backward pass of ``sum_i w_i L_i``
+            with these weights, as MGDA-UB; the EMA then tracks those gradients' norms).
 
     State: ``sq_norm_ema`` ``(T,)`` (the EMA, in task order) and ``n_steps`` (its bias correction),
     saved in checkpoints so a resumed run continues exactly.
@@ -72,6 +75,7 @@ class PCD(Strategy):
     beta: float = 0.999
     eps: float = 1e-8
     primary: int = 0
+    on: Literal["parameters", "representation"] = "parameters"
 
     name: ClassVar[str] = "pcd"
     needs: ClassVar[str] = "gradients"
