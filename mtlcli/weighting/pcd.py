@@ -1,9 +1,10 @@
 """PCD (``weighting: pcd``): Priority-Constrained Descent, one primary task and auxiliaries.
 
 The primary task is named in the recipe (``train.primary: click``); the model build turns the name
-into its index in the task order and fills the strategy's ``primary`` field with
-``dataclasses.replace`` (:func:`mtlcli.model.build.spec_from_recipe` writes it into the model spec's
-``weighting`` value, so a saved model rebuilds the same strategy).  :meth:`PCD.aggregate` moves that
+into its index in the task order and fills the strategy's ``primary`` field: the model spec's
+``weighting`` value gets ``primary: <index>`` (:meth:`mtlcli.recipe.spec.Recipe.model_weighting`,
+through :func:`mtlcli.weighting.registry.with_primary`), so the train step builds the strategy from it
+as from any other value, and a saved model rebuilds the same strategy.  :meth:`PCD.aggregate` moves that
 row of ``J`` first (TorchJD's convention: row 0 is the primary objective) and moves the weights and
 the EMA state back, so everything outside this module stays in task order.  No change to
 :class:`~mtlcli.weighting.base.Context` is needed.
