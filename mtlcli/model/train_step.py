@@ -35,6 +35,12 @@ separately (their statistics are the halves'). Under tf.distribute each replica 
 the batch: the global halves are the replicas' first halves and their second halves (each half's loss
 divides by its global label count, and ``J`` is all-reduced like a one-batch ``J``).
 
+Auto-Lambda (``strategy.needs_validation``): the runner feeds ``((x, y, mask), validation batch)``;
+before step 1, :meth:`MultiTaskModel._meta_state` takes the strategy's meta step (a virtual step of
+the shared and head variables, the validation gradient there, two forward passes at ``θ ± ε d``, all
+with the variables assigned in place and restored) and the ordinary step then reads the new weights.
+The new state is assigned with the update (so ``skip_nonfinite`` skips it too). One device only.
+
 AITM's calibrator penalty (:meth:`mtlcli.model.network.Network.calibrator_term`) is not a task loss:
 the strategy never sees it. Its plain gradient is added to the shared and head gradients the strategy
 gave (step 5), with every strategy, static or gradient-based, and the logged ``objective`` includes it.
@@ -276,6 +282,10 @@ class MultiTaskModel(Network):
         """One multi-task step: steps 1-5 of the module docstring, in that order. ``refresh`` (``every:
         K`` only): True or False traces only the update step or only the steps between
         (:meth:`make_train_function`); None decides in the graph (``tf.cond``)."""
+        meta = None
+        if self.strategy.needs_validation:  # Auto-Lambda: its meta step on a validation batch first
+            data, validation = data
+            meta = self._meta_state(data, validation)
         x, y, mask = data
         ctx = self._context()
         shared, heads = self.shared_variables, self.head_variables
@@ -297,7 +307,8 @@ class MultiTaskModel(Network):
             result, grads = self._every_update(tape, rows, z, losses, totals, ctx, refresh)
         else:
             jacobian = self.backward.jacobian(tape, rows, z, shared)
-            result = self.strategy.update(totals, jacobian, *self.strategy_values(), ctx)
+            params, state = self.strategy_values()
+            result = self.strategy.update(totals, jacobian, params, meta or state, ctx)
             grads = self.backward.gradients(tape, losses, result, shared, heads) + self._param_grads(result)
             if jacobian is not None and self.cos_tracker is not None:
                 self.cos_tracker.update_state(self._cosines(jacobian))
@@ -331,6 +342,42 @@ class MultiTaskModel(Network):
         return self._step_logs(self._results(training=False))
 
     # -- the train step's helpers ---------------------------------------------------------------
+    def _meta_state(self, data, validation) -> dict:
+        """Auto-Lambda's meta step (:class:`mtlcli.weighting.auto_lambda.AutoLambda`): the strategy's new
+        state from the training batch ``data`` and a ``validation`` batch. The shared and head variables
+        are assigned the virtual step and the two finite-difference points in turn, then restored."""
+        if distribute.replicas() > 1:
+            raise ValueError(f"{self.strategy.name} runs on one device only (the recipe check says so)")
+        (x, y, mask), (x_val, y_val, mask_val) = data, validation
+        variables = self.shared_variables + self.head_variables
+        _, state = self.strategy_values()
+        lambd = tf.cast(state["lambd"], tf.float32)
+        alpha = tf.cast(self.optimizer.learning_rate, tf.float32)
+        decay = float(getattr(self.optimizer, "weight_decay", None) or 0.0)
+
+        def losses_at(x_, y_, mask_):
+            preds = self.heads_from(self.represent(x_, training=True), training=True)
+            return self.task_losses(y_, preds, mask_)[0]
+
+        theta = [tf.identity(v) for v in variables]
+        with tf.GradientTape() as tape:
+            weighted = tf.reduce_sum(lambd * losses_at(x, y, mask))
+        grads = backward.grads_or_zeros(tape, weighted, variables)
+        for v, t, g in zip(variables, theta, grads, strict=True):  # the virtual step
+            v.assign(t - alpha * (g + decay * t))
+        with tf.GradientTape() as tape:
+            objective = tf.reduce_sum(losses_at(x_val, y_val, mask_val))  # every task primary
+        direction = backward.grads_or_zeros(tape, objective, variables)
+        eps = self.strategy.fd_epsilon(tf.linalg.global_norm(direction))
+        at = {}
+        for sign in (1.0, -1.0):
+            for v, t, d in zip(variables, theta, direction, strict=True):
+                v.assign(t + sign * eps * d)
+            at[sign] = losses_at(x, y, mask)
+        for v, t in zip(variables, theta, strict=True):
+            v.assign(t)
+        return self.strategy.meta_update(state, self.strategy.hypergradient(alpha, at[1.0], at[-1.0], eps))
+
     def _forward_halves(self, x, y, mask):
         """The forward pass of a two-batch strategy (module docstring, "Two-batch strategies"), under
         the train step's tape: ``(preds, losses, rows, tracked, counts)`` with ``preds`` and the label

@@ -12,7 +12,7 @@ import re
 
 from mtlcli.errors import Problem, did_you_mean
 from mtlcli.recipe import layer_table
-from mtlcli.recipe.data_checks import data_problems
+from mtlcli.recipe.data_checks import data_problems, validation_problems
 from mtlcli.recipe.layer_args import argument_problem
 from mtlcli.recipe.spec import (
     ARCHITECTURES,
@@ -53,6 +53,7 @@ def recipe_problems(data: dict, src: Located) -> list[Problem]:
     out.extend(data_problems(data_spec, tasks or {}, src))
     train = data.get("train") if isinstance(data.get("train"), dict) else {}
     _train_problems(train, tasks, add)
+    validation_problems(train, data_spec, add)
     return out
 
 

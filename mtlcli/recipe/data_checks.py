@@ -14,6 +14,7 @@ from typing import Any
 
 from mtlcli.errors import Problem, did_you_mean
 from mtlcli.recipe.yamlio import Located, describe
+from mtlcli.weighting.registry import REGISTRY
 
 #: keys of a source mapping and what each means
 SOURCE_KEYS = {
@@ -479,3 +480,26 @@ def stream_unsupported(data_spec: dict) -> list[tuple[str, tuple]]:
                 )
             )
     return out
+
+
+def validation_problems(train: dict, data_spec: dict, add) -> None:
+    """A strategy reading validation batches every step (Auto-Lambda) needs a validation split, and one
+    device (its meta step assigns the model's variables inside the step)."""
+    spec = train.get("weighting", "static")
+    name = next(iter(spec)) if isinstance(spec, dict) and len(spec) == 1 else spec
+    cls = REGISTRY.get(name) if isinstance(name, str) else None
+    if cls is None or not cls.needs_validation:
+        return
+    split = data_spec.get("split")
+    if data_spec.get("validation", 0.2) is None and not (isinstance(split, dict) and split.get("validation")):
+        add(
+            f"{name} reads a validation batch every step, and data.validation is null: give the data a "
+            f"validation split (e.g. data.validation: 0.2) or choose another strategy",
+            ("train", "weighting"),
+        )
+    if train.get("distribute", "none") not in ("none", None):
+        add(
+            f"{name} is not available with train.distribute {train['distribute']} (its meta step assigns "
+            f"the model's variables inside the step): expected train.distribute none",
+            ("train", "weighting"),
+        )

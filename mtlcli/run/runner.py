@@ -416,6 +416,8 @@ def _fit_epochs(tf, job: Job, model, callback, dist, val_ds) -> None:
         stream = pipeline.train_stream(
             tf, train_split, job.batch, job.seed, first_epoch, first_step, end_epoch
         )
+        if model.strategy.needs_validation:  # Auto-Lambda: one validation batch with every step
+            stream = tf.data.Dataset.zip((stream, _validation_stream(tf, job, first_epoch, first_step)))
         model.fit(
             dist.dataset(stream),
             validation_data=val_ds,
@@ -433,6 +435,15 @@ def _fit_epochs(tf, job: Job, model, callback, dist, val_ds) -> None:
         epoch += 1
     if epoch < job.epochs and not callback.run.selection.stopped:
         fit_range(epoch, 0, job.epochs)
+
+
+def _validation_stream(tf, job: Job, first_epoch: int, first_step: int):
+    """The validation batches a strategy with ``needs_validation`` reads, one per training step: the
+    validation split reshuffled each pass with the run's seed, repeated, from the batch of global step
+    ``first_epoch * steps + first_step`` (a resumed run reads the batches the uninterrupted one would)."""
+    split = job.prepared.splits["validation"]
+    batches = pipeline.dataset(tf, split, job.batch, job.seed + 1, shuffle=True).repeat()
+    return batches.skip(first_epoch * job.steps + first_step)
 
 
 def _early_stop(run) -> EarlyStopped:

@@ -12,6 +12,7 @@ from __future__ import annotations
 # Importing the strategy modules registers them. They import TensorFlow lazily (inside methods).
 from mtlcli.weighting import (  # noqa: F401
     aligned,
+    auto_lambda,
     cagrad,
     constant,
     cr_mogm,

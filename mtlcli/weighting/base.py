@@ -115,6 +115,10 @@ class Strategy:
     #: independent mini-batches (the train step's are the two halves of each batch; see
     #: :mod:`mtlcli.model.train_step`), and ``direction`` is built from both.
     batches: ClassVar[int] = 1
+    #: True when every step also reads one batch of the validation split (Auto-Lambda's meta step): the
+    #: runner feeds ``((x, y, mask), (x_val, y_val, mask_val))`` and the recipe check refuses a recipe
+    #: without a validation split.
+    needs_validation: ClassVar[bool] = False
 
     #: True when the strategy treats one task as the primary objective (PCD): it has an int field
     #: ``primary`` (the task's index), which the model build fills from the recipe's ``train.primary``;
