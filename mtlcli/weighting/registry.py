@@ -188,7 +188,7 @@ def check(spec: Any, num_tasks: int | None = None) -> list[SpecProblem]:
     wrapped = wrapped_field(cls)
     base = _wrapped_spec(name, params)
     if wrapped is not None:
-        out.extend(_check_wrapped(cls, wrapped, base))
+        out.extend(_check_wrapped(cls, wrapped, base, num_tasks))
     if EVERY in params:
         out.extend(_check_every(cls, params.pop(EVERY), base))
     for key, value in params.items():
@@ -214,7 +214,9 @@ def check(spec: Any, num_tasks: int | None = None) -> list[SpecProblem]:
     return out
 
 
-def _check_wrapped(cls: type[Strategy], field: str, spec: Any) -> list[SpecProblem]:
+def _check_wrapped(
+    cls: type[Strategy], field: str, spec: Any, num_tasks: int | None = None
+) -> list[SpecProblem]:
     """The problems of a wrapper's ``field`` (``base``): those of the spec itself under its path, then
     whether ``cls`` can wrap that strategy, and no ``every`` inside it (the schedule is the wrapper's)."""
     path = (cls.name, field)
@@ -230,7 +232,7 @@ def _check_wrapped(cls: type[Strategy], field: str, spec: Any) -> list[SpecProbl
                 f"unknown strategy {name!r}{did_you_mean(name, can)} ({cls.name} can wrap: {', '.join(can)})",
             )
         ]
-    inner = check(spec)
+    inner = check(spec, num_tasks)
     if inner:
         return [SpecProblem(path + p.path, p.message) for p in inner]
     name, params, _ = _split(spec)

@@ -283,6 +283,25 @@ def test_recipe_mistakes_name_the_file_and_line(cli, tiny_project, alpha, base, 
     assert f"{tiny_project}:{line} {message}" in " ".join(result.output.split())
 
 
+def test_the_bases_task_count_problems_are_placed_at_the_base(cli, tiny_project):
+    assert check({"cr_mogm": {"base": {"krum": {"n_byzantine": 5}}}}, 3) == [
+        registry.SpecProblem(
+            ("cr_mogm", "base", "krum", "n_byzantine"),
+            "krum needs at least n_byzantine + 3 = 8 tasks (n_byzantine = 5), received 3",
+        )
+    ]
+    block = "weighting:\n    cr_mogm:\n      base:\n        upgrad: {pref_vector: [1, 2]}"
+    text = tiny_project.read_text().replace("weighting: static", block)
+    tiny_project.write_text(text)
+    line = text.splitlines().index("        upgrad: {pref_vector: [1, 2]}") + 1
+    result = cli("validate", tiny_project)
+    assert result.exit_code == 2
+    assert (
+        f"{tiny_project}:{line} train.weighting.cr_mogm.base.upgrad.pref_vector: upgrad.pref_vector needs one "
+        "preference per task: expected 3 entries, received 2"
+    ) in " ".join(result.output.split())
+
+
 def test_initial_weights_need_one_entry_per_task(cli, tiny_project):
     text = tiny_project.read_text().replace(
         "weighting: static", "weighting: {cr_mogm: {initial_weights: [1, 0]}}"
