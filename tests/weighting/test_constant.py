@@ -119,3 +119,17 @@ def test_recipe_with_a_bad_value_gives_one_clean_message(tiny_project):
     with pytest.raises(RecipeError) as info:
         R.loads(text, file="r.yaml", base_dir=tiny_project.parent)
     assert "r.yaml:" in str(info.value) and "Traceback" not in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["upgrad", "dualproj"])
+def test_other_per_task_lists_are_checked_when_the_recipe_loads(name, tiny_project):
+    # the same check covers upgrad / dualproj's pref_vector (three tasks, two entries)
+    text = tiny_project.read_text().replace(
+        "weighting: static", f"weighting: {{{name}: {{pref_vector: [1, 2]}}}}"
+    )
+    with pytest.raises(RecipeError) as info:
+        R.loads(text, file="r.yaml", base_dir=tiny_project.parent)
+    assert (
+        f"train.weighting.{name}.pref_vector: {name}.pref_vector needs one preference per task: expected 3 "
+        in (str(info.value))
+    )

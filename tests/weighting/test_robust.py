@@ -188,3 +188,27 @@ def test_recipe_with_too_few_tasks_is_refused_at_the_parameter_line(tiny_project
     assert f"r.yaml:{line}" in str(info.value)
     assert "train.weighting.krum.n_byzantine" in str(info.value)
     assert "krum needs at least n_byzantine + 3 = 4 tasks (n_byzantine = 1), received 3" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        (
+            "{trimmed_mean: {trim_number: 2}}",
+            "train.weighting.trimmed_mean.trim_number: trimmed_mean needs at least 2·trim_number + 1 = 5 "
+            "tasks (trim_number = 2), received 3",
+        ),
+        ("{krum: {n_selected: 0}}", "train.weighting.krum: `n_selected` must be an integer >= 1, received 0"),
+        (
+            "{krum: {n_byzantine: one}}",
+            "train.weighting.krum.n_byzantine: expected an integer, received 'one'",
+        ),
+    ],
+)
+def test_validate_exits_2_with_the_file_line_and_one_message(cli, tiny_project, spec, message):
+    tiny_project.write_text(tiny_project.read_text().replace("weighting: static", f"weighting: {spec}"))
+    result = cli("validate", tiny_project)
+    assert result.exit_code == 2
+    line = tiny_project.read_text().splitlines().index(f"  weighting: {spec}") + 1
+    assert f"recipe.yaml:{line} {message}" in " ".join(result.output.split())
+    assert "Traceback" not in result.output
