@@ -188,9 +188,12 @@ def test_mtl_strategies_shows_pcd_needs_train_primary_not_a_primary_parameter(cl
 def test_one_mirrored_pcd_step_equals_the_single_device_step(tiny_project):
     """tests/test_distribute.py's check for pcd with a primary that is not the first task: one SGD step
     under ``mirrored`` over 2 logical CPU devices equals the single-device step, state included."""
-    weighting = "{pcd: {tau: 0.3}}\n  primary: value"
+    weightings = [
+        "{pcd: {tau: 0.3}}\n  primary: value",
+        "{pcd: {tau: 0.3, on: representation}}\n  primary: value",
+    ]
     proc = subprocess.run(
-        [sys.executable, "-m", "tests.distribute_job", "step", str(tiny_project), weighting],
+        [sys.executable, "-m", "tests.distribute_job", "step", str(tiny_project), *weightings],
         cwd=REPO,
         env={**{k: v for k, v in os.environ.items() if k != "TF_CONFIG"}, "PYTHONPATH": str(REPO)},
         capture_output=True,
@@ -198,6 +201,8 @@ def test_one_mirrored_pcd_step_equals_the_single_device_step(tiny_project):
         timeout=240,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    [row] = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-    assert row["replicas"] == 2 and row["update_norm"] > 1e-3, row
-    assert row["update_rel"] <= 1e-5 and row["state_diff"] <= 1e-5 and row["logs_diff"] <= 1e-5, row
+    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert [r["weighting"] for r in rows] == weightings
+    for row in rows:  # on: representation: the strategy sees a (T, T) factor of the global Gramian
+        assert row["replicas"] == 2 and row["update_norm"] > 1e-3, row
+        assert row["update_rel"] <= 1e-5 and row["state_diff"] <= 1e-5 and row["logs_diff"] <= 1e-5, row
