@@ -76,9 +76,10 @@ def build(workdir: Path, tasks: int, weighting: str, samples: int):
             arrays[f"t{t}"] = rng.integers(0, 10, samples)
         np.savez(npz, **arrays)
     task_lines = "\n".join(f"    t{t}: {{type: classification}}" for t in range(tasks))
-    loaded = R.loads(
-        RECIPE.format(tasks=task_lines, weighting=weighting), file="bench.yaml", base_dir=workdir
-    )
+    text = RECIPE.format(tasks=task_lines, weighting=weighting)
+    if _needs_validation(weighting):  # Auto-Lambda is refused without a validation split
+        text = text.replace("validation: null", "validation: 0.1")
+    loaded = R.loads(text, file="bench.yaml", base_dir=workdir)
     prepared = data.prepare(loaded)
     import tensorflow as tf
 
@@ -112,6 +113,13 @@ def strategy_specs(quick: bool | str) -> list[str]:
     return specs
 
 
+def _needs_validation(spec: str) -> bool:
+    from mtlcli import weighting
+
+    name = spec.strip("{}").split(":")[0] if spec.startswith("{") else spec
+    return weighting.REGISTRY[name].needs_validation
+
+
 def fit_step(model):
     """``step(batch)``: Keras's own train function, as ``fit`` runs it (with ``every: K`` it picks one
     of two compiled steps per step), fed the given batch through an iterator."""
@@ -119,6 +127,8 @@ def fit_step(model):
     function = model.train_function
 
     def step(batch):
+        if model.strategy.needs_validation:  # timed with the training batch as its validation batch
+            batch = (batch, batch)
         return function([batch])  # a list, not a tf.data iterator: Keras runs its compiled step on it
 
     return step
@@ -159,6 +169,8 @@ def time_strategies(tasks: int, specs: list[str], rounds: int, samples: int, wor
             target, kind = EVERY_TARGETS.get(tasks), "gradients/4"
         elif "representation" in spec:
             target, kind = REPR_TARGET, "representation"
+        elif _needs_validation(spec):  # Auto-Lambda's meta step: about 4 passes more, no target
+            target, kind = None, "losses+meta"
         elif needs == "losses":
             target, kind = LOSS_TARGET, "losses"
         else:
