@@ -459,7 +459,9 @@ def plan(
     if as_json:
         sys.stdout.write(json.dumps(p.to_dict(), indent=2, default=str) + "\n")
         return
-    render_plan(_console(), p, strategy_label(loaded.recipe.train.weighting))
+    train = loaded.recipe.train
+    primary = f", primary task {train.primary}" if train.primary else ""
+    render_plan(_console(), p, strategy_label(train.weighting) + primary)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -514,6 +516,8 @@ def strategies(
         rows.append(
             {"name": name, "needs": needs, "paper": cls.paper, "summary": cls.summary, "params": params}
             | ({"needs_primary": True} if cls.needs_primary else {})
+            | ({"batches": cls.batches} if cls.batches > 1 else {})  # modo, sdmgrad: two half-batches
+            | ({"needs_validation": True} if cls.needs_validation else {})  # auto_lambda
         )
     if as_json:
         sys.stdout.write(json.dumps(rows, indent=2, default=str) + "\n")
@@ -526,6 +530,10 @@ def strategies(
         params = ", ".join(f"{k}={v}" for k, v in r["params"].items()) or "-"
         if r.get("needs_primary"):
             params += "; needs train.primary"
+        if r.get("batches"):
+            params += "; gradients of the batch's two halves"
+        if r.get("needs_validation"):
+            params += "; a validation batch every step"
         table.add_row(r["name"], r["needs"], params, r["paper"])
     out.print(table)
 

@@ -138,3 +138,11 @@ def test_four_epochs_equal_two_plus_two_with_a_resume(cli, tiny_project, tmp_pat
     assert _history(one) == _history(two)
     rows = _history(one)
     assert rows[-1]["kind_weight"] != rows[0]["kind_weight"]  # λ moved
+
+
+def test_mtl_strategies_says_it_reads_a_validation_batch(cli):
+    import json
+
+    rows = {r["name"]: r for r in json.loads(cli("strategies", "--json").output)}
+    assert rows["auto_lambda"]["needs_validation"] is True and rows["auto_lambda"]["needs"] == "losses"
+    assert "needs_validation" not in rows["static"]

@@ -278,3 +278,9 @@ def test_unsupported_options_are_refused_with_file_and_line(spec, message, cli, 
     result = cli("validate", tiny_project)
     assert result.exit_code == 2
     assert "recipe.yaml:20 " in result.output and message in result.output, result.output
+
+
+def test_mtl_strategies_says_which_read_two_half_batches(cli):
+    rows = {r["name"]: r for r in json.loads(cli("strategies", "--json").output)}
+    assert rows["modo"]["batches"] == rows["sdmgrad"]["batches"] == 2
+    assert "batches" not in rows["upgrad"]
