@@ -48,6 +48,13 @@ def test_validate_names_the_primary_task(cli, tiny_project):
     assert json.loads(cli("validate", tiny_project, "--json").stdout)["primary"] == "flag"
 
 
+def test_plan_names_the_primary_task(cli, tiny_project):
+    tiny_project.write_text(PCD_RECIPE)
+    result = cli("plan", tiny_project)
+    assert result.exit_code == 0
+    assert "; 3 task(s); weighting pcd(tau=0.1), primary task flag" in result.output.splitlines()[0]
+
+
 def test_an_unknown_primary_task_gets_file_line_and_did_you_mean(cli, tiny_project):
     text = TINY_RECIPE.replace("weighting: static", "weighting: static\n  primary: flg")
     tiny_project.write_text(text)
