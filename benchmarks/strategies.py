@@ -134,7 +134,16 @@ def fit_step(model):
     return step
 
 
+def _runs_with(spec: str, tasks: int) -> bool:
+    """False for a strategy whose parameters need more tasks (krum, trimmed_mean: at least 3)."""
+    from mtlcli import weighting
+    from mtlcli.recipe.yamlio import load_text
+
+    return weighting.get(load_text(spec, "<spec>").data).task_count_problem(tasks) is None
+
+
 def time_strategies(tasks: int, specs: list[str], rounds: int, samples: int, workdir: Path) -> list[dict]:
+    specs = [spec for spec in specs if _runs_with(spec, tasks)]  # the others: "–" in the table
     steps = {}
     batches = None
     for spec in specs:
@@ -262,7 +271,10 @@ def timing(args) -> None:
     for spec in specs:
         cells = []
         for t in counts:
-            row = next(r for r in rows if r["strategy"] == spec and r["tasks"] == t)
+            row = next((r for r in rows if r["strategy"] == spec and r["tasks"] == t), None)
+            if row is None:  # needs more tasks than t
+                cells.append(f"{'–':>9}{'':3}")
+                continue
             mark = "" if row["ok"] is None else (" ok" if row["ok"] else " !!")
             cells.append(f"{row['ratio']:>8.2f}x{mark:3}")
         needs = next(r["needs"] for r in rows if r["strategy"] == spec)
