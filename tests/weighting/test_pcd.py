@@ -14,7 +14,7 @@ import tensorflow as tf
 from mtlcli.weighting import REGISTRY, aggregate, check, eager
 from mtlcli.weighting.pcd import PCD, solve_qp
 
-from ._torchjd_values_h3 import VALUES
+from ._torchjd_values_h3 import DEGENERATE, VALUES
 
 
 def _drive(strategy, mats, state=None, dtype=tf.float64):
@@ -52,6 +52,18 @@ def test_matches_torchjd_call_after_call(case: str) -> None:
         assert _rel(weights[k], golden["weights"][k]) < 1e-10, (case, k)
     assert _rel(state["sq_norm_ema"].numpy(), golden["sq_norm_ema"]) < 1e-10
     assert state["n_steps"].numpy() == golden["n_steps"]
+
+
+@pytest.mark.parametrize("case", sorted(DEGENERATE))
+def test_matches_torchjd_on_degenerate_rows(case: str) -> None:
+    """Duplicate, zero, opposite (d = -g1), parallel and linearly dependent rows, and a 1e-9 scale:
+    TorchJD's dependence tolerance and fallbacks, two calls (the second on 1.5 J)."""
+    golden = DEGENERATE[case]
+    J = np.asarray(golden["J"])
+    tau = float(case.split("=")[1])
+    directions, _, _ = _drive(PCD(tau=tau), [J, 1.5 * J])
+    for actual, expected in zip(directions, golden["directions"], strict=True):
+        assert _rel(actual, expected) < 1e-10, case
 
 
 def test_two_tasks_by_hand() -> None:
