@@ -273,7 +273,9 @@ def render_plan(out: Console, p, weighting: str) -> None:
         f"{p.name}: architecture {a['name']}{f' ({extra})' if extra else ''}; {len(p.tasks)} task(s); "
         f"weighting {weighting}"
     )
-    joined = f" -> {sum(p.inputs.values())} features" if len(p.inputs) > 1 else ""
+    fused = p.fused if p.fused is not None else sum(p.inputs.values())
+    encoded = " after their encoders" if p.fused is not None and fused != sum(p.inputs.values()) else ""
+    joined = f" -> {fused} features{encoded}" if len(p.inputs) > 1 else ""
     line("inputs: " + ", ".join(f"{k} {v}" for k, v in p.inputs.items()) + joined)
     line("rows: " + ", ".join(f"{k} {v}" for k, v in p.rows.items()))
     table = Table(header_style="bold", show_edge=False, box=box.SIMPLE_HEAD)

@@ -199,8 +199,9 @@ def test_recipe_mistakes_of_text_inputs(tmp_path):
     ]
     assert sorted(_problems(tmp_path, "review: text\nn: {kind: numeric, max_tokens: 10}")) == [
         "4 data.inputs.review: text input 'review' gives token ids (output: int), a sequence that cannot be "
-        "flattened and joined with the other inputs (n); make it the only input, or use output: multi_hot "
-        "or tf_idf (one column per token)",
+        "flattened and joined with the other inputs (n) unless the input has an encoder: add model.encoders: "
+        "{review: [{embedding: {output_dim: 32}}, global_average_pooling1d]}, make it the only input, or use "
+        "output: multi_hot or tf_idf (one column per token)",
         "5 data.inputs.n.max_tokens: max_tokens applies to text inputs only",
     ]
     got = _problems(tmp_path, "review: text", shared="    - dense: {units: 8}")

@@ -14,6 +14,7 @@ import keras
 
 from mtlcli.errors import RecipeError
 from mtlcli.model import size
+from mtlcli.model.encoders import encoder_specs
 from mtlcli.model.network import dtype_policy
 from mtlcli.model.train_step import MultiTaskModel
 
@@ -121,6 +122,8 @@ def spec_from_recipe(recipe, prep, seed: int) -> dict[str, Any]:
         "inputs": {k: st.kind for k, st in prep.inputs.items()},
         "input_shapes": shapes,
         "shared": shared_layers(recipe, prep),
+        "encoders": encoder_specs(recipe, prep),
+        "fusion": recipe.model.fusion,
         "architecture": recipe.model.architecture_spec(),
         "tasks": tasks,
         "weighting": recipe.model_weighting(),

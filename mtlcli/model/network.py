@@ -64,7 +64,10 @@ class Network(keras.Model):
 
     Categorical inputs with ``encoding: embedding`` arrive as ids; their :class:`CategoryEmbedding`
     tables (``input_embeddings``) are looked up before the inputs are joined and are shared in every
-    architecture (the first of :meth:`shared_layers`).
+    architecture (the first of :meth:`shared_layers`). Then each input named in ``model.encoders``
+    goes through its own :class:`~mtlcli.model.architectures.LayerStack` (``encoders``, next in
+    :meth:`shared_layers`: every task's loss reaches them); the inputs then meet (``fusion``: flattened
+    and joined, or added) and feed the trunk, the experts or the columns, whatever the architecture.
 
     ``spec`` is plain JSON-able data (built by :func:`mtlcli.model.build.spec_from_recipe`) and is the whole config: the
     saved model carries the layer specs, the task definitions, the weighting strategy and the
@@ -110,6 +113,12 @@ class Network(keras.Model):
             name: CategoryEmbedding(rows, dim, name=f"{name}_embedding")
             for name, (rows, dim) in embedded_inputs(spec).items()
         }
+        #: ``model.encoders``: ``input -> LayerStack`` applied to that input alone before the inputs meet
+        self.encoders = {
+            name: arch.LayerStack(layers, name=f"{name}_encoder")
+            for name, layers in (spec.get("encoders") or {}).items()
+        }
+        self.fusion = spec.get("fusion") or "concat"
         bottom = self.architecture in ("hard_sharing", "mmoe", "cgc", "ple", "aitm")
         self.trunk = [make_layer(s, f"shared_{i}") for i, s in enumerate(spec["shared"])] if bottom else []
         self.levels, self.top_experts, self.columns, self.stitches = [], None, {}, []
@@ -163,10 +172,10 @@ class Network(keras.Model):
         for name, layer in self.input_embeddings.items():  # ids (batch, 1) -> vectors (batch, dim)
             layer.build(shapes[name])
             shapes[name] = layer.compute_output_shape(shapes[name])
-        if len(shapes) == 1:
-            shape = next(iter(shapes.values()))
-        else:
-            shape = (None, sum(int(np.prod(s[1:])) for s in shapes.values()))
+        for name, layer in self.encoders.items():
+            shapes[name] = arch.build_layers([layer], shapes[name])
+        #: where the inputs meet (the trunk's input), after their embeddings and encoders
+        self.fused_shape = shape = self._fused_shape(shapes)
         shape = arch.build_layers(self.trunk, shape)
         n_tasks = len(self.tower_names)
         if self.architecture in ("hard_sharing", "aitm"):
@@ -213,6 +222,18 @@ class Network(keras.Model):
             read[(t, "output")] = arch.build_layers(self.towers[t][-1:], read[(t, "hidden")])
         self.built = True
 
+    def _fused_shape(self, shapes: dict) -> tuple:
+        """The trunk's input shape: one input's as it is; several flattened, then joined (``concat``)
+        or added (``sum``, one width: :func:`mtlcli.model.encoders.problems` refuses others first)."""
+        if len(shapes) == 1:
+            return tuple(next(iter(shapes.values())))
+        widths = {k: int(np.prod(s[1:])) for k, s in shapes.items()}
+        if self.fusion == "sum":
+            if len(set(widths.values())) > 1:
+                raise ValueError(f"fusion: sum needs inputs of one width, received {widths}")
+            return (None, next(iter(widths.values())))
+        return (None, sum(widths.values()))
+
     def _build_transfer(self, task: str, read: dict) -> tuple:
         """AITM: the shape of ``task``'s representation (its flattened last hidden layer, mixed with the
         previous task's through a new :class:`InformationTransfer` after the first task of the order)."""
@@ -243,22 +264,23 @@ class Network(keras.Model):
         probs = [tf.sigmoid(tf.cast(tf.reshape(preds[t], [-1]), tf.float32)) for t in self.aitm_order]
         return self.calibrator_weight * calibrator_penalty(probs)
 
-    def _joined(self, inputs):
-        """The model inputs as one tensor: a single input as it is, several flattened and concatenated.
-        Categorical inputs with ``encoding: embedding`` are looked up in their tables first."""
-        if self.input_embeddings:
+    def _joined(self, inputs, training=False):
+        """The model inputs as one tensor: a single input as it is, several flattened and concatenated
+        (``fusion: concat``) or added (``sum``). Categorical inputs with ``encoding: embedding`` are
+        looked up in their tables first, then each input with an encoder goes through it."""
+        if self.input_embeddings or self.encoders:
             inputs = dict(inputs)
             for name, layer in self.input_embeddings.items():
                 inputs[name] = layer(inputs[name])
+            for name, layer in self.encoders.items():
+                inputs[name] = layer(inputs[name], training=training)
         if len(self.input_names) == 1:
             return inputs[self.input_names[0]]
-        return tf.concat(
-            [
-                tf.reshape(tf.cast(inputs[k], self.compute_dtype), [tf.shape(inputs[k])[0], -1])
-                for k in self.input_names
-            ],
-            axis=-1,
-        )
+        flat = [
+            tf.reshape(tf.cast(inputs[k], self.compute_dtype), [tf.shape(inputs[k])[0], -1])
+            for k in self.input_names
+        ]
+        return tf.add_n(flat) if self.fusion == "sum" else tf.concat(flat, axis=-1)
 
     def _pack(self, parts: list):
         return tf.concat([arch.flatten(p) for p in parts], axis=-1)
@@ -287,7 +309,7 @@ class Network(keras.Model):
         to the top level. ``cross_stitch``: every column's output after the last layer (before each
         task's own final mixing).
         """
-        h = self._joined(inputs)
+        h = self._joined(inputs, training=training)
         for layer in self.trunk:
             h = layer(h, training=training)
         if self.architecture in ("hard_sharing", "aitm"):
@@ -355,7 +377,7 @@ class Network(keras.Model):
 
     def shared_layers(self) -> list:
         """Every layer upstream of ``z``: its variables get gradients from several tasks."""
-        out = [*self.input_embeddings.values(), *self.trunk, *self.levels]
+        out = [*self.input_embeddings.values(), *self.encoders.values(), *self.trunk, *self.levels]
         if self.top_experts is not None:
             out.append(self.top_experts)
         out.extend(layer for t in self.tower_names for layer in self.columns.get(t, []))

@@ -6,7 +6,7 @@ Pure Python (no TensorFlow): ``mtl validate`` runs it after reading the data, an
 1000000000`` is a message naming its line, not an out-of-memory traceback after minutes of allocation.
 
 The walk mirrors :meth:`mtlcli.model.network.Network.build`: input widths from
-:meth:`mtlcli.data.Preprocessing.input_shapes` (categorical embeddings first), the trunk or the
+:meth:`mtlcli.data.Preprocessing.input_shapes` (categorical embeddings, then ``model.encoders``), the trunk or the
 architecture's blocks (experts × count per level, cross-stitch columns × tasks), then each task's tower
 and output. Every parameter is attributed to the recipe line that makes it (``model.shared[0].dense``,
 ``model.experts.layers[1].dense``, ``data.inputs.island``), copies included.
@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mtlcli.errors import RecipeError
+from mtlcli.model.encoders import encoder_specs
+from mtlcli.model.encoders import problems as encoder_problems
 from mtlcli.recipe import dependencies
 
 if TYPE_CHECKING:
@@ -72,6 +74,8 @@ class Estimate:
 
     layers: dict[tuple, LayerSize] = field(default_factory=dict)
     complete: bool = True
+    #: each input's shape where the inputs meet (after its embedding and encoder; None: unknown)
+    widths: dict[str, Shape] = field(default_factory=dict)
 
     def add(self, path: tuple, trainable: int, fixed: int = 0, copies: int = 1) -> None:
         entry = self.layers.setdefault(tuple(path), LayerSize(tuple(path)))
@@ -328,15 +332,25 @@ def _flat(shape: Shape) -> Shape:
     return None if shape is None else (math.prod(shape),)
 
 
-def _joined(walk: _Walk, prep: Preprocessing) -> Shape:
-    shapes = {k: tuple(v) for k, v in prep.input_shapes().items()}
+def _joined(walk: _Walk, recipe: Recipe, prep: Preprocessing) -> Shape:
+    """The trunk's input: each input's shape (embedded categoricals, then ``model.encoders``), one
+    input as it is, several flattened and joined (``fusion: concat``) or added (``sum``)."""
+    shapes: dict[str, Shape] = {k: tuple(v) for k, v in prep.input_shapes().items()}
     for name, (rows, dim) in prep.embeddings().items():
         if name in shapes:
             walk.est.add(("data", "inputs", name), rows * dim)
             shapes[name] = (dim,)
+    for name, layers in encoder_specs(recipe, prep).items():
+        shapes[name] = walk.stack(layers, ("model", "encoders", name), shapes[name])
+    walk.est.widths = dict(shapes)
     if len(shapes) == 1:
         return next(iter(shapes.values()))
-    return (sum(math.prod(s) for s in shapes.values()),)
+    if None in shapes.values():
+        return None
+    flat = [math.prod(s) for s in shapes.values()]
+    if recipe.model.fusion == "sum":
+        return (flat[0],) if len(set(flat)) == 1 else None
+    return (sum(flat),)
 
 
 def _experts(walk: _Walk, recipe: Recipe, h: Shape) -> dict[str, Shape]:
@@ -438,7 +452,7 @@ def estimate(recipe: Recipe, prep: Preprocessing) -> Estimate:
     only :mod:`mtlcli.model.train_step` reads :mod:`mtlcli.weighting`), the epoch counters included."""
     est = Estimate()
     walk = _Walk(est)
-    h = _joined(walk, prep)
+    h = _joined(walk, recipe, prep)
     name = recipe.model.architecture
     if name != "cross_stitch":
         h = walk.stack(list(recipe.model.shared), ("model", "shared"), h)
@@ -499,14 +513,20 @@ def gib(n: int) -> str:
 
 def check(loaded: LoadedRecipe, prep: Preprocessing, memory: int | None = None) -> Estimate | None:
     """Refuse (RecipeError, exit 2) a model whose weights and Adam slots exceed ``memory`` (default:
-    :func:`available_memory`), naming its biggest layers' lines; returns the estimate otherwise (None
-    when the recipe could not be walked)."""
+    :func:`available_memory`), naming its biggest layers' lines, or whose encoders do not fit their
+    inputs (:func:`mtlcli.model.encoders.problems`); returns the estimate otherwise (None when the
+    recipe could not be walked)."""
     recipe = loaded.recipe
     try:
         est = estimate(recipe, prep)
     except (KeyError, IndexError, TypeError, ValueError, AttributeError):
         # A recipe shape this walk does not foresee: the build itself reports what is wrong; the size
         # check must never be what stops a model that Keras would build.
+        est = None
+    mistakes = encoder_problems(loaded, prep, est.widths if est is not None else {})
+    if mistakes:
+        raise RecipeError(problems=mistakes)
+    if est is None:
         return None
     memory = available_memory() if memory is None else memory
     slots = 3 if recipe.train.optimizer.adam.amsgrad else 2

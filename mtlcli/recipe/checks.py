@@ -13,6 +13,7 @@ import re
 from mtlcli.errors import Problem, did_you_mean
 from mtlcli.recipe import layer_table
 from mtlcli.recipe.data_checks import data_problems, validation_problems
+from mtlcli.recipe.encoder_checks import encoder_problems
 from mtlcli.recipe.layer_args import argument_problem
 from mtlcli.recipe.spec import (
     ARCHITECTURES,
@@ -51,6 +52,7 @@ def recipe_problems(data: dict, src: Located) -> list[Problem]:
     data_spec = data.get("data") if isinstance(data.get("data"), dict) else {}
     _fraction_problems(data_spec, add)
     out.extend(data_problems(data_spec, tasks or {}, src))
+    out.extend(encoder_problems(model, data_spec, src))
     train = data.get("train") if isinstance(data.get("train"), dict) else {}
     _train_problems(train, tasks, add)
     validation_problems(train, data_spec, add)
@@ -84,6 +86,10 @@ def _model_problems(model: dict, src: Located) -> list[Problem]:
     shared = model.get("shared")
     if isinstance(shared, list):
         out.extend(layer_problems(shared, ("model", "shared"), src))
+    encoders = model.get("encoders")
+    for name, layers in encoders.items() if isinstance(encoders, dict) else ():
+        if isinstance(layers, list):
+            out.extend(layer_problems(layers, ("model", "encoders", name), src))
     tasks = model.get("tasks")
     if isinstance(tasks, dict):  # any other type: pydantic reports it
         if not tasks:

@@ -152,7 +152,8 @@ def _first_layer(layers: Any) -> str | None:
 def _text_problems(inputs: dict, src: Located, add) -> None:
     """Text options on other kinds, ``sequence_length`` of a bag of tokens, and where token ids can go:
     a text input with ``output: int`` gives a sequence of ids, which only an ``embedding`` layer reads
-    (first in ``model.shared``) and which cannot be flattened and joined with other inputs."""
+    (first in ``model.shared``, or first in the input's own ``model.encoders`` entry) and which cannot be
+    flattened and joined with other inputs unless the input has an encoder."""
     texts = {}
     for inp, spec in inputs.items():
         spec = {"kind": spec} if isinstance(spec, str) else spec  # the shorthand ``review: text``
@@ -172,19 +173,32 @@ def _text_problems(inputs: dict, src: Located, add) -> None:
                 ("data", "inputs", inp, "sequence_length"),
             )
     ids = [name for name, output in texts.items() if output == "int"]
+    doc = src.data if isinstance(src.data, dict) else {}
+    model = doc.get("model") if isinstance(doc.get("model"), dict) else {}
+    encoders = model.get("encoders") if isinstance(model.get("encoders"), dict) else {}
+    for name in ids:  # an input with its own encoder: that encoder starts with the embedding
+        layers = encoders.get(name)
+        if isinstance(layers, list) and layers and _first_layer(layers) != "embedding":
+            add(
+                f"text input {name!r} gives token ids (output: int): its encoder must start with an "
+                f"embedding layer, e.g. model.encoders: {{{name}: [{{embedding: {{output_dim: 32}}}}, "
+                f"global_average_pooling1d]}} (input_dim defaults to the vocabulary size)",
+                ("model", "encoders", name, 0),
+            )
+    ids = [name for name in ids if name not in encoders]
     if not ids:
         return
     name = ids[0]
     if len(inputs) > 1:
         add(
             f"text input {name!r} gives token ids (output: int), a sequence that cannot be flattened and "
-            f"joined with the other inputs ({', '.join(str(k) for k in inputs if k != name)}); make it the "
-            f"only input, or use output: multi_hot or tf_idf (one column per token)",
+            f"joined with the other inputs ({', '.join(str(k) for k in inputs if k != name)}) unless the "
+            f"input has an encoder: add model.encoders: {{{name}: [{{embedding: {{output_dim: 32}}}}, "
+            f"global_average_pooling1d]}}, make it the only input, or use output: multi_hot or tf_idf "
+            f"(one column per token)",
             ("data", "inputs", name),
         )
         return
-    doc = src.data if isinstance(src.data, dict) else {}
-    model = doc.get("model") if isinstance(doc.get("model"), dict) else {}
     if _first_layer(model.get("shared")) != "embedding":
         add(
             f"text input {name!r} gives token ids (output: int): model.shared must start with an embedding "

@@ -298,6 +298,15 @@ class ModelSpec(_Strict):
 
     architecture: Literal["hard_sharing", "mmoe", "cgc", "ple", "cross_stitch", "aitm"] = "hard_sharing"
     shared: list[dict[str, Any] | str] = Field(default_factory=list)
+    encoders: dict[str, list[dict[str, Any] | str]] = Field(
+        default_factory=dict,
+        description="per-input layers before the inputs meet: {photo: [{conv2d: {...}}, "
+        "global_average_pooling2d]}; shared by every task",
+    )
+    fusion: Literal["concat", "sum"] = Field(
+        "concat",
+        description="how several inputs meet: concat (flattened and joined) or sum (of equal widths)",
+    )
     experts: ExpertsSpec | None = None
     task_experts: Int | None = Field(
         None, ge=1, le=INT32_MAX, description="cgc/ple: experts per task (default 1)"

@@ -56,6 +56,8 @@ class Plan:
     batch: int  # rows in that batch
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    #: features per example where the inputs meet (after their embeddings and ``model.encoders``)
+    fused: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -140,6 +142,7 @@ def plan(loaded: LoadedRecipe, seed: int | None = None) -> Plan:
         batch=batch,
         notes=_notes(model),
         warnings=[warning] if warning else [],
+        fused=int(_features(model.fused_shape[1:])),
     )
 
 

@@ -1,0 +1,294 @@
+"""Per-input encoders (``model.encoders``) and fusion (``model.fusion``): recipe mistakes at file:line,
+the parameter estimate against Keras's count on every architecture, encoders as shared variables that
+every task's loss reaches, ``mtl plan``'s blocks, ``sum`` by hand, a text input meeting a numeric one,
+the safe-mode round trip, and train -> predict -> export on a tiny image + numeric NPZ."""
+
+from __future__ import annotations
+
+import math
+import textwrap
+
+import numpy as np
+import pytest
+
+from mtlcli import data
+from mtlcli import recipe as R
+from mtlcli.errors import RecipeError
+from mtlcli.model import size
+
+from .test_architectures import ARCHS, MODELS
+
+MULTI = """\
+seed: 0
+data:
+  train: d.npz
+  validation: 0.25
+  inputs:
+    image: {kind: image, shape: [8, 8, 1]}
+    size: numeric
+model:
+ARCH  encoders:
+    image: [{conv2d: {filters: 3, kernel_size: 3, activation: relu}}, global_average_pooling2d]
+    size: [{dense: {units: 4, activation: relu}}]
+  fusion: FUSION
+  shared: [{dense: {units: 6, activation: relu}}]
+  tasks:
+    left: {type: classification}
+    right: {type: binary, head: [{dense: {units: 3}}]}
+train: {epochs: 1, batch_size: 8}
+"""
+
+
+def _npz(tmp_path, n: int = 40):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(n, 8, 8, 1), dtype=np.uint8)
+    sizes = rng.normal(size=n)
+    left = (images.mean(axis=(1, 2, 3)) > 127).astype(np.int64) + (sizes > 0.5)
+    np.savez(tmp_path / "d.npz", image=images, size=sizes, left=left, right=(sizes > 0).astype(np.int64))
+    return images, sizes
+
+
+def _recipe(tmp_path, arch: str = "hard_sharing", fusion: str = "concat", text: str = MULTI):
+    _npz(tmp_path)
+    path = tmp_path / "recipe.yaml"
+    path.write_text(text.replace("ARCH", MODELS[arch]).replace("FUSION", fusion))
+    return R.load(path)
+
+
+def _problems(text: str) -> list[str]:
+    with pytest.raises(RecipeError) as info:
+        R.loads(textwrap.dedent(text), file="r.yaml")
+    return [p.render() for p in info.value.problems]
+
+
+def _keras_counts(model) -> tuple[int, int]:
+    learned = sum(math.prod(v.shape) for v in model.strategy_params.values())
+    state = sum(math.prod(v.shape) for v in model.strategy_state.values())
+    trainable = sum(math.prod(v.shape) for v in model.trainable_variables)
+    return model.count_params() - learned - state, trainable - learned
+
+
+def _build(loaded):
+    from mtlcli.model.build import build_model
+
+    prepared = data.prepare(loaded)
+    return build_model(loaded, prepared, 0), prepared
+
+
+def _batch(prepared, n: int) -> dict:
+    """The model inputs of the first ``n`` training rows (as training feeds them)."""
+    import tensorflow as tf
+
+    from mtlcli.data import pipeline
+
+    x, *_ = next(iter(pipeline.dataset(tf, prepared.splits["train"], n)))
+    return x
+
+
+# ------------------------------------------------------------------------------------------------
+# Recipe (no TensorFlow)
+
+TWO = """\
+data:
+  train: d.npz
+  inputs:
+    photo: {kind: image, shape: [8, 8, 3]}
+    price: numeric
+model:
+ENCODERS  tasks: {t: {type: binary}}
+"""
+
+
+def test_an_image_with_tabular_inputs_needs_an_encoder():
+    assert _problems(TWO.replace("ENCODERS", "")) == [
+        "r.yaml:4 data.inputs.photo: image input 'photo' would be flattened pixel by pixel and joined with "
+        "the other inputs (price) before the first layer, without a convolution; give it an encoder, e.g. "
+        "model.encoders: {photo: [{conv2d: {filters: 16, kernel_size: 3, activation: relu}}, "
+        "{max_pooling2d: {}}, {conv2d: {filters: 32, kernel_size: 3, activation: relu}}, "
+        "global_average_pooling2d]}"
+    ]
+    ok = TWO.replace("ENCODERS", "  encoders: {photo: [{conv2d: {filters: 2, kernel_size: 3}}, flatten]}\n")
+    assert R.loads(ok, file="r.yaml").recipe.model.encoders == {
+        "photo": [{"conv2d": {"filters": 2, "kernel_size": 3}}, "flatten"]
+    }
+    # A single image keeps working without one (the trunk is its encoder); the default fusion is concat.
+    alone = R.loads(TWO.replace("    price: numeric\n", "").replace("ENCODERS", ""), file="r.yaml")
+    assert alone.recipe.model.encoders == {} and alone.recipe.model.fusion == "concat"
+
+
+def test_encoder_mistakes_are_named_at_their_lines():
+    text = TWO.replace(
+        "ENCODERS",
+        "  encoders:\n    phot: [flatten]\n    price: []\n    photo: [{conv2D: {filters: 2}}]\n  fusion: mean\n",
+    )
+    assert _problems(text) == [
+        "r.yaml:8 model.encoders.phot: unknown input 'phot'; did you mean 'photo'?; an encoder is keyed by "
+        "an input of data.inputs (photo, price)",
+        "r.yaml:9 model.encoders.price: expected at least one layer (leave the input out of model.encoders "
+        "to feed it as it is)",
+        "r.yaml:10 model.encoders.photo[0].conv2D: unknown layer 'conv2D'; did you mean 'conv2d'?",
+        "r.yaml:11 model.fusion: expected one of concat, sum; received text ('mean')",
+    ]
+
+
+def test_token_ids_meet_other_inputs_through_an_encoder_that_starts_with_an_embedding():
+    text = "data:\n  train: d.csv\n  inputs: {review: text, price: numeric}\nmodel:\nENCODERS  tasks: {t: {type: binary}}\n"
+    (got,) = _problems(text.replace("ENCODERS", ""))
+    assert got == (
+        "r.yaml:3 data.inputs.review: text input 'review' gives token ids (output: int), a sequence that "
+        "cannot be flattened and joined with the other inputs (price) unless the input has an encoder: add "
+        "model.encoders: {review: [{embedding: {output_dim: 32}}, global_average_pooling1d]}, make it the "
+        "only input, or use output: multi_hot or tf_idf (one column per token)"
+    )
+    (got,) = _problems(text.replace("ENCODERS", "  encoders: {review: [{dense: {units: 2}}]}\n"))
+    assert got.startswith(
+        "r.yaml:5 model.encoders.review[0]: text input 'review' gives token ids (output: int): its encoder "
+        "must start with an embedding layer"
+    )
+    good = text.replace("ENCODERS", "  encoders: {review: [{embedding: {output_dim: 2}}, flatten]}\n")
+    assert R.loads(good, file="r.yaml").recipe.model.encoders["review"][1] == "flatten"
+
+
+# ------------------------------------------------------------------------------------------------
+# The model
+
+
+@pytest.mark.parametrize(
+    ("arch", "fusion"), [(a, "concat") for a in ARCHS] + [("hard_sharing", "sum"), ("mmoe", "sum")]
+)
+def test_estimate_equals_keras_count_and_encoders_are_shared(tmp_path, arch, fusion):
+    text = MULTI if fusion == "concat" else MULTI.replace("units: 4, activation", "units: 3, activation")
+    loaded = _recipe(tmp_path, arch, fusion, text)
+    model, prepared = _build(loaded)
+    est = size.estimate(loaded.recipe, prepared.prep)
+    assert est.complete
+    assert (est.params, est.trainable) == _keras_counts(model)
+    conv = est.layers[("model", "encoders", "image", 0, "conv2d", "filters")]
+    assert conv.params == 3 * 3 * 1 * 3 + 3 and conv.copies == 1  # one encoder, whatever the architecture
+    encoder_vars = [v for name in ("image", "size") for v in model.encoders[name].trainable_variables]
+    assert len(encoder_vars) == 4
+    shared = {id(v) for v in model.shared_variables}
+    assert all(id(v) in shared for v in encoder_vars)
+    assert not any(id(v) in {id(w) for w in model.head_variables} for v in encoder_vars)
+    width = 3 + 4 if fusion == "concat" else 3
+    assert model.fused_shape == (None, width)
+
+
+def test_every_tasks_loss_reaches_the_encoders(tmp_path):
+    import tensorflow as tf
+
+    model, prepared = _build(_recipe(tmp_path, "cgc"))
+    x = _batch(prepared, 8)
+    kernels = [model.encoders["image"].stack[0].kernel, model.encoders["size"].stack[0].kernel]
+
+    for task in model.task_names:
+        with tf.GradientTape() as tape:
+            out = tf.reduce_sum(model(x, training=False)[task][:, 0])  # (probabilities sum to 1)
+        grads = tape.gradient(out, kernels)
+        assert all(g is not None and float(tf.reduce_max(tf.abs(g))) > 0 for g in grads), task
+
+
+def test_fusion_sum_adds_the_encoded_inputs_and_refuses_unequal_widths(tmp_path):
+    loaded = _recipe(
+        tmp_path, fusion="sum", text=MULTI.replace("units: 4, activation", "units: 3, activation")
+    )
+    model, prepared = _build(loaded)
+    x = _batch(prepared, 5)
+    by_hand = model.encoders["image"](x["image"]) + model.encoders["size"](x["size"])
+    np.testing.assert_allclose(model._joined(x).numpy(), by_hand.numpy(), rtol=1e-6)
+
+    loaded = _recipe(tmp_path, fusion="sum")  # image -> 3 features, size -> 4
+    with pytest.raises(RecipeError) as info:
+        size.check(loaded, data.prepare(loaded).prep)
+    assert [p.render() for p in info.value.problems] == [
+        f"{tmp_path / 'recipe.yaml'}:12 model.fusion: fusion: sum adds the inputs' features after their "
+        "encoders, which needs one width, received image 3, size 4; end every encoder with the same width "
+        "(e.g. a dense layer of 4 units) or use fusion: concat"
+    ]
+
+
+def test_plan_lists_the_encoders_as_shared_blocks(tmp_path):
+    from mtlcli.run.plan import plan
+
+    p = plan(_recipe(tmp_path, "mmoe"))
+    blocks = {b.name: b for b in p.blocks}
+    assert (blocks["image_encoder"].part, blocks["image_encoder"].params) == ("shared", 30)
+    assert (blocks["size_encoder"].part, blocks["size_encoder"].params) == ("shared", 8)
+    assert blocks["image_encoder"].what == "Conv2D 3 (3,3) relu -> GlobalAveragePooling2D"
+    assert p.params["shared"] == sum(b.params for b in p.blocks if b.part == "shared")
+    assert (p.inputs, p.fused) == ({"image": 64, "size": 1}, 7)
+
+
+def test_a_text_input_with_an_encoder_meets_a_numeric_one(tmp_path):
+    words = ["good", "bad", "fine", "awful", "great"]
+    rows = ["review,price,t"] + [f"{words[i % 5]} {words[(i * 3) % 5]},{i / 10},{i % 2}" for i in range(30)]
+    (tmp_path / "d.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "recipe.yaml").write_text(
+        "data:\n  train: d.csv\n  inputs: {review: {kind: text, sequence_length: 4}, price: numeric}\n"
+        "model:\n  encoders: {review: [{embedding: {output_dim: 2}}, global_average_pooling1d]}\n"
+        "  shared: [{dense: {units: 3}}]\n  tasks: {t: {type: binary}}\n"
+    )
+    loaded = R.load(tmp_path / "recipe.yaml")
+    model, prepared = _build(loaded)
+    rows = prepared.prep.inputs["review"].token_ids  # the vocabulary, padding and unknown
+    assert model.encoders["review"].stack[0].input_dim == rows == 5 + 2
+    est = size.estimate(loaded.recipe, prepared.prep)
+    assert est.complete and (est.params, est.trainable) == _keras_counts(model)
+    assert model.fused_shape == (None, 2 + 1)
+    (tmp_path / "recipe.yaml").write_text(
+        (tmp_path / "recipe.yaml").read_text().replace("output_dim: 2", "output_dim: 2, input_dim: 3")
+    )
+    loaded = R.load(tmp_path / "recipe.yaml")
+    with pytest.raises(RecipeError) as info:
+        size.check(loaded, data.prepare(loaded).prep)
+    assert [p.render() for p in info.value.problems] == [
+        f"{tmp_path / 'recipe.yaml'}:5 model.encoders.review[0].embedding.input_dim: the embedding reads "
+        "the text input's 7 token ids (the vocabulary, padding and unknown), received input_dim: 3; leave "
+        "input_dim out to use the vocabulary size"
+    ]
+
+
+def test_a_saved_model_with_encoders_loads_in_safe_mode(tmp_path):
+    import keras
+
+    model, prepared = _build(_recipe(tmp_path, "ple"))
+    x = _batch(prepared, 6)
+    model.save(tmp_path / "m.keras")
+    again = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True, compile=False)
+    assert sorted(again.encoders) == ["image", "size"]
+    assert [v.name for v in again.shared_variables] == [v.name for v in model.shared_variables]
+    before, after = model(x), again(x)
+    for task in model.task_names:
+        np.testing.assert_array_equal(before[task].numpy(), after[task].numpy())
+
+
+@pytest.mark.slow
+def test_train_predict_and_export_an_image_and_a_number(cli, tmp_path):
+    import tensorflow as tf
+
+    from mtlcli.run import export as E
+
+    from .test_export import _in_process
+
+    images, sizes = _npz(tmp_path)
+    (tmp_path / "recipe.yaml").write_text(MULTI.replace("ARCH", "").replace("FUSION", "concat"))
+    assert cli("train", tmp_path / "recipe.yaml", "-o", tmp_path / "run").exit_code == 0
+    out = tmp_path / "p.csv"
+    result = cli("predict", tmp_path / "run", tmp_path / "d.npz", "-o", out, "--proba")
+    assert result.exit_code == 0, result.output
+    lines = out.read_text().splitlines()
+    assert len(lines) == 1 + len(sizes) and "left:0" in lines[0] and "right:p" in lines[0]
+    done = E.export(tmp_path / "run", output=tmp_path / "sm")
+    assert set(done.manifest["inputs"]) == {"image", "size"}
+    fn = tf.saved_model.load(str(done.path)).signatures["serving_default"]
+    served = fn(image=tf.constant(images[:5].astype(np.float32)), size=tf.constant(sizes[:5]))
+    here = _in_process(
+        tmp_path / "run", [{"image": i, "size": s} for i, s in zip(images[:5], sizes[:5], strict=True)]
+    )
+    row = dict(zip(lines[0].split(","), lines[1].split(","), strict=True))  # the first row's predictions
+    first = [float(row[k]) for k in ("left:0", "left:1", "left:2", "right:p")]
+    assert set(here) == {k for k, _ in served.items()}
+    for k, v in here.items():
+        if v.dtype != object:
+            assert np.max(np.abs(served[k].numpy() - v)) <= 1e-6, k
+    assert first == pytest.approx([*here["left_probabilities"][0], here["right_probability"][0]], abs=1e-5)
