@@ -314,3 +314,22 @@ def test_the_bundled_reviews_are_the_generators_and_the_recipe_is_valid():
         assert list(csv.DictReader(f)) == module.generate()
     loaded = R.load(data.parent / "reviews.yaml")
     assert loaded.recipe.data.inputs["review"].kind == "text"
+
+
+def test_attention_ignores_padding_under_an_embedding_mask():
+    import keras
+
+    from mtlcli.model.architectures import make_layer
+
+    x = keras.Input((None,), dtype="int32")
+    h = make_layer({"embedding": {"input_dim": 20, "output_dim": 8, "mask_zero": True}})(x)
+    h = make_layer({"transformer_encoder": {"num_heads": 2, "intermediate_dim": 16}})(h)
+    h = make_layer({"multi_head_attention": {"num_heads": 2}})(h)
+    model = keras.Model(x, h)
+    short = model(np.array([[3, 7, 5]])).numpy()
+    padded = model(np.array([[3, 7, 5, 0, 0, 0]])).numpy()
+    np.testing.assert_allclose(padded[:, :3], short, rtol=1e-5, atol=1e-6)
+    unmasked = keras.Model(x, make_layer({"multi_head_attention": {"num_heads": 2}})(
+        make_layer({"embedding": {"input_dim": 20, "output_dim": 8}})(x)))  # fmt: skip
+    a, b = unmasked(np.array([[3, 7, 5]])).numpy(), unmasked(np.array([[3, 7, 5, 0, 0, 0]])).numpy()
+    assert not np.allclose(b[:, :3], a, atol=1e-6)  # without the mask the padding is attended to

@@ -5,7 +5,8 @@ Each is a registered Keras layer (``mtl>SelfAttention``, ``mtl>TransformerEncode
 ``mtl>PositionEmbedding``) with one input, so it fits in a recipe's stack of layers and a saved model loads
 with ``safe_mode=True`` (no Lambda). A recipe names them ``multi_head_attention``, ``transformer_encoder``
 and ``positional_embedding`` (:mod:`mtlcli.recipe.layer_table`). Shapes are ``(batch, steps, features)``
-in and out.
+in and out. They keep Keras's padding mask (``embedding: {mask_zero: true}``): attention then ignores
+the padding positions, and the mask goes on to the next layer (an ``lstm``, a pooling layer).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class SelfAttention(keras.layers.Layer):
         self.num_heads, self.key_dim, self.value_dim = int(num_heads), key_dim, value_dim
         self.dropout, self.use_bias = float(dropout), bool(use_bias)
         self.attention = None
+        self.supports_masking = True
 
     def build(self, input_shape):
         features = int(input_shape[-1])
@@ -53,8 +55,8 @@ class SelfAttention(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)
 
-    def call(self, x, training=False):
-        return self.attention(x, x, training=training)
+    def call(self, x, training=False, mask=None):
+        return self.attention(x, x, query_mask=mask, value_mask=mask, training=training)
 
     def get_config(self):
         return {
@@ -88,6 +90,7 @@ class TransformerEncoder(keras.layers.Layer):
         self.num_heads, self.intermediate_dim, self.key_dim = int(num_heads), int(intermediate_dim), key_dim
         self.dropout, self.activation = float(dropout), activation
         self.layer_norm_epsilon = float(layer_norm_epsilon)
+        self.supports_masking = True
 
     def build(self, input_shape):
         features = int(input_shape[-1])
@@ -113,8 +116,9 @@ class TransformerEncoder(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)
 
-    def call(self, x, training=False):
-        h = self.attention_norm(x + self.drop(self.attention(x, training=training), training=training))
+    def call(self, x, training=False, mask=None):
+        attended = self.attention(x, training=training, mask=mask)
+        h = self.attention_norm(x + self.drop(attended, training=training))
         return self.output_norm(h + self.drop(self.outer(self.inner(h)), training=training))
 
     def get_config(self):
@@ -133,6 +137,10 @@ class TransformerEncoder(keras.layers.Layer):
 class PositionEmbedding(keras.layers.Layer):
     """Adds a learned vector per position to a sequence: ``x[:, i] + P[i]`` (the sequence length and
     the width come from the input; ``P`` starts uniform in [-0.05, 0.05], as Keras's Embedding)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.supports_masking = True
 
     def build(self, input_shape):
         self.positions = self.add_weight(
