@@ -333,3 +333,19 @@ def test_attention_ignores_padding_under_an_embedding_mask():
         make_layer({"embedding": {"input_dim": 20, "output_dim": 8}})(x)))  # fmt: skip
     a, b = unmasked(np.array([[3, 7, 5]])).numpy(), unmasked(np.array([[3, 7, 5, 0, 0, 0]])).numpy()
     assert not np.allclose(b[:, :3], a, atol=1e-6)  # without the mask the padding is attended to
+
+
+def test_validate_of_the_text_recipe_needs_no_tensorflow():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from mtlcli.cli import app\n"
+        "r = CliRunner().invoke(app, ['validate', 'recipes/reviews.yaml'])\n"
+        "print(r.exit_code, 'tensorflow' in sys.modules, 'keras' in sys.modules)\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
+    assert proc.stdout.split() == ["0", "False", "False"], proc.stderr[-2000:]
