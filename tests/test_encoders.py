@@ -292,3 +292,47 @@ def test_train_predict_and_export_an_image_and_a_number(cli, tmp_path):
         if v.dtype != object:
             assert np.max(np.abs(served[k].numpy() - v)) <= 1e-6, k
     assert first == pytest.approx([*here["left_probabilities"][0], here["right_probability"][0]], abs=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------
+# The bundled recipe's data (recipes/data/make_multifashion_side.py)
+
+
+def _side_generator():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "recipes" / "data" / "make_multifashion_side.py"
+    spec = importlib.util.spec_from_file_location("make_multifashion_side", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_side_features_are_measured_on_each_items_own_image_by_hand():
+    gen = _side_generator()
+    images = np.zeros((2, 28, 28), np.uint8)
+    images[0, :2, :2] = [[255, 51], [0, 102]]  # 3 of 784 pixels on, mean 136
+    fill, tone = gen.measurements(images)
+    np.testing.assert_allclose(fill, [3 / 784, 0.0], rtol=1e-6)
+    np.testing.assert_allclose(tone, [136 / 255, 0.0], rtol=1e-6)  # an empty image: tone 0, not NaN
+
+
+def test_side_data_pairs_are_multifashions_and_the_right_features_are_the_partners(tmp_path):
+    from mtlcli.data import multifashion
+
+    gen = _side_generator()
+    n = 30
+    images = np.zeros((n, 28, 28), np.uint8)
+    for i in range(n):  # image i has i + 1 pixels on: its fill names it
+        images[i].flat[: i + 1] = 200
+    labels = np.random.default_rng(1).integers(0, 10, size=n).astype(np.uint8)
+    gen.read_idx = lambda path: images if "images" in path.name else labels
+    cols = gen.build(tmp_path, "test")
+    same = multifashion.overlay(images, labels, gen.SEED)
+    assert all(np.array_equal(cols[k], same[k]) for k in ("image", "left", "right"))
+    np.testing.assert_allclose(cols["left_fill"] * 784, np.arange(1, n + 1), rtol=1e-5)
+    partner = np.rint(cols["right_fill"] * 784).astype(int) - 1
+    assert labels[partner].tolist() == cols["right"].tolist()  # each row's right item's own image
+    assert len(set(partner.tolist())) > 1
+    np.testing.assert_allclose(cols["right_tone"], 200 / 255, rtol=1e-6)
