@@ -176,6 +176,23 @@ def test_grouping_by_differing_keys(tmp_path):
     assert differing_keys([{"x": 1, "y": 2}, {"x": 1, "y": 3, "z": None}]) == ["y"]
 
 
+def test_a_strategy_with_parameters_is_one_key_that_keeps_its_name(tmp_path):
+    specs = [
+        "static",
+        {"cagrad": {"c": 0.5}},
+        {"cr_mogm": {"base": {"mgda": {"normalization": "l2"}}, "alpha": 0.5}},
+    ]
+    for i, w in enumerate(specs):
+        fake_run(tmp_path / f"r{i}", {"a": {"accuracy": 0.5}, "b": {"mae": 1.0}}, weighting=w)
+    c = compare([tmp_path])
+    assert c.keys == ["train.weighting"]
+    assert sorted(g.name for g in c.groups) == [
+        "weighting=cagrad(c=0.5)",
+        "weighting=cr_mogm(base=mgda(normalization=l2), alpha=0.5)",
+        "weighting=static",
+    ]
+
+
 def test_name_and_seed_do_not_split_groups_and_short_names_stay_unique(tmp_path):
     for i, (w, lr) in enumerate([("static", 0.1), ("static", 0.01), ("pcgrad", 0.1)]):
         for s in range(2):

@@ -27,6 +27,7 @@ import yaml
 
 from mtlcli.errors import UsageError
 from mtlcli.run.resume import flatten
+from mtlcli.weighting.registry import label
 
 #: recipe keys that never make two runs different configurations
 IGNORED_KEYS = ("seed", "name")
@@ -78,8 +79,13 @@ def _read_json(path: Path) -> dict[str, Any]:
 def configuration(run: Run) -> dict[str, Any]:
     """The run's flattened resolved recipe without the keys that do not make a configuration
     (``seed``, ``name``), its data files named by content (``data.json``'s sha256, so the same data
-    read through different relative paths is the same configuration)."""
+    read through different relative paths is the same configuration). The strategy is one key,
+    ``train.weighting``, its whole spec as a label (``cagrad(c=0.5)``, ``cr_mogm(base=mgda, alpha=0.5)``),
+    so a group keeps the strategy's name next to its parameters."""
     resolved = {k: v for k, v in run.resolved.items() if k not in IGNORED_KEYS}
+    train = resolved.get("train")
+    if isinstance(train, dict) and isinstance(train.get("weighting"), dict):
+        resolved["train"] = {**train, "weighting": label(train["weighting"])}
     flat = flatten(resolved)
     files = run.data.get("files") or {}
     for key in ("train", "validation", "test"):
