@@ -99,6 +99,27 @@ def test_one_step_equals_the_official_algorithm_on_model_copies(tiny_project):
         np.testing.assert_allclose(var.numpy() - b, expected, atol=2e-4 * scale, err_msg=var.path)
 
 
+def test_two_steps_match_the_official_code_on_a_torch_copy_of_the_model(tiny_project):
+    """``_auto_lambda_values.py``: the official ``AutoLambda`` class and trainer loop, float64; mtl in
+    float32 (measured: weights to 2e-7, every variable's change to 3e-7 relative)."""
+    from ._auto_lambda_values import CHANGE_NORMS, LAMBDAS
+
+    (mtl, _, _), prepared = _setup(tiny_project)
+    rng = np.random.default_rng(7)  # the golden file's weights
+    for v in _variables(mtl):
+        v.assign(rng.normal(0.0, 0.5, v.shape).astype(np.float32))
+    start = {v.path: v.numpy().copy() for v in _variables(mtl)}
+    train, val = prepared.splits["train"], prepared.splits["validation"]
+    for step, ((a, b), (c, d)) in enumerate((((0, 32), (0, 15)), ((32, 64), (15, 30)))):
+        mtl.train_step((_batch(train, a, b), _batch(val, c, d)))
+        np.testing.assert_allclose(mtl.strategy_state["lambd"].numpy(), LAMBDAS[step], rtol=0, atol=2e-6)
+    for v in _variables(mtl):
+        norm = float(np.linalg.norm(v.numpy() - start[v.path]))
+        key = v.path.split("/", 1)[1].replace("/", ".")
+        assert norm == pytest.approx(CHANGE_NORMS[key], rel=1e-5), key
+    assert len(CHANGE_NORMS) == len(start)
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [

