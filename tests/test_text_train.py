@@ -205,6 +205,18 @@ def test_a_streamed_tf_idf_run_has_the_in_memory_statistics(tmp_path):
         stats[name] = spec["preprocessing"]["inputs"]["review"]
         assert spec["input_shapes"]["review"] == [len(stats[name]["vocabulary"]) + 1] == [80]
     assert stats["chunks"] == stats["memory"]  # the same training rows: the same vocabulary and weights
+    # the idf weights travel into the SavedModel: it serves what the predictor computes
+    import tensorflow as tf
+
+    from mtlcli.run import export as E
+
+    exported = E.export(run, output=tmp_path / "serving")
+    fn = tf.saved_model.load(str(exported.path)).signatures["serving_default"]
+    raw = {"review": tf.constant(TEXTS), "n": tf.constant([1.0, np.nan, 3.0, 0.0], tf.float64)}
+    served = fn(**raw)
+    here = _predictor(run).function(raw)
+    np.testing.assert_allclose(served["sentiment_probability"], here["sentiment_probability"], atol=1e-6)
+    np.testing.assert_allclose(served["topic_probabilities"], here["topic_probabilities"], atol=1e-6)
     texts = frame["review"][:40].tolist()
     first = stats["memory"]["vocabulary"][0]
     df = sum(first in K.tokens(t, stats["memory"]["text"]) for t in texts)
