@@ -38,6 +38,7 @@ import yaml
 from mtlcli.compare.runs import SKIP_DIRS, natural_key
 from mtlcli.errors import UsageError
 from mtlcli.run import checkpoint
+from mtlcli.weighting.registry import display_name
 
 #: a run whose files changed less than this long ago (and no metrics.json after them) is running
 RECENT_SECONDS = 600
@@ -104,9 +105,12 @@ def run_dirs(root: Path) -> list[Path]:
 
 
 def strategy_name(weighting: Any) -> str | None:
-    """``pcgrad`` for ``weighting: pcgrad`` and for ``weighting: {pcgrad: {...}}``."""
+    """``pcgrad`` for ``weighting: pcgrad`` and for ``weighting: {pcgrad: {...}}``; a wrapper with its
+    base, ``cr_mogm(upgrad)``."""
     if isinstance(weighting, str):
         return weighting
+    if isinstance(weighting, dict) and len(weighting) == 1:
+        return display_name(weighting)
     if isinstance(weighting, dict) and weighting:
         return ",".join(str(k) for k in weighting)
     return None

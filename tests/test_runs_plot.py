@@ -423,3 +423,16 @@ def test_real_pcgrad_run_listed_and_plotted(cli, tiny_project, tmp_path):
     row = json.loads(cli("runs", tmp_path / "runs", "--json").stdout)[0]
     assert (row["status"], row["epochs"], row["planned"], row["strategy"]) == ("finished", 2, 2, "pcgrad")
     assert row["monitor"] == "val_loss" and row["best_epoch"] in (1, 2)
+
+
+def test_strategy_names_in_listings_show_a_wrapper_with_its_base():
+    from mtlcli.runlist import strategy_name
+
+    assert strategy_name("static") == "static"
+    assert strategy_name({"pcgrad": None}) == "pcgrad"
+    assert strategy_name({"upgrad": {"every": 4}}) == "upgrad"
+    assert (
+        strategy_name({"cr_mogm": {"base": {"mgda": {"normalization": "l2"}}, "alpha": 0.5}})
+        == "cr_mogm(mgda)"
+    )
+    assert strategy_name(None) is None
