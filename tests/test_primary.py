@@ -79,6 +79,21 @@ def test_pcd_takes_its_primary_from_train_primary_only(cli, tiny_project):
     ) in result.output
 
 
+def test_a_tau_list_has_one_value_per_auxiliary(cli, tiny_project):
+    text = TINY_RECIPE.replace(
+        "weighting: static", "weighting: {pcd: {tau: [0.1, 0.2, 0.3]}}\n  primary: flag"
+    )
+    tiny_project.write_text(text)
+    result = cli("validate", tiny_project)
+    assert result.exit_code == 2
+    assert (
+        f"{tiny_project}:{_line(text, 'tau: [0.1')} train.weighting.pcd.tau: expected one value per auxiliary "
+        "task (3 tasks, one of them train.primary: 2 values, in task order without the primary), received 3"
+    ) in result.output
+    tiny_project.write_text(text.replace("[0.1, 0.2, 0.3]", "[0.1, 0.2]"))
+    assert cli("validate", tiny_project).exit_code == 0
+
+
 def test_train_primary_is_in_the_schema_and_the_config(cli, tiny_project):
     schema = json.loads(cli("schema").stdout)
     prop = schema["$defs"]["TrainSpec"]["properties"]["primary"]

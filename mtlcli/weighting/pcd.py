@@ -52,7 +52,8 @@ class PCD(Strategy):
 
     Args:
         tau: ``0.02``. The fraction in ``[0, 1]`` of normalised first-order progress guaranteed to
-            each auxiliary task.
+            each auxiliary task; or a list with one fraction per auxiliary, in task order without
+            the primary task (TorchJD's vector ``tau``; the recipe check compares its length).
         beta: ``0.999``. Decay in ``[0, 1)`` of the EMA of the squared gradient norms.
         eps: ``1e-8``. Added to the EMA before its inverse square root (``>= 0``).
         primary: ``0``. Index of the primary task in the task order. Set from ``train.primary`` by
@@ -68,11 +69,10 @@ class PCD(Strategy):
     Convention: TorchJD 0.18 ``PCD(tau, beta, eps)`` on the rows with the primary first: same EMA,
     normalisation, solver, tolerances and special cases, in float64 whatever the training dtype
     (the ``10·eps`` precision threshold follows J's dtype, as TorchJD's follows the Gramian's).
-    ``tau`` is one number here (TorchJD also accepts one per auxiliary).  The EMA is not reset when
-    the number of tasks changes (it cannot change within a run).
+    The EMA is not reset when the number of tasks changes (it cannot change within a run).
     """
 
-    tau: float = 0.02
+    tau: float | list[float] = 0.02
     beta: float = 0.999
     eps: float = 1e-8
     primary: int = 0
@@ -88,8 +88,9 @@ class PCD(Strategy):
     )
 
     def __post_init__(self) -> None:
-        if not (0.0 <= self.tau <= 1.0):
-            raise ValueError(f"`tau` must be in [0, 1], received {self.tau!r}")
+        taus = self.tau if isinstance(self.tau, (list, tuple)) else [self.tau]
+        if not taus or not all(0.0 <= t <= 1.0 for t in taus):
+            raise ValueError(f"`tau` must be in [0, 1] (a number or a non-empty list), received {self.tau!r}")
         if not (0.0 <= self.beta < 1.0):
             raise ValueError(f"`beta` must be in [0, 1), received {self.beta!r}")
         if not (self.eps >= 0.0 and math.isfinite(self.eps)):
@@ -99,6 +100,25 @@ class PCD(Strategy):
 
     def state_spec(self, num_tasks: int) -> dict[str, tuple[tuple[int, ...], float]]:
         return {"sq_norm_ema": ((num_tasks,), 0.0), "n_steps": ((), 0.0)}
+
+    def task_count_problem(self, num_tasks: int) -> tuple[str, str] | None:
+        """A list ``tau`` needs one value per auxiliary task (``num_tasks - 1``)."""
+        if isinstance(self.tau, (list, tuple)) and len(self.tau) != num_tasks - 1:
+            return (
+                "tau",
+                f"expected one value per auxiliary task ({num_tasks} tasks, one of them train.primary: "
+                f"{num_tasks - 1} values, in task order without the primary), received {len(self.tau)}",
+            )
+        return None
+
+    def taus(self, num_tasks: int) -> float | list[float]:
+        """``tau`` as the solver takes it (checked against the number of auxiliaries when a list)."""
+        problem = self.task_count_problem(num_tasks)
+        if problem is not None:
+            raise ValueError(f"`pcd.tau`: {problem[1]}")
+        if isinstance(self.tau, (list, tuple)):
+            return [float(t) for t in self.tau]
+        return float(self.tau)
 
     def order(self, num_tasks: int) -> list[int]:
         """The task indices with the primary first, the auxiliaries in task order after it."""
@@ -118,7 +138,7 @@ class PCD(Strategy):
         ema = tf.gather(tf.cast(state["sq_norm_ema"], f64), order)
         precision = 10.0 * float(np.finfo(J.dtype.as_numpy_dtype).eps)
         w, ema, n_steps = pcd_weights(
-            G, ema, tf.cast(state["n_steps"], f64), self.tau, self.beta, self.eps, precision
+            G, ema, tf.cast(state["n_steps"], f64), self.taus(len(order)), self.beta, self.eps, precision
         )
         w = tf.gather(tf.cast(w, J.dtype), back)
         new_state = {
@@ -128,7 +148,7 @@ class PCD(Strategy):
         return Result(weights=w, state=new_state, direction=combine_rows(w, J))
 
 
-def pcd_weights(G, ema, n_steps, tau: float, beta: float, eps: float, precision: float):
+def pcd_weights(G, ema, n_steps, tau, beta: float, eps: float, precision: float):
     """TorchJD ``PCDWeighting.forward`` on a float64 Gramian ``G`` (primary first): the weights, the new
     EMA of the squared norms and the new step count (both unchanged when ``G`` is not finite)."""
     import tensorflow as tf
@@ -154,7 +174,7 @@ def pcd_weights(G, ema, n_steps, tau: float, beta: float, eps: float, precision:
     return weights, tf.where(finite, new_ema, ema), tf.where(finite, steps, n_steps)
 
 
-def solve_qp(G, tau: float, tol: float = QP_TOL, dependence_tol: float = QP_DEPENDENCE_TOL):
+def solve_qp(G, tau, tol: float = QP_TOL, dependence_tol: float = QP_DEPENDENCE_TOL):
     """``[1, μ]`` for ``min_d ½||d - g_1||² s.t. g_jᵀd >= tau·||g_j||²`` (``d = g_1 + Σ_j μ_j g_j``) from
     the Gramian ``G`` (m, m) of ``g_1, ..., g_m``; ``[1, 0, ..., 0]`` when the constraints are infeasible.
 
@@ -174,7 +194,7 @@ def solve_qp(G, tau: float, tol: float = QP_TOL, dependence_tol: float = QP_DEPE
     return tf.concat([tf.ones([1], dtype), qp.compiled(_dual_active_set)(G, tau, tol, dependence_tol)], 0)
 
 
-def _dual_active_set(G, tau: float, tol: float, dependence_tol: float):
+def _dual_active_set(G, tau, tol: float, dependence_tol: float):
     """The multipliers ``μ`` (m - 1,) of :func:`solve_qp` (one ``tf.while_loop``; see there)."""
     import tensorflow as tf
 
@@ -183,7 +203,7 @@ def _dual_active_set(G, tau: float, tol: float, dependence_tol: float):
     n = m - 1
     Gs = G[1:, 1:]
     diag = tf.linalg.diag_part(Gs)
-    b = tau * diag - G[1:, 0]  # b_j > 0 iff g_1 violates the constraint of objective j
+    b = tf.constant(tau, dtype) * diag - G[1:, 0]  # b_j > 0 iff g_1 violates the constraint of objective j
     atol = tol * tf.maximum(
         tf.reduce_max(tf.linalg.diag_part(G)), tf.constant(2.2250738585072014e-308, dtype)
     )

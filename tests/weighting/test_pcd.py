@@ -14,7 +14,7 @@ import tensorflow as tf
 from mtlcli.weighting import REGISTRY, aggregate, check, eager
 from mtlcli.weighting.pcd import PCD, solve_qp
 
-from ._torchjd_values_h3 import DEGENERATE, VALUES
+from ._torchjd_values_h3 import DEGENERATE, TAU_VECTORS, VALUES
 
 
 def _drive(strategy, mats, state=None, dtype=tf.float64):
@@ -64,6 +64,31 @@ def test_matches_torchjd_on_degenerate_rows(case: str) -> None:
     directions, _, _ = _drive(PCD(tau=tau), [J, 1.5 * J])
     for actual, expected in zip(directions, golden["directions"], strict=True):
         assert _rel(actual, expected) < 1e-10, case
+
+
+@pytest.mark.parametrize("case", sorted(TAU_VECTORS))
+def test_one_tau_per_auxiliary_matches_torchjd(case: str) -> None:
+    golden = TAU_VECTORS[case]
+    directions, _, _ = _drive(PCD(tau=golden["tau"], beta=0.9), golden["J"])
+    for actual, expected in zip(directions, golden["directions"], strict=True):
+        assert _rel(actual, expected) < 1e-10, case
+
+
+def test_a_tau_list_follows_the_auxiliaries_in_task_order_without_the_primary() -> None:
+    # primary 2: the auxiliaries are tasks 0, 1, 3 in that order, so tau [a, b, c] goes to them
+    J = np.asarray(TAU_VECTORS["[0.5, 0.02, 0.1]"]["J"][0])
+    order = [2, 0, 1, 3]
+    direct, _, _ = _drive(PCD(tau=[0.5, 0.02, 0.1], primary=2), [J])
+    moved, _, _ = _drive(PCD(tau=[0.5, 0.02, 0.1]), [J[order]])
+    np.testing.assert_allclose(direct[0], moved[0], rtol=1e-12, atol=1e-14)
+    assert PCD(tau=[0.1, 0.2]).task_count_problem(3) is None
+    param, message = PCD(tau=[0.1, 0.2]).task_count_problem(4)
+    assert param == "tau" and message == (
+        "expected one value per auxiliary task (4 tasks, one of them train.primary: 3 values, in task "
+        "order without the primary), received 2"
+    )
+    with pytest.raises(ValueError, match=r"`pcd.tau`: expected one value per auxiliary task"):
+        aggregate({"pcd": {"tau": [0.1]}}, J)
 
 
 def test_two_tasks_by_hand() -> None:
@@ -230,7 +255,13 @@ def test_declarations_and_recipe_checks() -> None:
     assert PCD().sized_state_spec(3, 9) == {}
     assert check({"pcd": {"tau": 0.1, "beta": 0.9, "eps": 0}}) == []
     [problem] = check({"pcd": {"tau": 1.5}})
-    assert problem.message == "`tau` must be in [0, 1], received 1.5"
+    assert problem.message == "`tau` must be in [0, 1] (a number or a non-empty list), received 1.5"
+    [problem] = check({"pcd": {"tau": [0.1, -0.1]}})
+    assert problem.message == "`tau` must be in [0, 1] (a number or a non-empty list), received [0.1, -0.1]"
+    [problem] = check({"pcd": {"tau": [0.1, 0.2, 0.3]}}, 3)
+    assert (
+        problem.path == ("pcd", "tau") and "3 tasks, one of them train.primary: 2 values" in problem.message
+    )
     [problem] = check({"pcd": {"beta": 1}})
     assert problem.message == "`beta` must be in [0, 1), received 1"
     [problem] = check({"pcd": {"eps": -1.0}})
