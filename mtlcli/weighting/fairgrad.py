@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 from mtlcli.weighting import qp
 from mtlcli.weighting.base import Result, Strategy, combine_rows
@@ -32,6 +33,9 @@ class FairGrad(Strategy):
 
     Parameters:
         alpha: ``1.0`` (proportional fairness). Must be finite and ``>= 0``.
+        on: ``"parameters"`` (default) uses gradients of the shared parameters; ``"representation"``
+            gradients w.r.t. the shared representation (MGDA-UB style: one backward pass of
+            ``Σ_i w_i L_i`` with these weights; the weights read only the Gramian).
 
     Convention: TorchJD 0.18 ``FairGrad(alpha)`` — the same system on the raw Gramian (no
     normalisation of ``J``), ``alpha = 0`` giving ``1/T``.  TorchJD solves it with
@@ -60,6 +64,7 @@ class FairGrad(Strategy):
     summary = "alpha-fair allocation of progress to the tasks: weights solve G w = w^(-1/alpha)"
 
     alpha: float = 1.0
+    on: Literal["parameters", "representation"] = "parameters"
 
     def __post_init__(self) -> None:
         if not (isinstance(self.alpha, int | float) and math.isfinite(self.alpha) and self.alpha >= 0):
