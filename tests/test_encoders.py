@@ -188,6 +188,22 @@ def test_every_tasks_loss_reaches_the_encoders(tmp_path):
         assert all(g is not None and float(tf.reduce_max(tf.abs(g))) > 0 for g in grads), task
 
 
+@pytest.mark.parametrize("weighting", ["upgrad", "pcgrad", "{mgda: {on: representation}}"])
+def test_a_gradient_based_strategy_moves_the_encoders(tmp_path, weighting):
+    import tensorflow as tf
+
+    from mtlcli.data import pipeline
+
+    text = MULTI.replace("train: {epochs: 1", f"train: {{weighting: {weighting}, epochs: 1")
+    model, prepared = _build(_recipe(tmp_path, "mmoe", text=text))
+    assert model.strategy.needs == "gradients"
+    batch = next(iter(pipeline.dataset(tf, prepared.splits["train"], 16)))
+    encoders = [v for name in ("image", "size") for v in model.encoders[name].trainable_variables]
+    before = [v.numpy().copy() for v in encoders]
+    model.train_step(batch)
+    assert all(not np.allclose(b, v.numpy()) for b, v in zip(before, encoders, strict=True))
+
+
 def test_fusion_sum_adds_the_encoded_inputs_and_refuses_unequal_widths(tmp_path):
     loaded = _recipe(
         tmp_path, fusion="sum", text=MULTI.replace("units: 4, activation", "units: 3, activation")
