@@ -352,3 +352,22 @@ def test_side_data_pairs_are_multifashions_and_the_right_features_are_the_partne
     assert labels[partner].tolist() == cols["right"].tolist()  # each row's right item's own image
     assert len(set(partner.tolist())) > 1
     np.testing.assert_allclose(cols["right_tone"], 200 / 255, rtol=1e-6)
+
+
+def test_runs_from_before_encoders_resume_unchanged():
+    """resolved.yaml of a run written before model.encoders / model.fusion has neither key: the default
+    recipe resolves to no change (resume compares the two), a sum fusion or an encoder to a change."""
+    from mtlcli.run.resume import diff
+
+    from .conftest import TINY_RECIPE
+
+    before = R.loads(TINY_RECIPE, file="r.yaml").recipe.resolved()
+    for key in ("encoders", "fusion"):
+        before["model"].pop(key, None)
+    assert diff(before, R.loads(TINY_RECIPE, file="r.yaml").recipe.resolved()) == []
+    summed = TINY_RECIPE.replace("  shared:\n", "  fusion: sum\n  shared:\n")
+    assert [c.key for c in diff(before, R.loads(summed, file="r.yaml").recipe.resolved())] == ["model.fusion"]
+    encoded = TINY_RECIPE.replace("  shared:\n", "  encoders: {a: [{dense: {units: 2}}]}\n  shared:\n")
+    assert [c.key for c in diff(before, R.loads(encoded, file="r.yaml").recipe.resolved())] == [
+        "model.encoders.a[0].dense.units"
+    ]

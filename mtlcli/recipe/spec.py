@@ -386,6 +386,8 @@ class Recipe(_Strict):
         ):  # only those the architecture uses, filled in
             out["model"].pop(key, None)
         out["model"].update({k: v for k, v in self.model.architecture_spec().items() if k != "name"})
+        if out["model"].get("fusion") == "concat":  # the default, as runs before model.fusion resolved it
+            del out["model"]["fusion"]
         return out
 
 
