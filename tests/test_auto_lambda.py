@@ -23,8 +23,12 @@ from mtlcli.model.build import build_model
 LR = 0.1
 
 
-def _setup(tiny_project, spec: str = "{auto_lambda: {lr: 0.01, weight_init: 0.3}}"):
+def _setup(
+    tiny_project, spec: str = "{auto_lambda: {lr: 0.01, weight_init: 0.3}}", primary: str | None = None
+):
     text = tiny_project.read_text().replace("weighting: static", f"weighting: {spec}")
+    if primary is not None:  # Auto-Lambda's auxiliary-learning setting
+        text = text.replace(f"weighting: {spec}", f"weighting: {spec}\n  primary: {primary}")
     loaded = R.loads(text, file="r.yaml", base_dir=tiny_project.parent)
     prepared = data.prepare(loaded)
     models = [build_model(loaded, prepared, seed=3) for _ in range(3)]
@@ -50,8 +54,9 @@ def _variables(model):
     return model.shared_variables + model.head_variables
 
 
-def _reference(copy, probe, train, validation, lambd, lr_meta: float):
-    """The official algorithm on model copies: ``(new λ, Adam's m, v)``."""
+def _reference(copy, probe, train, validation, lambd, lr_meta: float, primaries):
+    """The official algorithm on model copies (``primaries``: its binary ``pri_weights``):
+    ``(new λ, Adam's m, v)``."""
     with tf.GradientTape() as tape:
         weighted = tf.reduce_sum(lambd * _losses(copy, *train))
     grads = tape.gradient(weighted, _variables(copy))
@@ -59,7 +64,7 @@ def _reference(copy, probe, train, validation, lambd, lr_meta: float):
     for v, t, g in zip(_variables(copy), theta, grads, strict=True):
         v.assign(t - LR * (np.zeros_like(t) if g is None else g.numpy()))  # virtual step on the copy
     with tf.GradientTape() as tape:
-        val = tf.reduce_sum(_losses(copy, *validation))
+        val = tf.reduce_sum(tf.constant(primaries, tf.float32) * _losses(copy, *validation))
     d = [
         np.zeros(v.shape, np.float32) if g is None else g.numpy()
         for g, v in zip(tape.gradient(val, _variables(copy)), _variables(copy), strict=True)
@@ -76,11 +81,18 @@ def _reference(copy, probe, train, validation, lambd, lr_meta: float):
     return new, m, v
 
 
-def test_one_step_equals_the_official_algorithm_on_model_copies(tiny_project):
-    (mtl, copy, probe), prepared = _setup(tiny_project)
+@pytest.mark.parametrize(("primary", "primaries"), [(None, [1, 1, 1]), ("flag", [0, 1, 0])])
+def test_one_step_equals_the_official_algorithm_on_model_copies(tiny_project, primary, primaries):
+    (mtl, copy, probe), prepared = _setup(tiny_project, primary=primary)
+    assert mtl.spec["primary"] == primary
     train, validation = _batch(prepared.splits["train"], 0, 32), _batch(prepared.splits["validation"], 0, 32)
     before = [v.numpy().copy() for v in _variables(mtl)]
-    new, m, v = _reference(copy, probe, train, validation, np.full(3, 0.3), 0.01)
+    _, kind_only, _ = _reference(copy, probe, train, validation, np.full(3, 0.3), 0.01, [1, 0, 0])
+    for model in (copy, probe):  # back at the original weights
+        for w, b in zip(_variables(model), before, strict=True):
+            w.assign(b)
+    new, m, v = _reference(copy, probe, train, validation, np.full(3, 0.3), 0.01, primaries)
+    assert np.max(np.abs(kind_only - m)) > 0.01 * np.max(np.abs(m))  # the primaries change h
     mtl.train_step((train, validation))
     state = {k: s.numpy() for k, s in mtl.strategy_state.items()}
     np.testing.assert_allclose(state["lambd"], new, rtol=1e-5)

@@ -365,8 +365,11 @@ class MultiTaskModel(Network):
         grads = backward.grads_or_zeros(tape, weighted, variables)
         for v, t, g in zip(variables, theta, grads, strict=True):  # the virtual step
             v.assign(t - alpha * (g + decay * t))
+        # the validation objective: the primary task's loss (``train.primary``), else every task's
+        primary = self.spec.get("primary")
+        primaries = tf.constant([1.0 if primary in (None, t) else 0.0 for t in self.task_names])
         with tf.GradientTape() as tape:
-            objective = tf.reduce_sum(losses_at(x_val, y_val, mask_val))  # every task primary
+            objective = tf.reduce_sum(primaries * losses_at(x_val, y_val, mask_val))
         direction = backward.grads_or_zeros(tape, objective, variables)
         eps = self.strategy.fd_epsilon(tf.linalg.global_norm(direction))
         at = {}

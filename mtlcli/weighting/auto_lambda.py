@@ -35,7 +35,8 @@ class AutoLambda(Strategy):
     Math, each step, before the ordinary update (``θ`` every shared and head variable, ``α`` the
     optimizer's current learning rate, ``wd`` its weight decay or 0):
     the virtual step ``θ' = θ - α (∇_θ Σ_i λ_i L_i(θ) + wd θ)`` on the training batch; ``d = ∇_θ'
-    Σ_i L^val_i(θ')`` on a validation batch (every task primary); ``ε = 0.01 / ||d||``,
+    Σ_{i primary} L^val_i(θ')`` on a validation batch (the primary task is ``train.primary``, the
+    others auxiliary, when the recipe names one; every task otherwise); ``ε = 0.01 / ||d||``,
     ``θ± = θ ± ε d``; the hypergradient ``h = -α (L(θ+) - L(θ-)) / (2ε)`` (the per-task training
     losses: the finite-difference second-order term; the first-order term is 0 as ``L^val`` does not
     depend on ``λ`` directly); one Adam step on ``λ`` with ``h`` (learning rate ``lr``, PyTorch's
@@ -52,8 +53,9 @@ class AutoLambda(Strategy):
     Cost: the virtual step's backward pass, the validation batch's forward and backward passes and two
     more forward passes of the training batch, on top of the ordinary step: about 4x ``static``.
 
-    Convention: the official ``AutoLambda`` class (``unrolled_backward``, ``compute_hessian``) with every
-    task primary (its multi-task setting). Differences: the validation batches come from the recipe's
+    Convention: the official ``AutoLambda`` class (``unrolled_backward``, ``compute_hessian``): its
+    multi-task setting (every task primary) or, with ``train.primary``, its auxiliary-learning setting
+    (binary primary weights in the validation objective; one primary task). Differences: the validation batches come from the recipe's
     validation split (the official trainers draw them from a reshuffled copy of the training set); a
     zero validation gradient gives a zero hypergradient (the official ``0.01 / ||d||`` divides by zero);
     the virtual step is the plain gradient step whatever the optimizer (the official one adds SGD's
