@@ -371,3 +371,55 @@ def test_runs_from_before_encoders_resume_unchanged():
     assert [c.key for c in diff(before, R.loads(encoded, file="r.yaml").recipe.resolved())] == [
         "model.encoders.a[0].dense.units"
     ]
+
+
+@pytest.mark.slow
+def test_a_served_export_takes_image_bytes_raw_text_and_a_number_together(tmp_path):
+    """Image files, a text and a number through their encoders: the SavedModel's serving signature
+    takes encoded image bytes and raw strings and returns what the in-process Predictor returns."""
+    import tensorflow as tf
+
+    from mtlcli.run import export as E
+    from mtlcli.run import runner
+
+    from .test_export import _in_process
+
+    rng = np.random.default_rng(0)
+    words = ["soft", "warm", "torn", "cheap", "lovely", "small"]
+    rows = ["photo,review,price,liked"]
+    for i in range(24):
+        pixels = rng.integers(0, 256, size=(6, 6, 3), dtype=np.uint8)
+        (tmp_path / f"p{i}.png").write_bytes(tf.io.encode_png(pixels).numpy())
+        rows.append(f"p{i}.png,{words[i % 6]} {words[(i * 5) % 6]},{i / 4},{i % 2}")
+    (tmp_path / "d.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "recipe.yaml").write_text(
+        "seed: 0\ndata:\n  train: d.csv\n  validation: 0.25\n  inputs:\n"
+        "    photo: {kind: image, shape: [6, 6, 3]}\n    review: {kind: text, sequence_length: 3}\n"
+        "    price: numeric\nmodel:\n  encoders:\n"
+        "    photo: [{conv2d: {filters: 2, kernel_size: 3}}, global_average_pooling2d]\n"
+        "    review: [{embedding: {output_dim: 2}}, global_average_pooling1d]\n"
+        "  shared: [{dense: {units: 4, activation: relu}}]\n  tasks: {liked: {type: binary}}\n"
+        "train: {epochs: 1, batch_size: 8}\n"
+    )
+    run_dir = runner.train(R.load(tmp_path / "recipe.yaml"), output=tmp_path / "run").run_dir
+    done = E.export(run_dir, output=tmp_path / "sm")
+    assert {k: v["dtype"] for k, v in done.manifest["inputs"].items()} == {
+        "photo": "string",
+        "review": "string",
+        "price": "float64",
+    }
+    fn = tf.saved_model.load(str(done.path)).signatures["serving_default"]
+    picked = [0, 5, 10]
+    served = fn(
+        photo=tf.constant([(tmp_path / f"p{i}.png").read_bytes() for i in picked]),
+        review=tf.constant(["soft torn", "never seen words", ""]),
+        price=tf.constant([0.0, 1.25, 2.5], tf.float64),
+    )
+    here = _in_process(
+        run_dir,
+        [
+            {"photo": str(tmp_path / f"p{i}.png"), "review": r, "price": p}
+            for i, r, p in zip(picked, ["soft torn", "never seen words", ""], [0.0, 1.25, 2.5], strict=True)
+        ],
+    )
+    np.testing.assert_allclose(served["liked_probability"].numpy(), here["liked_probability"], atol=1e-6)
