@@ -6,6 +6,8 @@
 Start-up: wall time of ``mtl --help``, ``mtl validate recipes/penguins.yaml`` and ``mtl init DIR``
 as a ratio to ``python -c "import typer, rich, yaml"`` measured in the same rounds (median of the
 per-round ratios). Target (issue 7): <= 1.5x.
+Breakdown of ``mtl --help`` (in a fresh interpreter, median): the baseline's imports, ``mtlcli.cli`` on
+top, Typer's ``rich_utils`` (imported to render help with rich) and the rendering itself.
 Memory: peak RSS (ru_maxrss of the child) of ``mtl train`` on the demo and on a two-task CNN.
 """
 
@@ -74,6 +76,39 @@ def startup(rounds: int) -> list[dict]:
     return rows
 
 
+BREAKDOWN = """\
+import contextlib, io, json, sys, time
+t0 = time.perf_counter()
+import typer, rich, yaml
+t1 = time.perf_counter()
+from mtlcli import cli
+t2 = time.perf_counter()
+import typer.rich_utils  # what Typer imports to render help with rich (rich.markdown, rich.traceback)
+t3 = time.perf_counter()
+with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):
+    cli.app(["--help"], standalone_mode=False)
+t4 = time.perf_counter()
+ours = [m for m in sys.modules if m == "mtlcli" or m.startswith("mtlcli.")]
+print(json.dumps({"baseline_imports": t1 - t0, "mtlcli.cli": t2 - t1, "typer.rich_utils": t3 - t2,
+                  "render": t4 - t3, "mtlcli_modules": len(ours)}))
+"""
+
+
+def breakdown(rounds: int) -> dict:
+    """Where ``mtl --help``'s time goes, in a fresh interpreter each round (median seconds): the
+    baseline's imports, importing ``mtlcli.cli`` on top (its own modules and the rich/typer parts
+    they import), Typer's ``rich_utils`` (imported to render help), and rendering the help."""
+    runs = []
+    for _ in range(rounds):
+        out = subprocess.run([sys.executable, "-c", BREAKDOWN], check=True, capture_output=True, text=True)
+        runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    row = {"bench": "startup_breakdown"}
+    for key in runs[0]:
+        row[key] = round(statistics.median(r[key] for r in runs), 4)
+    print(json.dumps(row), flush=True)
+    return row
+
+
 def peak_rss(cmd: list[str], cwd: Path) -> float:
     """Peak RSS in MiB of a child process (Linux ru_maxrss is in KiB)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
@@ -126,11 +161,17 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=None)
     args = parser.parse_args()
     rows = startup(args.rounds or (3 if args.quick else 7))
+    parts = breakdown(args.rounds or (3 if args.quick else 7))
     mem = memory(args.quick)
     print(f"\n{'command':14} {'seconds':>8} {'baseline':>9} {'ratio':>7}")
     for r in rows:
         print(f"{r['command']:14} {r['seconds']:>8.3f} {r['baseline_s']:>9.3f} {r['ratio']:>6.2f}x")
-    print(f"target <= {TARGET}x\n")
+    print(f"target <= {TARGET}x")
+    print(
+        "mtl --help, in-process (s): "
+        + ", ".join(f"{k} {v:.3f}" for k, v in parts.items() if k not in ("bench", "mtlcli_modules"))
+        + "\n"
+    )
     for r in mem:
         print(f"peak RSS {r['workload']}: {r['peak_rss_mib']:.0f} MiB")
 
