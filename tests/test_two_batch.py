@@ -284,3 +284,14 @@ def test_mtl_strategies_says_which_read_two_half_batches(cli):
     rows = {r["name"]: r for r in json.loads(cli("strategies", "--json").output)}
     assert rows["modo"]["batches"] == rows["sdmgrad"]["batches"] == 2
     assert "batches" not in rows["upgrad"]
+
+
+@pytest.mark.parametrize("architecture", ["ple", "mmoe", "cross_stitch"])
+def test_the_halves_train_step_equivalence_on_other_architectures(tiny_project, architecture):
+    """The train-step equivalence check (tests/test_train_step_equivalence.py, which reads the halves for
+    a two-batch strategy) on architectures whose shared part is not one trunk, flag reading kind."""
+    from tests.test_train_step_equivalence import ARCHITECTURES, _check_equivalence, _setup
+
+    spec = "sdmgrad" if architecture == "mmoe" else "modo"
+    setup = _setup(tiny_project, spec, ARCHITECTURES[architecture], flag_reads_kind=True)
+    _check_equivalence(spec, *setup)
