@@ -205,6 +205,7 @@ def test_one_mirrored_step_equals_the_single_device_step(tiny_project):
         "moco",
         "{cr_mogm: {base: excess_mtl}}",  # a wrapper: its base's (T, P) state, under base_
         "{cr_mogm: {base: {mgda: {on: representation}}}}",  # the base's on: a (T, T) factor of the Gramian
+        "{fairgrad: {on: representation}}",  # an iterative solve on that factor's Gramian
     ]
     proc = subprocess.run(
         [sys.executable, "-m", "tests.distribute_job", "step", str(tiny_project), *weightings],
