@@ -81,8 +81,6 @@ def test_strategy_learns_a_synthetic_three_task_problem(spec, tmp_path):
     )
     if model.strategy.needs_validation:  # Auto-Lambda: a validation batch with every training batch
         train = tf.data.Dataset.zip((train, _dataset(prepared.splits["validation"], True).repeat()))
-    if model.strategy.needs_validation:  # Auto-Lambda: a validation batch with every training batch
-        train = tf.data.Dataset.zip((train, _dataset(prepared.splits["validation"], True).repeat()))
     before = model.evaluate(validation, return_dict=True, verbose=0)
     history = model.fit(
         train,
