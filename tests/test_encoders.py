@@ -127,7 +127,7 @@ def test_encoder_mistakes_are_named_at_their_lines():
         "r.yaml:9 model.encoders.price: expected at least one layer (leave the input out of model.encoders "
         "to feed it as it is)",
         "r.yaml:10 model.encoders.photo[0].conv2D: unknown layer 'conv2D'; did you mean 'conv2d'?",
-        "r.yaml:11 model.fusion: expected one of concat, sum; received text ('mean')",
+        "r.yaml:11 model.fusion: expected one of concat, sum, attention; received text ('mean')",
     ]
 
 
@@ -154,7 +154,9 @@ def test_token_ids_meet_other_inputs_through_an_encoder_that_starts_with_an_embe
 
 
 @pytest.mark.parametrize(
-    ("arch", "fusion"), [(a, "concat") for a in ARCHS] + [("hard_sharing", "sum"), ("mmoe", "sum")]
+    ("arch", "fusion"),
+    [(a, "concat") for a in ARCHS]
+    + [("hard_sharing", "sum"), ("mmoe", "sum"), ("cross_stitch", "attention")],
 )
 def test_estimate_equals_keras_count_and_encoders_are_shared(tmp_path, arch, fusion):
     text = MULTI if fusion == "concat" else MULTI.replace("units: 4, activation", "units: 3, activation")
@@ -172,6 +174,9 @@ def test_estimate_equals_keras_count_and_encoders_are_shared(tmp_path, arch, fus
     assert not any(id(v) in {id(w) for w in model.head_variables} for v in encoder_vars)
     width = 3 + 4 if fusion == "concat" else 3
     assert model.fused_shape == (None, width)
+    if fusion == "attention":
+        assert est.layers[("model", "fusion")].params == 4 * 3 * (3 + 1)
+        assert all(id(v) in shared for v in model.input_attention.trainable_variables)
 
 
 def test_every_tasks_loss_reaches_the_encoders(tmp_path):
@@ -223,6 +228,35 @@ def test_fusion_sum_adds_the_encoded_inputs_and_refuses_unequal_widths(tmp_path)
     ]
 
 
+def test_attention_fusion_is_the_mean_at_zero_weights_and_ignores_the_inputs_order(tmp_path):
+    import tensorflow as tf
+
+    text = MULTI.replace("units: 4, activation", "units: 3, activation")
+    model, prepared = _build(_recipe(tmp_path, fusion="attention", text=text))
+    x = _batch(prepared, 5)
+    encoded = [model.encoders[k](x[k]) for k in ("image", "size")]
+    tokens = tf.stack(encoded, axis=1)
+    fuse = model.input_attention
+    swapped = fuse(tf.reverse(tokens, axis=[1]))
+    np.testing.assert_allclose(fuse(tokens).numpy(), swapped.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(model._joined(x).numpy(), fuse(tokens).numpy(), rtol=1e-6)
+    for v in fuse.trainable_variables:
+        v.assign(tf.zeros(v.shape))
+    mean = (encoded[0] + encoded[1]) / 2  # uniform attention on zero values: x_i + 0, averaged
+    np.testing.assert_allclose(model._joined(x).numpy(), mean.numpy(), rtol=1e-6)
+    loaded = _recipe(tmp_path, fusion="attention")  # image -> 3 features, size -> 4
+    with pytest.raises(RecipeError) as info:
+        size.check(loaded, data.prepare(loaded).prep)
+    assert (
+        info.value.problems[0]
+        .render()
+        .startswith(
+            f"{tmp_path / 'recipe.yaml'}:12 model.fusion: fusion: attention lets the inputs' features attend to "
+            "each other after their encoders, which needs one width, received image 3, size 4"
+        )
+    )
+
+
 def test_plan_lists_the_encoders_as_shared_blocks(tmp_path):
     from mtlcli.run.plan import plan
 
@@ -264,10 +298,12 @@ def test_a_text_input_with_an_encoder_meets_a_numeric_one(tmp_path):
     ]
 
 
-def test_a_saved_model_with_encoders_loads_in_safe_mode(tmp_path):
+@pytest.mark.parametrize("fusion", ["concat", "attention"])
+def test_a_saved_model_with_encoders_loads_in_safe_mode(tmp_path, fusion):
     import keras
 
-    model, prepared = _build(_recipe(tmp_path, "ple"))
+    text = MULTI.replace("units: 4, activation", "units: 3, activation")
+    model, prepared = _build(_recipe(tmp_path, "ple", fusion, text))
     x = _batch(prepared, 6)
     model.save(tmp_path / "m.keras")
     again = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True, compile=False)

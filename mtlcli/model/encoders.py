@@ -1,6 +1,6 @@
 """Per-input encoders (``model.encoders``) as the model spec holds them, and the checks that need the
-data: an encoder's embedding has a row for every token id of its text input, and ``fusion: sum`` adds
-inputs of one width.
+data: an encoder's embedding has a row for every token id of its text input, and ``fusion: sum`` or
+``attention`` gets inputs of one width.
 
 Pure Python (no TensorFlow): :func:`mtlcli.model.size.check` runs the checks (so ``mtl validate`` and
 ``mtl train`` refuse before any variable exists) and :func:`mtlcli.model.build.spec_from_recipe` takes
@@ -45,8 +45,8 @@ def encoder_specs(recipe: Recipe, prep: Preprocessing) -> dict[str, list]:
 
 
 def problems(loaded: LoadedRecipe, prep: Preprocessing, widths: dict[str, tuple | None]) -> list[Problem]:
-    """An encoder embedding with fewer rows than its text input has token ids; ``fusion: sum`` of inputs
-    whose widths after their encoders differ (``widths``: each input's shape there, None if unknown)."""
+    """An encoder embedding with fewer rows than its text input has token ids; ``fusion: sum`` or
+    ``attention`` of inputs whose widths after their encoders differ (``widths``: each input's shape there, None if unknown)."""
     recipe, out = loaded.recipe, []
     for name, layers in recipe.model.encoders.items():
         st = prep.inputs.get(name)
@@ -64,11 +64,17 @@ def problems(loaded: LoadedRecipe, prep: Preprocessing, widths: dict[str, tuple 
                 )
             )
     known = {k: math.prod(s) for k, s in widths.items() if s is not None}
-    if recipe.model.fusion == "sum" and len(widths) > 1 and len(set(known.values())) > 1:
+    fusion = recipe.model.fusion
+    if fusion in ("sum", "attention") and len(widths) > 1 and len(set(known.values())) > 1:
         listed = ", ".join(f"{k} {w:,}" for k, w in known.items())
+        what = (
+            "adds the inputs' features"
+            if fusion == "sum"
+            else "lets the inputs' features attend to each other"
+        )
         out.append(
             loaded.problem(
-                f"fusion: sum adds the inputs' features after their encoders, which needs one width, "
+                f"fusion: {fusion} {what} after their encoders, which needs one width, "
                 f"received {listed}; end every encoder with the same width (e.g. a dense layer of "
                 f"{max(known.values()):,} units) or use fusion: concat",
                 ("model", "fusion"),

@@ -21,6 +21,7 @@ from mtlcli.model.aitm import InformationTransfer, calibrator_penalty
 from mtlcli.model.architectures import make_layer
 from mtlcli.model.embedding import CategoryEmbedding, embedded_inputs
 from mtlcli.model.esmm import ProductOfProbabilities
+from mtlcli.model.fusion import InputAttention
 from mtlcli.recipe import dependencies
 
 
@@ -67,7 +68,8 @@ class Network(keras.Model):
     architecture (the first of :meth:`shared_layers`). Then each input named in ``model.encoders``
     goes through its own :class:`~mtlcli.model.architectures.LayerStack` (``encoders``, next in
     :meth:`shared_layers`: every task's loss reaches them); the inputs then meet (``fusion``: flattened
-    and joined, or added) and feed the trunk, the experts or the columns, whatever the architecture.
+    and joined, added, or :class:`~mtlcli.model.fusion.InputAttention`, itself shared) and feed the
+    trunk, the experts or the columns, whatever the architecture.
 
     ``spec`` is plain JSON-able data (built by :func:`mtlcli.model.build.spec_from_recipe`) and is the whole config: the
     saved model carries the layer specs, the task definitions, the weighting strategy and the
@@ -108,17 +110,7 @@ class Network(keras.Model):
         )
         self.product_layers = {t: ProductOfProbabilities(name=f"{t}_product") for t in self.product_order}
         tasks, n_tasks = self.tower_names, len(self.tower_names)
-        # Shared part (upstream of the representation z), starting with the categorical embeddings.
-        self.input_embeddings = {
-            name: CategoryEmbedding(rows, dim, name=f"{name}_embedding")
-            for name, (rows, dim) in embedded_inputs(spec).items()
-        }
-        #: ``model.encoders``: ``input -> LayerStack`` applied to that input alone before the inputs meet
-        self.encoders = {
-            name: arch.LayerStack(layers, name=f"{name}_encoder")
-            for name, layers in (spec.get("encoders") or {}).items()
-        }
-        self.fusion = spec.get("fusion") or "concat"
+        self._make_input_layers(spec)  # the shared part starts with the inputs' own layers
         bottom = self.architecture in ("hard_sharing", "mmoe", "cgc", "ple", "aitm")
         self.trunk = [make_layer(s, f"shared_{i}") for i, s in enumerate(spec["shared"])] if bottom else []
         self.levels, self.top_experts, self.columns, self.stitches = [], None, {}, []
@@ -162,6 +154,25 @@ class Network(keras.Model):
         #: AITM: ``task -> InformationTransfer`` for the tasks of aitm.order after the first (built in
         #: :meth:`build`, once the width of each tower's last hidden layer is known)
         self.transfers = {}
+
+    def _make_input_layers(self, spec: dict[str, Any]) -> None:
+        """The layers upstream of the trunk: categorical embeddings, ``model.encoders`` and the fusion."""
+        self.input_embeddings = {
+            name: CategoryEmbedding(rows, dim, name=f"{name}_embedding")
+            for name, (rows, dim) in embedded_inputs(spec).items()
+        }
+        #: ``model.encoders``: ``input -> LayerStack`` applied to that input alone before the inputs meet
+        self.encoders = {
+            name: arch.LayerStack(layers, name=f"{name}_encoder")
+            for name, layers in (spec.get("encoders") or {}).items()
+        }
+        self.fusion = spec.get("fusion") or "concat"
+        #: ``fusion: attention`` with several inputs: the inputs attend to each other, then are averaged
+        self.input_attention = (
+            InputAttention(name="input_attention")
+            if self.fusion == "attention" and len(self.input_names) > 1
+            else None
+        )
 
     def _inputs_from(self, task: str) -> list[tuple[str, str]]:
         """``(task, "output" | "hidden")`` for each entry of the task's ``inputs_from``."""
@@ -228,10 +239,13 @@ class Network(keras.Model):
         if len(shapes) == 1:
             return tuple(next(iter(shapes.values())))
         widths = {k: int(np.prod(s[1:])) for k, s in shapes.items()}
-        if self.fusion == "sum":
+        if self.fusion in ("sum", "attention"):
             if len(set(widths.values())) > 1:
-                raise ValueError(f"fusion: sum needs inputs of one width, received {widths}")
-            return (None, next(iter(widths.values())))
+                raise ValueError(f"fusion: {self.fusion} needs inputs of one width, received {widths}")
+            width = next(iter(widths.values()))
+            if self.input_attention is not None:
+                self.input_attention.build((None, len(widths), width))
+            return (None, width)
         return (None, sum(widths.values()))
 
     def _build_transfer(self, task: str, read: dict) -> tuple:
@@ -280,6 +294,8 @@ class Network(keras.Model):
             tf.reshape(tf.cast(inputs[k], self.compute_dtype), [tf.shape(inputs[k])[0], -1])
             for k in self.input_names
         ]
+        if self.input_attention is not None:
+            return self.input_attention(tf.stack(flat, axis=1), training=training)
         return tf.add_n(flat) if self.fusion == "sum" else tf.concat(flat, axis=-1)
 
     def _pack(self, parts: list):
@@ -377,7 +393,9 @@ class Network(keras.Model):
 
     def shared_layers(self) -> list:
         """Every layer upstream of ``z``: its variables get gradients from several tasks."""
-        out = [*self.input_embeddings.values(), *self.encoders.values(), *self.trunk, *self.levels]
+        out = [*self.input_embeddings.values(), *self.encoders.values()]
+        out += [self.input_attention] if self.input_attention is not None else []
+        out += [*self.trunk, *self.levels]
         if self.top_experts is not None:
             out.append(self.top_experts)
         out.extend(layer for t in self.tower_names for layer in self.columns.get(t, []))

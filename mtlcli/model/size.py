@@ -334,7 +334,8 @@ def _flat(shape: Shape) -> Shape:
 
 def _joined(walk: _Walk, recipe: Recipe, prep: Preprocessing) -> Shape:
     """The trunk's input: each input's shape (embedded categoricals, then ``model.encoders``), one
-    input as it is, several flattened and joined (``fusion: concat``) or added (``sum``)."""
+    input as it is, several flattened and joined (``fusion: concat``), added (``sum``) or through
+    :class:`~mtlcli.model.fusion.InputAttention` (``attention``)."""
     shapes: dict[str, Shape] = {k: tuple(v) for k, v in prep.input_shapes().items()}
     for name, (rows, dim) in prep.embeddings().items():
         if name in shapes:
@@ -348,8 +349,12 @@ def _joined(walk: _Walk, recipe: Recipe, prep: Preprocessing) -> Shape:
     if None in shapes.values():
         return None
     flat = [math.prod(s) for s in shapes.values()]
-    if recipe.model.fusion == "sum":
-        return (flat[0],) if len(set(flat)) == 1 else None
+    if recipe.model.fusion in ("sum", "attention"):
+        if len(set(flat)) > 1:
+            return None
+        if recipe.model.fusion == "attention":  # InputAttention: query, key, value, output of width w
+            walk.est.add(("model", "fusion"), 4 * flat[0] * (flat[0] + 1))
+        return (flat[0],)
     return (sum(flat),)
 
 

@@ -303,9 +303,10 @@ class ModelSpec(_Strict):
         description="per-input layers before the inputs meet: {photo: [{conv2d: {...}}, "
         "global_average_pooling2d]}; shared by every task",
     )
-    fusion: Literal["concat", "sum"] = Field(
+    fusion: Literal["concat", "sum", "attention"] = Field(
         "concat",
-        description="how several inputs meet: concat (flattened and joined) or sum (of equal widths)",
+        description="how several inputs meet: concat (flattened and joined), sum or attention (inputs of "
+        "one width attend to each other, then are averaged)",
     )
     experts: ExpertsSpec | None = None
     task_experts: Int | None = Field(

@@ -84,6 +84,8 @@ def describe(layer) -> str:
             f"extraction level: {layer.shared_count} shared{own} experts x [{inner}], "
             f"{len(layer.tasks)} task gates + 1 shared gate"
         )
+    if type(layer).__name__ == "InputAttention":
+        return "self-attention over the inputs (one head), then their mean"
     if type(layer).__name__ == "CategoryEmbedding":
         return f"embedding {layer.rows} values x {layer.dim} (row 0: unknown)"
     if isinstance(layer, arch.CrossStitch):
