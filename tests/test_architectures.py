@@ -459,6 +459,22 @@ def test_plan_of_a_gradient_strategy_on_the_representation(cli, tmp_path):
     assert "validation loss: L = 0.3333·ce(kind) + 0.3333·bce(flag) + 0.3333·mse(value)" in result.output
 
 
+def test_plan_of_a_two_batch_strategy_says_where_its_weights_come_from(cli, tmp_path):
+    from .conftest import write_tiny_csv
+
+    write_tiny_csv(tmp_path / "tiny.csv")
+    path = tmp_path / "r.yaml"
+    path.write_text(recipe_text("hard_sharing", weighting="modo"))
+    result = cli("plan", path)
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert (
+        "objective: shared parameters: the two half-batches' mean gradient of sum_i w_i L_i, with the weights "
+        "w that modo computes each step from J1 J2ᵀ, the 3 per-task gradients of the"
+    ) in text
+    assert "on each half of the batch (two independent mini-batches)" in text
+
+
 def test_plan_warns_when_initial_losses_differ_in_scale():
     from mtlcli.run.plan import scale_warning
 

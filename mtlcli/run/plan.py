@@ -210,6 +210,14 @@ def _objective(model, params: dict[str, int]) -> tuple[dict[str, float] | None, 
             f"computes each step from the {len(names)} per-task gradients w.r.t. the representation z "
             f"({z:,} features per example)"
         )
+    elif getattr(strategy, "batches", 1) == 2:
+        objective = (
+            f"shared parameters: the two half-batches' mean gradient of sum_i w_i L_i, with the weights w "
+            f"that {strategy.name} computes each step from J1 J2ᵀ, the {len(names)} per-task gradients of "
+            f"the {params['shared']:,} shared parameters on each half of the batch (two independent "
+            f"mini-batches); each task's own parameters: the gradient of its own loss"
+        )
+        return None, False, objective + _calibrator(model, "; plus, outside the strategy, ")
     else:
         objective = (
             f"shared parameters: {strategy.name} combines the {len(names)} per-task gradients of the "
