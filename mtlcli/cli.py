@@ -499,7 +499,7 @@ def config(
 def strategies(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
-    """List the task-weighting strategies, their papers, what they need and their parameters."""
+    """List the task-weighting strategies, their papers, what they need, their cost and parameters."""
     import dataclasses
 
     from mtlcli import weighting
@@ -514,7 +514,8 @@ def strategies(
         }
         needs = "losses" if cls.needs == "losses" else "per-task gradients"
         rows.append(
-            {"name": name, "needs": needs, "paper": cls.paper, "summary": cls.summary, "params": params}
+            {"name": name, "needs": needs, "cost": weighting.registry.step_cost(cls), "paper": cls.paper}
+            | {"summary": cls.summary, "params": params}
             | ({"needs_primary": True} if cls.needs_primary else {})
             | ({"batches": cls.batches} if cls.batches > 1 else {})  # modo, sdmgrad: two half-batches
             | ({"needs_validation": True} if cls.needs_validation else {})  # auto_lambda
@@ -524,7 +525,7 @@ def strategies(
         return
     out = _console()
     table = Table(show_lines=False, header_style="bold")
-    for col in ("name", "needs", "parameters (defaults)", "paper"):
+    for col in ("name", "needs", "cost per step", "parameters (defaults)", "paper"):
         table.add_column(col)
     for r in rows:
         params = ", ".join(f"{k}={v}" for k, v in r["params"].items()) or "-"
@@ -534,7 +535,7 @@ def strategies(
             params += "; gradients of the batch's two halves"
         if r.get("needs_validation"):
             params += "; a validation batch every step"
-        table.add_row(r["name"], r["needs"], params, r["paper"])
+        table.add_row(r["name"], r["needs"], r["cost"], params, r["paper"])
     out.print(table)
 
 

@@ -85,6 +85,13 @@ def test_strategies_lists_every_registered_strategy(cli):
     rows = json.loads(result.output)
     assert [r["name"] for r in rows] == weighting.available()
     assert {r["needs"] for r in rows} == {"losses", "per-task gradients"}
+    cost = {r["name"]: r["cost"] for r in rows}
+    assert cost["static"] == "1 backward" and cost["famo"] == "1 backward + 1 forward (losses after the step)"
+    assert cost["pcgrad"] == "T backward"  # every: K refused for it
+    assert cost["mgda"] == "T backward (1 with on: representation); every: K: 1 on the steps between"
+    assert cost["modo"].startswith("T backward on each half-batch")
+    assert "validation" in cost["auto_lambda"]
+    assert "cost per step" in cli("strategies").output
 
 
 def test_train_then_evaluate_end_to_end(cli, tiny_project, tmp_path, monkeypatch):

@@ -82,7 +82,7 @@ class PCD(Strategy):
     needs: ClassVar[str] = "gradients"
     weighting: ClassVar[bool] = True
     needs_primary: ClassVar[bool] = True
-    paper: ClassVar[str] = "TMLR 2026, arXiv 2606.29521"
+    paper: ClassVar[str] = "Priority-Constrained Descent, TMLR 2026 (arXiv 2606.29521)"
     summary: ClassVar[str] = (
         "follows the primary task's gradient; each auxiliary keeps a tau share of progress"
     )

@@ -96,6 +96,25 @@ def wrap_refusal(wrapper: str, cls: type[Strategy]) -> str | None:
     return None
 
 
+def step_cost(cls: type[Strategy]) -> str:
+    """What one training step costs with a strategy, in backward passes (``T``: the number of tasks):
+    what ``mtl strategies`` shows in its cost column (measured ratios: docs/performance.md)."""
+    if cls.needs_validation:
+        return "3 backward + 2 forward (virtual step, validation gradient, finite difference) + a validation batch"
+    if cls.needs == "losses":
+        return (
+            "1 backward + 1 forward (losses after the step)" if cls.needs_losses_after_step else "1 backward"
+        )
+    names = {f.name for f in dataclasses.fields(cls)}
+    if cls.batches == 2:
+        cost = "T backward on each half-batch (about T on the whole batch)"
+    else:
+        cost = "T backward" + (" (1 with on: representation)" if "on" in names else "")
+    if every_refusal(cls) is None:
+        cost += "; every: K: 1 on the steps between"
+    return cost
+
+
 class SpecProblem(typing.NamedTuple):
     """One problem in a ``weighting:`` value. ``path`` is relative to the weighting key."""
 
