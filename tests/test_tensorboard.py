@@ -179,3 +179,30 @@ def test_an_interrupted_run_resumes_appending_and_a_fork_writes_its_own(tiny_pro
     assert [sorted(f) for f in _events(fork / "tb" / "train")] == [[1, 2, 3, 4]]
     _assert_equals_history(fork, lr_from=4)
     assert [sorted(f) for f in _events(cut / "tb" / "train")] == [[1], [2, 3]]  # the source is untouched
+
+
+def test_epochs_after_the_resumed_checkpoint_are_dropped_from_the_event_files(tmp_path):
+    """A run killed between time-budgeted checkpoints has events for epochs it trains again after
+    resuming: those are dropped first, so every epoch is written once, with the resumed values."""
+    import types
+
+    import tensorflow as tf
+
+    from mtlcli.run.tensorboard import Board
+
+    model = types.SimpleNamespace(task_names=["kind"], spec={"tasks": {"kind": {"metrics": ["accuracy"]}}})
+    rows = [{"epoch": e, "loss": 1.0 / e, "kind_accuracy": 0.1 * e, "val_loss": 2.0 / e} for e in (1, 2, 3)]
+    first = Board(tf, tmp_path, model, [])
+    for row in rows:
+        first.epoch_end(row)
+    first.close()
+    # the checkpoint was at epoch 1: epochs 2 and 3 are trained again, with other values
+    second = Board(tf, tmp_path, model, rows[:1])
+    for row in rows[1:]:
+        second.epoch_end({**row, "loss": 5.0})
+    second.close()
+    assert [sorted(f) for f in _events(tmp_path / "tb" / "train")] == [[1], [2, 3]]
+    assert [sorted(f) for f in _events(tmp_path / "tb" / "validation")] == [[1], [2, 3]]
+    train = _merged(tmp_path / "tb" / "train")
+    assert [train[e]["loss"] for e in (1, 2, 3)] == [1.0, 5.0, 5.0]
+    assert train[3]["accuracy/kind"] == pytest.approx(0.3)

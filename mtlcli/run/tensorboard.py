@@ -19,7 +19,10 @@ it): the epoch's values go into one ``Summary`` proto with the scalars plugin's 
 ``tf.summary.experimental.write_raw_pb`` and flushed, about a millisecond per epoch.
 
 The writers are made at the first epoch end, after that epoch's ``last`` checkpoint, so a run that fails
-before its first checkpoint has no event file to undo. Each session (a resume in place included) adds
+before its first checkpoint has no event file to undo. Checkpoints are on a time budget, so a killed run
+may have events for epochs after its last checkpoint: the session that resumes it drops them from the
+event files (:func:`drop_after`) before it trains those epochs again, so every epoch is in the files
+once, with the values of the run's ``history.csv``. Each session (a resume in place included) adds
 its own event file to the same directories; before its first epoch it writes the ``history.csv`` rows
 the event files lack (a fork's inherited epochs, or epochs trained while ``train.tensorboard`` was off).
 """
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +100,8 @@ class Board:
         """Write one epoch's history row (and the learning rate) into both splits, then flush."""
         try:
             if self.writers is None:
+                for split in SPLITS:  # epochs after the checkpoint this session resumed from: replayed
+                    drop_after(self.tf, self.root / split, int(row["epoch"]) - 1)
                 self._open()
                 done = written_epochs(self.tf, self.root / "train")
                 for old in self.pending:
@@ -149,3 +155,27 @@ def written_epochs(tf, directory: Path) -> int:
         except tf.errors.OpError:  # a record cut short by a kill: what came before it counts
             continue
     return last
+
+
+def drop_after(tf, directory: Path, last: int) -> None:
+    """Remove from the event files of ``directory`` every summary written for a step after ``last``
+    (each file rewritten in place, atomically; a file without such steps is left as it is)."""
+    for path in sorted(Path(directory).glob("events.out.tfevents.*")):
+        kept, dropped = [], False
+        try:
+            for record in tf.data.TFRecordDataset(str(path)):
+                raw = record.numpy()
+                event = tf.compat.v1.Event.FromString(raw)
+                if event.summary.value and int(event.step) > last:
+                    dropped = True
+                else:
+                    kept.append(raw)
+        except tf.errors.OpError:  # a record cut short by a kill: it goes, what came before it stays
+            dropped = True
+        if not dropped:
+            continue
+        tmp = path.with_name(f".{path.name}.tmp")
+        with tf.io.TFRecordWriter(str(tmp)) as writer:
+            for raw in kept:
+                writer.write(raw)
+        os.replace(tmp, path)
