@@ -287,7 +287,7 @@ def _start_fork(job: Job, session: Session, run_dir: Path) -> None:
 def announce(job: Job, session: Session, model, run_dir: Path, on_event) -> None:
     """The Started event (tasks, rows, parameters) and, for a resume or fork, the Resumed event."""
     from mtlcli.model.build import count_params
-    from mtlcli.weighting import spec_name
+    from mtlcli.weighting.registry import display_name
 
     recipe = job.recipe
     tasks_info = {}
@@ -311,7 +311,7 @@ def announce(job: Job, session: Session, model, run_dir: Path, on_event) -> None
             params,
             job.epochs,
             job.steps,
-            spec_name(recipe.train.weighting),
+            display_name(recipe.train.weighting),
             job.seed,
         )
     )
