@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import keras
 
 from mtlcli.errors import RecipeError
-from mtlcli.model import size
+from mtlcli.model import size, warmstart
 from mtlcli.model.encoders import encoder_specs
 from mtlcli.model.network import dtype_policy
 from mtlcli.model.train_step import MultiTaskModel
@@ -23,11 +23,20 @@ if TYPE_CHECKING:
     from mtlcli.recipe import LoadedRecipe
 
 
-def build_model(loaded: LoadedRecipe, prepared: Prepared, seed: int) -> MultiTaskModel:
+def build_model(
+    loaded: LoadedRecipe, prepared: Prepared, seed: int, warm_start: bool = True
+) -> MultiTaskModel:
     """Build and compile the Keras model for a recipe (imports TensorFlow). A model whose weights
-    cannot fit in memory is refused before any variable exists (:func:`mtlcli.model.size.check`)."""
+    cannot fit in memory is refused before any variable exists (:func:`mtlcli.model.size.check`).
+
+    ``model.init_from``: its layers are frozen before the build (``freeze: true``) and, with
+    ``warm_start`` (False for a resume or a fork: the checkpoint holds the weights), start from the
+    source run's weights; the source's record goes into ``prepared.info["init_from"]`` (data.json)."""
     recipe = loaded.recipe
     size.check(loaded, prepared.prep)
+    init = recipe.model.init_from
+    if init is not None and warm_start:
+        warmstart.source_model_path(loaded)  # a missing run or model: refused before the build
     _check_token_ids(loaded, prepared.prep)
     spec = spec_from_recipe(recipe, prepared.prep, seed)
     spec["name"] = loaded.name
@@ -36,9 +45,13 @@ def build_model(loaded: LoadedRecipe, prepared: Prepared, seed: int) -> MultiTas
     try:
         with dtype_policy(recipe.train.mixed_precision):
             model = MultiTaskModel(spec, name="mtl_model")
+            if init is not None and init.freeze:
+                warmstart.freeze(model, init.layers)
             model.build()
     except (ValueError, TypeError) as exc:
         raise _layer_error(loaded, exc) from None
+    if init is not None and warm_start:
+        prepared.info["init_from"] = warmstart.initialise(model, loaded)
     adam = recipe.train.optimizer.adam
     model.compile(
         optimizer=keras.optimizers.Adam(

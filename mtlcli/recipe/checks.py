@@ -14,6 +14,7 @@ from mtlcli.errors import Problem, did_you_mean
 from mtlcli.recipe import layer_table
 from mtlcli.recipe.data_checks import data_problems, validation_problems
 from mtlcli.recipe.encoder_checks import encoder_problems
+from mtlcli.recipe.init_checks import init_from_problems
 from mtlcli.recipe.layer_args import argument_problem
 from mtlcli.recipe.spec import (
     ARCHITECTURES,
@@ -56,6 +57,7 @@ def recipe_problems(data: dict, src: Located) -> list[Problem]:
     train = data.get("train") if isinstance(data.get("train"), dict) else {}
     _train_problems(train, tasks, add)
     validation_problems(train, data_spec, add)
+    out.extend(init_from_problems(model, data_spec, train, src))
     return out
 
 

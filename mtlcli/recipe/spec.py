@@ -293,6 +293,20 @@ class AitmSpec(_Strict):
     calibrator_weight: Float = Field(0.6, ge=0, description="weight of the calibrator penalty (0: none)")
 
 
+class InitFromSpec(_Strict):
+    """A warm start: layers that start from another run's saved model instead of a random init."""
+
+    run: str = Field(
+        description="the run directory (or its model.keras) to start from; relative to the recipe file"
+    )
+    layers: Literal["shared"] | list[str] = Field(
+        "shared",
+        description="shared (every shared layer, encoders included) or a list of inputs whose encoders "
+        "start from the run, and trunk (model.shared)",
+    )
+    freeze: bool = Field(False, description="keep those layers fixed for the whole run (trainable: false)")
+
+
 class ModelSpec(_Strict):
     """The network: the architecture, its shared layers or experts, and one head per task."""
 
@@ -318,6 +332,11 @@ class ModelSpec(_Strict):
         None, description="aitm: {order: [click, purchase], calibrator_weight: 0.6}"
     )
     tasks: dict[str, TaskSpec]
+    init_from: InitFromSpec | None = Field(
+        None,
+        description="start layers from another run's model: {run: ../other/runs/x/3, layers: shared, "
+        "freeze: false}",
+    )
 
     def architecture_spec(self) -> dict[str, Any]:
         """``{"name": ..., "experts": ..., "task_experts": ..., "levels": ...}`` with defaults filled in,
@@ -389,6 +408,8 @@ class Recipe(_Strict):
         out["model"].update({k: v for k, v in self.model.architecture_spec().items() if k != "name"})
         if out["model"].get("fusion") == "concat":  # the default, as runs before model.fusion resolved it
             del out["model"]["fusion"]
+        if out["model"].get("init_from") is None:  # unset, as runs before model.init_from resolved it
+            out["model"].pop("init_from", None)
         return out
 
 

@@ -1,0 +1,175 @@
+"""model.init_from: a run's shared layers (or named encoders) start from another run's saved model, with
+shape checks, freeze: true, provenance in data.json, and resume/fork from the checkpoint alone."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import keras
+import numpy as np
+import pytest
+
+from mtlcli import recipe as R
+from mtlcli.errors import RecipeError
+from mtlcli.fsio import sha256
+from mtlcli.run import runner
+from tests.conftest import TINY_RECIPE, write_tiny_csv
+
+INIT = "  init_from: {run: ../a}\n"
+FROZEN = "  init_from: {run: ../a, freeze: true}\n"
+
+
+def _with(text: str, init: str) -> str:
+    """The tiny recipe with ``init`` (lines under model) added before ``model.tasks``."""
+    return text.replace("  tasks:\n", init + "  tasks:\n", 1)
+
+
+def _model(path):
+    import mtlcli.model.train_step  # noqa: F401 - registers the custom objects
+
+    return keras.saving.load_model(path, safe_mode=True, compile=False)
+
+
+def _layer_weights(model, name: str) -> list[np.ndarray]:
+    layer = {x.name: x for x in [*model.shared_layers(), *(x for t in model.heads.values() for x in t)]}[name]
+    return [np.asarray(w) for w in layer.get_weights()]
+
+
+@pytest.fixture(scope="module")
+def run_a(tmp_path_factory):
+    """A finished tiny run in ``<root>/a`` (one epoch); B's projects live next to it."""
+    root = tmp_path_factory.mktemp("warm")
+    src = root / "src"
+    src.mkdir()
+    write_tiny_csv(src / "tiny.csv")
+    (src / "recipe.yaml").write_text(TINY_RECIPE.replace("epochs: 3", "epochs: 1"))
+    runner.train(R.load(src / "recipe.yaml"), output=root / "a")
+    return root / "a"
+
+
+def _project(run_a, name: str, init: str, text: str = TINY_RECIPE):
+    """A project ``<root>/<name>`` whose recipe has ``init`` (relative ``run: ../a``)."""
+    d = run_a.parent / name
+    d.mkdir()
+    shutil.copy(run_a.parent / "src" / "tiny.csv", d / "tiny.csv")
+    (d / "recipe.yaml").write_text(_with(text, init))
+    return d / "recipe.yaml"
+
+
+def _built(path):
+    from mtlcli.model.build import build_model
+
+    job = runner.prepare(R.load(path))
+    return build_model(job.loaded, job.prepared, job.seed), job
+
+
+def _errors(path) -> list[str]:
+    with pytest.raises(RecipeError) as info:
+        _built(path)
+    return [p.render() for p in info.value.problems]
+
+
+def _line(path, text: str) -> int:
+    return next(i for i, line in enumerate(path.read_text().splitlines(), 1) if text in line)
+
+
+@pytest.mark.slow
+def test_the_shared_layers_start_from_the_source_run(run_a):
+    path = _project(run_a, "b_start", INIT)
+    model, job = _built(path)
+    a = _model(run_a / "model.keras")
+    for got, want in zip(_layer_weights(model, "shared_0"), _layer_weights(a, "shared_0"), strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert job.prepared.info["init_from"] == {
+        "run": str(run_a.resolve()),
+        "model": str((run_a / "model.keras").resolve()),
+        "sha256": sha256(run_a / "model.keras"),
+        "layers": "shared",
+        "copied": ["model.shared[0]"],
+        "values": sum(int(np.size(w)) for w in _layer_weights(a, "shared_0")),
+        "freeze": False,
+    }
+    # the heads are this run's own (random) ones
+    assert not np.array_equal(_layer_weights(model, "flag_output")[0], _layer_weights(a, "flag_output")[0])
+
+
+@pytest.mark.slow
+def test_frozen_layers_stay_fixed_and_the_provenance_is_recorded(run_a):
+    path = _project(run_a, "b_frozen", FROZEN)
+    result = runner.train(R.load(path), output=path.parent / "run")
+    b, a = _model(result.run_dir / "model.keras"), _model(run_a / "model.keras")
+    for got, want in zip(_layer_weights(b, "shared_0"), _layer_weights(a, "shared_0"), strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert not np.array_equal(_layer_weights(b, "value_output")[0], _layer_weights(a, "value_output")[0])
+    info = json.loads((result.run_dir / "data.json").read_text())
+    assert info["init_from"]["sha256"] == sha256(run_a / "model.keras")
+    assert info["init_from"]["freeze"] is True
+    resolved = (result.run_dir / "resolved.yaml").read_text()
+    assert "init_from:" in resolved and "run: ../a" in resolved
+
+
+@pytest.mark.slow
+def test_a_shape_mismatch_names_the_first_layer_and_both_shapes(run_a, cli):
+    path = _project(run_a, "b_shape", INIT, TINY_RECIPE.replace("units: 16", "units: 8"))
+    (msg,) = _errors(path)
+    line = _line(path, "init_from")
+    model = (run_a / "model.keras").resolve()
+    assert msg.startswith(f"{path}:{line} model.init_from")
+    assert "model.shared[0] does not fit the source run's weights" in msg
+    # the trunk reads a, b and color one-hot (3 colours and the unknown one): 6 features
+    assert f"shared_0/kernel has shape [6, 16] in {model} and [6, 8] in this recipe" in msg
+    result = cli("train", path, "-o", path.parent / "run")
+    assert result.exit_code == 2 and "Traceback" not in result.output
+
+
+def test_a_missing_run_or_model_is_named_with_its_path(tmp_path, cli):
+    write_tiny_csv(tmp_path / "tiny.csv")
+    path = tmp_path / "recipe.yaml"
+    path.write_text(_with(TINY_RECIPE, "  init_from: {run: runs/nope}\n"))
+    (msg,) = _errors(path)
+    assert msg == (
+        f"{path}:{_line(path, 'init_from')} model.init_from.run: no such run directory: "
+        f"{tmp_path / 'runs' / 'nope'} (relative to the recipe file)"
+    )
+    (tmp_path / "runs" / "nope" / "checkpoints" / "last").mkdir(parents=True)
+    (tmp_path / "runs" / "nope" / "checkpoints" / "last" / "model.keras").write_bytes(b"")
+    (msg,) = _errors(path)
+    assert f"{tmp_path / 'runs' / 'nope'} has no model.keras (expected a finished mtl run directory)" in msg
+    assert f"write run: {tmp_path / 'runs' / 'nope' / 'checkpoints' / 'last'}" in msg
+    result = cli("train", path, "-o", tmp_path / "run")
+    assert result.exit_code == 2 and "no model.keras" in result.output and "Traceback" not in result.output
+
+
+def _problems(tmp_path, init: str, text: str = TINY_RECIPE) -> list[str]:
+    write_tiny_csv(tmp_path / "tiny.csv")
+    path = tmp_path / "recipe.yaml"
+    path.write_text(_with(text, init))
+    with pytest.raises(RecipeError) as info:
+        R.load(path)
+    return [p.render() for p in info.value.problems]
+
+
+def test_unknown_parts_are_refused_with_did_you_mean(tmp_path):
+    (msg,) = _problems(tmp_path, "  init_from: {run: ../a, layers: [trunc]}\n")
+    assert msg == (
+        f"{tmp_path / 'recipe.yaml'}:13 model.init_from.layers[0]: unknown part 'trunc'; did you mean "
+        f"'trunk'? (expected an input with an encoder or an embedding, or trunk for model.shared: trunk)"
+    )
+
+
+def test_freezing_every_shared_layer_refuses_a_gradient_based_strategy(tmp_path):
+    text = TINY_RECIPE.replace("weighting: static", "weighting: pcgrad")
+    (msg,) = _problems(tmp_path, "  init_from: {run: ../a, freeze: true}\n", text)
+    path = tmp_path / "recipe.yaml"
+    assert msg.startswith(
+        f"{path}:{_line(path, 'init_from')} model.init_from.freeze: freeze: true keeps every"
+    )
+    assert "pcgrad combines the tasks' gradients of the shared parameters" in msg
+    (msg,) = _problems(tmp_path, "  init_from: {run: ../a, layers: [trunk], freeze: true}\n", text)
+    assert "pcgrad combines" in msg
+    # not frozen, or a loss-based strategy: accepted
+    path.write_text(_with(text, "  init_from: {run: ../a}\n"))
+    assert R.load(path).recipe.model.init_from.layers == "shared"
+    path.write_text(_with(TINY_RECIPE, "  init_from: {run: ../a, freeze: true}\n"))
+    assert R.load(path).recipe.model.init_from.freeze is True
