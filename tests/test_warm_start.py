@@ -173,3 +173,28 @@ def test_freezing_every_shared_layer_refuses_a_gradient_based_strategy(tmp_path)
     assert R.load(path).recipe.model.init_from.layers == "shared"
     path.write_text(_with(TINY_RECIPE, "  init_from: {run: ../a, freeze: true}\n"))
     assert R.load(path).recipe.model.init_from.freeze is True
+
+
+ENCODED = TINY_RECIPE.replace(
+    "  shared:\n", "  encoders:\n    a: [{dense: {units: 4, activation: relu}}]\n  shared:\n", 1
+)
+
+
+@pytest.mark.slow
+def test_a_named_encoder_starts_from_the_source_and_the_rest_is_fresh(tmp_path):
+    write_tiny_csv(tmp_path / "tiny.csv")
+    (tmp_path / "a.yaml").write_text(ENCODED.replace("epochs: 3", "epochs: 1"))
+    a_dir = runner.train(R.load(tmp_path / "a.yaml"), output=tmp_path / "a").run_dir
+    # B's trunk is narrower (it would not fit), but only the encoder of input a is taken
+    text = ENCODED.replace("units: 16", "units: 8")
+    (tmp_path / "b.yaml").write_text(_with(text, "  init_from: {run: a, layers: [a], freeze: true}\n"))
+    model, job = _built(tmp_path / "b.yaml")
+    a = _model(a_dir / "model.keras")
+    for got, want in zip(_layer_weights(model, "a_encoder"), _layer_weights(a, "a_encoder"), strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert job.prepared.info["init_from"]["copied"] == ["model.encoders.a"]
+    assert job.prepared.info["init_from"]["values"] == 1 * 4 + 4
+    encoder = model.encoders["a"]
+    assert not encoder.trainable_variables and encoder.non_trainable_variables
+    shared = {id(v) for v in model.shared_variables}
+    assert shared == {id(v) for v in model.trunk[0].trainable_variables}  # the trunk still trains
