@@ -90,6 +90,9 @@ def test_the_shared_layers_start_from_the_source_run(run_a):
         "values": sum(int(np.size(w)) for w in _layer_weights(a, "shared_0")),
         "freeze": False,
     }
+    # a model file (or a checkpoint directory) names the same model
+    path.write_text(path.read_text().replace("run: ../a}", "run: ../a/model.keras}"))
+    assert _built(path)[1].prepared.info["init_from"]["model"] == str((run_a / "model.keras").resolve())
     # the heads are this run's own (random) ones
     assert not np.array_equal(_layer_weights(model, "flag_output")[0], _layer_weights(a, "flag_output")[0])
 
@@ -198,3 +201,13 @@ def test_a_named_encoder_starts_from_the_source_and_the_rest_is_fresh(tmp_path):
     assert not encoder.trainable_variables and encoder.non_trainable_variables
     shared = {id(v) for v in model.shared_variables}
     assert shared == {id(v) for v in model.trunk[0].trainable_variables}  # the trunk still trains
+    # a gradient-based strategy combines the trunk's task gradients; the frozen encoder stays as it was
+    path = tmp_path / "b.yaml"
+    path.write_text(
+        path.read_text().replace("weighting: static", "weighting: pcgrad").replace("epochs: 3", "epochs: 1")
+    )
+    run = runner.train(R.load(path), output=tmp_path / "b").run_dir
+    b = _model(run / "model.keras")
+    for got, want in zip(_layer_weights(b, "a_encoder"), _layer_weights(a, "a_encoder"), strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert not np.array_equal(_layer_weights(b, "shared_0")[0], _layer_weights(model, "shared_0")[0])
