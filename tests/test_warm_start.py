@@ -211,3 +211,27 @@ def test_a_named_encoder_starts_from_the_source_and_the_rest_is_fresh(tmp_path):
     for got, want in zip(_layer_weights(b, "a_encoder"), _layer_weights(a, "a_encoder"), strict=True):
         np.testing.assert_array_equal(got, want)
     assert not np.array_equal(_layer_weights(b, "shared_0")[0], _layer_weights(model, "shared_0")[0])
+
+
+def test_every_strategy_with_every_shared_layer_frozen(tmp_path):
+    """Registry-driven: a gradient-based strategy is refused when freeze: true leaves no shared parameter
+    to combine; a loss-based one is accepted."""
+    from mtlcli import weighting
+    from tests.conftest import add_primary
+
+    write_tiny_csv(tmp_path / "tiny.csv")
+    path = tmp_path / "recipe.yaml"
+    for name, cls in sorted(weighting.REGISTRY.items()):
+        text = add_primary(TINY_RECIPE.replace("weighting: static", f"weighting: {name}"), name)
+        path.write_text(_with(text, FROZEN))
+        if cls.needs == "gradients":
+            with pytest.raises(RecipeError) as info:
+                R.load(path)
+            assert [p.render() for p in info.value.problems] == [
+                f"{path}:{_line(path, 'init_from')} model.init_from.freeze: freeze: true keeps every shared "
+                f"layer fixed, and {name} combines the tasks' gradients of the shared parameters: none would "
+                f"be left to combine; use a loss-based strategy (e.g. static) or freeze only some parts "
+                f"(layers: [...])"
+            ], name
+        else:
+            assert R.load(path).recipe.model.init_from.freeze is True, name
