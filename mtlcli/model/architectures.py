@@ -32,7 +32,7 @@ from typing import Any
 import keras
 from keras import ops
 
-from mtlcli.model import sequence  # noqa: F401 - registers the sequence layers make_layer names
+from mtlcli.model import backbones, sequence  # noqa: F401 - registers the layers make_layer names
 from mtlcli.model.gates import DSelectGate
 from mtlcli.model.registration import serializable
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import keras
 
 from mtlcli.errors import RecipeError
-from mtlcli.model import size, warmstart
+from mtlcli.model import backbones, size, warmstart
 from mtlcli.model.encoders import encoder_specs
 from mtlcli.model.network import dtype_policy
 from mtlcli.model.train_step import MultiTaskModel
@@ -38,7 +38,7 @@ def build_model(
     if init is not None and warm_start:
         warmstart.source_model_path(loaded)  # a missing run or model: refused before the build
     _check_token_ids(loaded, prepared.prep)
-    spec = spec_from_recipe(recipe, prepared.prep, seed)
+    spec = backbones.resolve_weights(spec_from_recipe(recipe, prepared.prep, seed), loaded.resolve_path)
     spec["name"] = loaded.name
     # Layers take the dtype policy in force when they are created (and save it in their config), so
     # the mixed policy is set only while the model is built. Outputs and losses stay float32.
@@ -48,6 +48,8 @@ def build_model(
             if init is not None and init.freeze:
                 warmstart.freeze(model, init.layers)
             model.build()
+            if warm_start:  # a resume or a fork: the checkpoint holds the backbones' weights too
+                backbones.load_weights(model)
     except (ValueError, TypeError) as exc:
         raise _layer_error(loaded, exc) from None
     if init is not None and warm_start:

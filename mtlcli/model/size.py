@@ -13,7 +13,8 @@ and output. Every parameter is attributed to the recipe line that makes it (``mo
 
 A layer kind this module does not know contributes nothing and makes every shape after it unknown, so
 the total is then a lower bound (:attr:`Estimate.complete` is False): the refusal compares a lower
-bound with the memory, and so never refuses a model that fits.
+bound with the memory, and so never refuses a model that fits. A Keras Applications backbone is counted
+exactly for its default options (:mod:`mtlcli.model.backbone_checks`), and is a lower bound otherwise.
 
 Bytes: every variable is float32 -- also under ``mixed_precision``, where Keras keeps the variables in
 float32 and only computes in 16 bits (activations halve, weights do not) -- and Adam keeps two slots
@@ -30,6 +31,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mtlcli.errors import RecipeError
+from mtlcli.model.backbone_checks import BACKBONE_CLASSES, backbone_size
+from mtlcli.model.backbone_checks import problems as backbone_problems
 from mtlcli.model.encoders import encoder_specs
 from mtlcli.model.encoders import problems as encoder_problems
 from mtlcli.recipe import dependencies
@@ -76,6 +79,8 @@ class Estimate:
     complete: bool = True
     #: each input's shape where the inputs meet (after its embedding and encoder; None: unknown)
     widths: dict[str, Shape] = field(default_factory=dict)
+    #: every Keras Applications backbone met: ``(recipe path, table name, arguments, input shape)``
+    backbones: list[tuple] = field(default_factory=list)
 
     def add(self, path: tuple, trainable: int, fixed: int = 0, copies: int = 1) -> None:
         entry = self.layers.setdefault(tuple(path), LayerSize(tuple(path)))
@@ -258,6 +263,8 @@ def layer_size(kind: str, kw: dict, shape: tuple):
         return _pool(kw, shape, int(kind[-2]))
     if kind.startswith(("GlobalMaxPooling", "GlobalAveragePooling")):
         return _global_pool(kw, shape, int(kind[-2]))
+    if kind in BACKBONE_CLASSES:
+        return backbone_size(kind, kw, shape)
     if kind == "Flatten":
         return 0, 0, (math.prod(shape),)
     if kind == "Reshape":
@@ -308,6 +315,9 @@ class _Walk:
     def layer(self, spec: dict | str, path: tuple, shape: Shape, copies: int = 1) -> Shape:
         """One recipe layer at ``path`` (its parameters go to its size argument's line)."""
         kind, kw = _parse(spec)
+        if kind in BACKBONE_CLASSES:
+            name = spec if isinstance(spec, str) else next(iter(spec))
+            self.est.backbones.append((path, name, kw, shape))
         size = None if shape is None else layer_size(kind, kw, shape)
         if size is None:
             self.est.complete = False
@@ -529,6 +539,7 @@ def check(loaded: LoadedRecipe, prep: Preprocessing, memory: int | None = None) 
         # check must never be what stops a model that Keras would build.
         est = None
     mistakes = encoder_problems(loaded, prep, est.widths if est is not None else {})
+    mistakes += backbone_problems(loaded, est.backbones if est is not None else [])
     if mistakes:
         raise RecipeError(problems=mistakes)
     if est is None:

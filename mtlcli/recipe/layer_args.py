@@ -141,10 +141,53 @@ def _recurrent_layer(value: Any) -> str | None:
     return f"{entry['class']} needs the argument {lacking[0]!r}" if lacking else None
 
 
+#: the endings of the local weights files a backbone loads (Keras's own format and legacy HDF5)
+WEIGHTS_FILES = (".weights.h5", ".h5")
+
+
+def backbone_problem(layer: str, arg: str, value: Any) -> str | None:
+    """A Keras Applications backbone's own arguments: ``weights`` (null or a local file; never a
+    download), ``include_top`` (false: the tasks' towers are the top), ``pooling`` and ``alpha``."""
+    if arg == "weights":
+        if value is None:
+            return None
+        if value == "imagenet":
+            return (
+                "imagenet downloads the ImageNet weights from the internet when the model is "
+                "built, which these machines cannot reach (and a run must not depend on); give a local "
+                f"file instead: on a machine with internet, run `keras.applications."
+                f"{layer_table.table()[layer]['class']}(include_top=False, weights='imagenet')"
+                f".save_weights('{layer}.weights.h5')` (or copy the no-top .h5 that Keras caches in "
+                f"~/.keras/models/), then write weights: {layer}.weights.h5 (relative to the recipe); or "
+                "leave weights out (null) to start from random values"
+            )
+        if not isinstance(value, str) or not value.endswith(WEIGHTS_FILES):
+            return (
+                f"expected null (random initial values) or the path of a local weights file ending in "
+                f"{' or '.join(WEIGHTS_FILES)}, received {describe(value)}"
+            )
+        return None
+    if arg == "include_top" and value is not False:
+        return (
+            f"a backbone is used without its ImageNet classifier (the tasks' towers are the top): "
+            f"expected false, received {describe(value)}"
+        )
+    if arg == "pooling" and value not in ("avg", "max", None):
+        return (
+            f"expected avg, max or null (the last feature map); received {describe(value)}"
+            f"{did_you_mean(value, ('avg', 'max')) if isinstance(value, str) else ''}"
+        )
+    if arg == "alpha" and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
+        return f"expected a width multiplier > 0 (e.g. 0.75 or 1.0), received {describe(value)}"
+    return None
+
+
 def argument_problem(layer: str, arg: str, value: Any) -> str | None:
     """What is wrong with ``layer(arg=value)``, or None. ``layer`` is a snake_case table name."""
     if isinstance(value, float) and not math.isfinite(value):
         return f"expected a finite number, received {value!r}"
+    if layer in layer_table.BACKBONES and arg in ("weights", "include_top", "pooling", "alpha"):
+        return backbone_problem(layer, arg, value)
     if arg in layer_table.table()[layer].get("layers", ()):
         return _recurrent_layer(value)
     if arg in ("key_dim", "value_dim") and value is None:

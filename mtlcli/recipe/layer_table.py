@@ -7,7 +7,8 @@ they are out of date. :mod:`mtlcli.recipe.layer_args` checks argument values wit
 Python callables or other layers as objects (``Lambda``, wrappers, RNN cells) are excluded: nothing in a
 recipe may execute code. ``bidirectional`` takes its recurrent layer as a recipe layer, and mtl's own
 sequence layers (``multi_head_attention`` as self-attention, ``transformer_encoder``,
-``positional_embedding``) are listed by hand in :data:`OWN_LAYERS`.
+``positional_embedding``) are listed by hand in :data:`OWN_LAYERS`, and the Keras Applications backbones
+(:mod:`mtlcli.model.backbones`) in :data:`BACKBONES`.
 """
 
 from __future__ import annotations
@@ -107,6 +108,54 @@ OWN_LAYERS = {
         "defaults": {},
     },
 }
+#: Keras Applications backbones (registered ``mtl>Class``, :mod:`mtlcli.model.backbones`), used without
+#: their top. Besides the table entry: ``min_size`` (the smallest height and width Keras builds),
+#: ``features`` (channels of the last feature map) and the parameter count of the default options for an
+#: image of ``c`` channels: ``trainable`` and ``fixed`` (non-trainable) as ``[a, b]`` for ``a + b c``
+#: (the first convolution's kernel, and EfficientNet's input normalization, grow with the channels).
+#: ``tests/test_backbones.py`` checks them against the installed Keras.
+_BACKBONE_ARGS = ["weights", "pooling", "include_top"]
+BACKBONES = {
+    "mobilenet_v3_small": {
+        "class": "MobileNetV3Small",
+        "package": "mtl",
+        "params": [*_BACKBONE_ARGS, "alpha", "minimalistic", *BASE_KWARGS],
+        "required": [],
+        "defaults": {
+            "weights": "null",
+            "pooling": "str",
+            "include_top": "bool",
+            "alpha": "float",
+            "minimalistic": "bool",
+        },
+        "min_size": 32,
+        "features": 576,
+        "trainable": [926576, 144],
+        "fixed": [12112, 0],
+    },
+    "efficientnet_b0": {
+        "class": "EfficientNetB0",
+        "package": "mtl",
+        "params": [*_BACKBONE_ARGS, *BASE_KWARGS],
+        "required": [],
+        "defaults": {"weights": "null", "pooling": "str", "include_top": "bool"},
+        "min_size": 32,
+        "features": 1280,
+        "trainable": [4006684, 288],
+        "fixed": [42017, 2],
+    },
+    "resnet50": {
+        "class": "ResNet50",
+        "package": "mtl",
+        "params": [*_BACKBONE_ARGS, *BASE_KWARGS],
+        "required": [],
+        "defaults": {"weights": "null", "pooling": "str", "include_top": "bool"},
+        "min_size": 32,
+        "features": 2048,
+        "trainable": [23525184, 3136],
+        "fixed": [53120, 0],
+    },
+}
 #: Keras arguments that need not be given: ``embedding``'s ``input_dim`` is the vocabulary size of the
 #: text input it reads (filled in by :func:`mtlcli.model.build.shared_layers`).
 OPTIONAL = {"embedding": ["input_dim"]}
@@ -172,6 +221,7 @@ def generate() -> dict[str, dict]:
     for name, optional in OPTIONAL.items():
         out[name]["required"] = [r for r in out[name]["required"] if r not in optional]
     out.update(OWN_LAYERS)
+    out.update(BACKBONES)
     for alias, target in ALIASES.items():
         out[alias] = out[target]
     return out
