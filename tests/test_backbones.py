@@ -298,3 +298,74 @@ def test_train_predict_and_export_with_a_backbone(cli, tmp_path):
     row = dict(zip(lines[0].split(","), lines[1].split(","), strict=True))
     assert float(row["level"]) == pytest.approx(float(here["level_value"][0]), abs=1e-5)
     assert float(row["bright:p"]) == pytest.approx(float(here["bright_probability"][0]), abs=1e-5)
+
+
+def test_upgrad_trains_the_backbone_and_trainable_false_keeps_it_all_fixed(tmp_path):
+    """A gradient-based strategy's step moves the backbone's weights (they are shared parameters);
+    ``trainable: false`` keeps every one fixed, the batch normalizations' moving statistics included,
+    while the tasks' layers train, and the estimate counts them as fixed."""
+    import tensorflow as tf
+
+    from mtlcli.data import pipeline
+
+    text = RECIPE.replace("train: {epochs: 1", "train: {weighting: upgrad, epochs: 1")
+    for trainable in (True, False):
+        loaded = _recipe(tmp_path, "{trainable: false}" if not trainable else "{}", text=text)
+        model, prepared = _build(loaded)
+        backbone, dense = model.trunk
+        batch = next(iter(pipeline.dataset(tf, prepared.splits["train"], 4)))
+        before = [v.numpy().copy() for v in backbone.weights]
+        dense_before = dense.kernel.numpy().copy()
+        model.train_step(batch)
+        moved = [not np.array_equal(b, v.numpy()) for b, v in zip(before, backbone.weights, strict=True)]
+        assert not np.array_equal(dense_before, dense.kernel.numpy())
+        est = size.estimate(loaded.recipe, prepared.prep).layers[("model", "shared", 0)]
+        if trainable:
+            assert sum(moved) > len(moved) // 2
+            assert {id(v) for v in backbone.trainable_variables} <= {id(v) for v in model.shared_variables}
+            assert (est.trainable, est.fixed) == (927_008, 12_112)
+        else:
+            assert not any(moved) and backbone.trainable_variables == []
+            assert (est.trainable, est.fixed) == (0, 927_008 + 12_112)
+
+
+def test_a_legacy_h5_file_like_kerass_cached_imagenet_files_loads(tmp_path):
+    """Keras's downloaded no-top ImageNet files are legacy HDF5 (weights by layer name): such a file,
+    written here from a random EfficientNet-B0, loads through ``weights: b0.h5``."""
+    import h5py
+    import keras
+    from keras.src.legacy.saving import legacy_h5_format
+
+    keras.utils.set_random_seed(3)
+    source = keras.applications.EfficientNetB0(include_top=False, weights=None, input_shape=(32, 32, 3))
+    with h5py.File(tmp_path / "b0.h5", "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, source)
+    text = RECIPE.replace("mobilenet_v3_small: BACKBONE", "efficientnet_b0: {weights: b0.h5}")
+    model, _ = _build(_recipe(tmp_path, text=text))
+    got = model.trunk[0].model.get_weights()
+    assert len(got) == len(source.get_weights()) > 300
+    for a, b in zip(source.get_weights(), got, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("arch", ["mmoe", "cross_stitch", "ple"])
+def test_the_estimate_is_exact_with_a_backbone_below_every_architecture(tmp_path, arch):
+    """The backbone as the shared bottom of MMoE and PLE, and copied into each task's column by
+    cross-stitch (one backbone per task, the estimate's copies)."""
+    import tensorflow as tf
+
+    from mtlcli.data import pipeline
+
+    extra = {
+        "mmoe": "  architecture: mmoe\n  experts: {count: 2, layers: [{dense: {units: 3}}]}\n",
+        "cross_stitch": "  architecture: cross_stitch\n",
+        "ple": "  architecture: ple\n  levels: 2\n  experts: {count: 2, layers: [{dense: {units: 3}}]}\n",
+    }[arch]
+    loaded = _recipe(tmp_path, text=RECIPE.replace("model:\n", "model:\n" + extra))
+    model, prepared = _build(loaded)
+    est = size.estimate(loaded.recipe, prepared.prep)
+    learned = sum(math.prod(v.shape) for v in model.strategy_params.values())
+    assert est.complete and est.params == model.count_params() - learned
+    copies = 2 if arch == "cross_stitch" else 1
+    assert est.layers[("model", "shared", 0)].params == copies * (927_008 + 12_112)
+    model.train_step(next(iter(pipeline.dataset(tf, prepared.splits["train"], 4))))

@@ -62,6 +62,10 @@ class Backbone(keras.layers.Layer):
             name=f"{self.name}_model",
             **self.options,
         )
+        # Keras sets ``trainable`` on the sublayers that exist; this one is made here, after a
+        # ``trainable: false`` (or a warm start's freeze): its batch normalizations must then keep their
+        # moving statistics too.
+        self.model.trainable = self.trainable
         if self.weights_file:
             self.model.load_weights(str(self.weights_file))
         self.built = True
