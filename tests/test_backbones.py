@@ -1,5 +1,5 @@
-"""Keras Applications backbones as recipe layers (``mobilenet_v3_small``, ``efficientnet_b0``,
-``resnet50``): the table's counts and sizes against the installed Keras, the recipe mistakes at file:line
+"""Keras Applications backbones as recipe layers (``mobilenet_v3_small``, ``mobilenet_v3_large``,
+``mobilenet_v2``, ``efficientnet_b0``, ``resnet50``): the table's counts and sizes against the installed Keras, the recipe mistakes at file:line
 (``weights: imagenet`` refused, an image below the minimum size), the size estimate against Keras's
 count as a trunk and as an encoder, a local weights file loaded once and never read again by the saved
 model (safe mode), and train -> predict -> export on 32x32 images."""
@@ -104,8 +104,8 @@ def test_table_counts_sizes_and_arguments_are_kerass(name):
 
 
 def test_pixels_are_what_the_imagenet_weights_expect():
-    """[0, 1] pixels in; EfficientNet and MobileNetV3 (which rescale inside) get 255 x; ResNet50 gets
-    Caffe's BGR, mean-subtracted pixels, as keras.applications.resnet50.preprocess_input makes them."""
+    """[0, 1] pixels in; EfficientNet and MobileNetV3 (which rescale inside) get 255 x; MobileNetV2 gets
+    [-1, 1] and ResNet50 Caffe's BGR, mean-subtracted pixels, as their preprocess_input makes them."""
     import keras
 
     from mtlcli.model.architectures import make_layer
@@ -113,6 +113,8 @@ def test_pixels_are_what_the_imagenet_weights_expect():
     x = np.random.default_rng(0).random((2, 4, 4, 3)).astype("float32")
     mobile, resnet = make_layer("mobilenet_v3_small"), make_layer("resnet50")
     np.testing.assert_allclose(np.asarray(mobile.pixels(x)), 255 * x, rtol=1e-6)
+    v2 = keras.applications.mobilenet_v2.preprocess_input(255 * x.copy())
+    np.testing.assert_allclose(np.asarray(make_layer("mobilenet_v2").pixels(x)), v2, rtol=1e-5, atol=1e-6)
     expected = keras.applications.resnet50.preprocess_input(255 * x.copy())
     np.testing.assert_allclose(np.asarray(resnet.pixels(x)), expected, rtol=1e-5, atol=1e-4)
     # by hand for one pixel: BGR order, minus the ImageNet mean
@@ -369,3 +371,14 @@ def test_the_estimate_is_exact_with_a_backbone_below_every_architecture(tmp_path
     copies = 2 if arch == "cross_stitch" else 1
     assert est.layers[("model", "shared", 0)].params == copies * (927_008 + 12_112)
     model.train_step(next(iter(pipeline.dataset(tf, prepared.splits["train"], 4))))
+
+
+def test_another_width_is_a_lower_bound_that_never_refuses_what_fits(tmp_path):
+    """``alpha: 0.75`` is not tabulated: the estimate says it is incomplete, counts the layers after
+    the backbone as unknown, and stays below Keras's count."""
+    loaded = _recipe(tmp_path, "{alpha: 0.75}")
+    model, prepared = _build(loaded)
+    est = size.estimate(loaded.recipe, prepared.prep)
+    assert not est.complete and ("model", "shared", 0) not in est.layers
+    assert 0 < est.params < model.count_params()
+    assert size.check(loaded, prepared.prep, memory=4 * 3 * model.count_params()) is not None

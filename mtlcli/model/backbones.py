@@ -1,6 +1,7 @@
-"""Keras Applications backbones as recipe layers: ``mobilenet_v3_small``, ``efficientnet_b0``, ``resnet50``.
+"""Keras Applications backbones as recipe layers: ``mobilenet_v3_small``, ``mobilenet_v3_large``,
+``mobilenet_v2``, ``efficientnet_b0``, ``resnet50``.
 
-Each is a registered layer (``mtl>MobileNetV3Small``, ``mtl>EfficientNetB0``, ``mtl>ResNet50``) that
+Each is a registered layer (``mtl>MobileNetV3Small``, ``mtl>EfficientNetB0``, ``mtl>ResNet50``, ...) that
 builds the Keras Applications model for its input's shape (``include_top=False``: the tasks' towers are
 the top) inside itself, so it sits in ``model.shared`` or ``model.encoders`` like any other layer, is
 shared by every task, and a saved model loads with ``safe_mode=True``.
@@ -14,8 +15,9 @@ forking never reads the file again. ``weights: imagenet`` is refused by the reci
 
 Pixels: mtl's image inputs are scaled to [0, 1]. The applications' ImageNet weights expect [0, 255]
 pixels with their own preprocessing, so the layer feeds ``255 x`` to EfficientNet and MobileNetV3 (which
-rescale inside) and Caffe's BGR mean-subtracted pixels to ResNet50, as ``keras.applications.*.
-preprocess_input`` would: a local ImageNet weights file then sees what it was trained on.
+rescale inside), ``2 x - 1`` to MobileNetV2 and Caffe's BGR mean-subtracted pixels to ResNet50, as
+``keras.applications.*.preprocess_input`` would: a local ImageNet weights file then sees what it was
+trained on.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ class Backbone(keras.layers.Layer):
     """
 
     APPLICATION = ""
-    PIXELS = "255"  # "255": 255 x; "caffe": BGR, 255 x, minus the ImageNet mean
+    PIXELS = "255"  # "255": 255 x; "tf": 2 x - 1; "caffe": BGR, 255 x, minus the ImageNet mean
 
     def __init__(self, weights=None, pooling="avg", include_top=False, weights_from=None, options=None,
                  **kwargs):  # fmt: skip
@@ -74,6 +76,8 @@ class Backbone(keras.layers.Layer):
         return (input_shape[0], *self.model.output.shape[1:])
 
     def pixels(self, x):
+        if self.PIXELS == "tf":
+            return ops.cast(x, self.compute_dtype) * 2.0 - 1.0
         x = ops.cast(x, self.compute_dtype) * 255.0
         if self.PIXELS == "caffe":
             if x.shape[-1] == 3:
@@ -109,6 +113,30 @@ class MobileNetV3Small(Backbone):
                  weights_from=None, **kwargs):  # fmt: skip
         options = {"alpha": float(alpha), "minimalistic": bool(minimalistic)}
         super().__init__(weights, pooling, include_top, weights_from, options, **kwargs)
+
+
+@serializable
+class MobileNetV3Large(Backbone):
+    """MobileNetV3-Large (Howard et al., ICCV 2019) without its top."""
+
+    APPLICATION = "MobileNetV3Large"
+
+    def __init__(self, weights=None, pooling="avg", include_top=False, alpha=1.0, minimalistic=False,
+                 weights_from=None, **kwargs):  # fmt: skip
+        options = {"alpha": float(alpha), "minimalistic": bool(minimalistic)}
+        super().__init__(weights, pooling, include_top, weights_from, options, **kwargs)
+
+
+@serializable
+class MobileNetV2(Backbone):
+    """MobileNetV2 (Sandler et al., CVPR 2018) without its top; its ImageNet weights read [-1, 1]."""
+
+    APPLICATION = "MobileNetV2"
+    PIXELS = "tf"
+
+    def __init__(self, weights=None, pooling="avg", include_top=False, alpha=1.0, weights_from=None,
+                 **kwargs):  # fmt: skip
+        super().__init__(weights, pooling, include_top, weights_from, {"alpha": float(alpha)}, **kwargs)
 
 
 @serializable
