@@ -259,15 +259,23 @@ def test_a_local_weights_file_is_loaded_once_and_the_saved_model_never_reads_it(
     inputs = {"image": x}
     for k, v in model(inputs).items():
         np.testing.assert_allclose(np.asarray(back(inputs)[k]), np.asarray(v), rtol=1e-5, atol=1e-6)
-    # a file of another application does not fit: refused at the model, naming the file
-    other = keras.applications.EfficientNetB0(include_top=False, weights=None, input_shape=(32, 32, 3))
-    other.save_weights(tmp_path / "w" / "m.weights.h5")
-    with (
-        warnings.catch_warnings(),  # Keras warns of each layer it cannot match before it fails
-        pytest.raises(RecipeError, match="the weights file .*m.weights.h5 does not fit MobileNetV3Small"),
+    # a file of another application, or of another channel count, does not fit: refused, naming the file
+    for other, misfit in (
+        (keras.applications.EfficientNetB0(include_top=False, weights=None, input_shape=(32, 32, 3)), ""),
+        (
+            keras.applications.MobileNetV3Small(include_top=False, weights=None, input_shape=(32, 32, 1)),
+            r".*layer conv: the file's weight has shape \(3, 3, 1, 16\), the model's \(3, 3, 3, 16\)$",
+        ),
     ):
-        warnings.simplefilter("ignore")
-        _build(loaded)
+        other.save_weights(tmp_path / "w" / "m.weights.h5")
+        with (
+            warnings.catch_warnings(),  # Keras warns of each layer it cannot match before it fails
+            pytest.raises(
+                RecipeError, match="the weights file .*m.weights.h5 does not fit MobileNetV3Small" + misfit
+            ),
+        ):
+            warnings.simplefilter("ignore")
+            _build(loaded)
 
 
 @pytest.mark.slow

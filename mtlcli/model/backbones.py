@@ -22,6 +22,8 @@ trained on.
 
 from __future__ import annotations
 
+import re
+
 import keras
 from keras import ops
 
@@ -163,12 +165,22 @@ def load_weights(model) -> None:
             try:
                 layer.model.load_weights(layer.weights_from)
             except (ValueError, KeyError, OSError) as exc:
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 raise ValueError(
                     f"the weights file {layer.weights_from} does not fit {type(layer).__name__} on "
                     f"{layer.model.input_shape[1:]} images (it must come from the same application "
-                    f"without its top, on as many channels): {first}"
+                    f"without its top, on as many channels): {_misfit(exc)}"
                 ) from None
+
+
+def _misfit(exc: Exception) -> str:
+    """The first weight Keras could not load, with both shapes, from its (long) message."""
+    text = str(exc)
+    layer = re.search(r"object <\w+ name=([^,>]+)", text)
+    shapes = re.search(r"variable\.shape=(\([^)]*\)), Received: value\.shape=(\([^)]*\))", text)
+    if shapes:
+        where = f"layer {layer.group(1)}: " if layer else ""
+        return f"{where}the file's weight has shape {shapes.group(2)}, the model's {shapes.group(1)}"
+    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
 
 
 def resolve_weights(spec: dict, resolve) -> dict:
