@@ -113,6 +113,30 @@ def test_frozen_layers_stay_fixed_and_the_provenance_is_recorded(run_a):
 
 
 @pytest.mark.slow
+def test_a_resume_and_a_fork_take_the_weights_from_the_checkpoint_not_the_source(run_a, cli):
+    path = _project(run_a, "b_resume", FROZEN)
+    run = path.parent / "run"
+    assert cli("train", path, "-o", run, "--epochs", "1").exit_code == 0
+    first = _layer_weights(_model(run / "model.keras"), "shared_0")
+    moved = run_a.parent / "a_moved"
+    run_a.rename(moved)  # the source run is gone: a resume must not need it
+    try:
+        result = cli("train", "--resume", run, "--epochs", "2")
+        assert result.exit_code == 0, result.output
+        fork = path.parent / "fork"
+        result = cli("train", "--resume", run / "checkpoints" / "last", "--fork", fork, "--epochs", "3")
+        assert result.exit_code == 0, result.output
+    finally:
+        moved.rename(run_a)
+    for out in (run, fork):
+        b = _model(out / "model.keras")
+        for got, want in zip(_layer_weights(b, "shared_0"), first, strict=True):
+            np.testing.assert_array_equal(got, want)  # frozen through the resume and the fork
+    info = json.loads((fork / "data.json").read_text())
+    assert info["init_from"]["sha256"] == sha256(run_a / "model.keras")  # the fork keeps the provenance
+
+
+@pytest.mark.slow
 def test_a_shape_mismatch_names_the_first_layer_and_both_shapes(run_a, cli):
     path = _project(run_a, "b_shape", INIT, TINY_RECIPE.replace("units: 16", "units: 8"))
     (msg,) = _errors(path)

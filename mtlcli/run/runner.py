@@ -216,14 +216,18 @@ def prepare(
 
 def build(job: Job, dist):
     """The compiled model, built under the distribution's scope with its optimizer built (before any
-    restore, so that Keras restores the Adam moments, and before the first step)."""
+    restore, so that Keras restores the Adam moments, and before the first step). A resume or a fork
+    takes every weight from its checkpoint: ``model.init_from`` is not read again (a fork keeps the
+    source run's record of it for its data.json)."""
     import keras
 
     from mtlcli.model.build import build_model
 
+    if job.source is not None and "init_from" in job.source.info:
+        job.prepared.info["init_from"] = job.source.info["init_from"]
     keras.utils.set_random_seed(job.seed)
     with dist.scope():
-        model = build_model(job.loaded, job.prepared, job.seed)
+        model = build_model(job.loaded, job.prepared, job.seed, warm_start=job.source is None)
         model.optimizer.build(model.trainable_variables)
     return model
 
