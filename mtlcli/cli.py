@@ -137,6 +137,10 @@ def validate(
 
     try:
         loaded = recipe_mod.load(recipe, overrides=sets or ())
+        if loaded.recipe.model.init_from is not None:  # the warm start's source must exist, as for train
+            from mtlcli.model.warmstart import source_model_path
+
+            source_model_path(loaded)
         prepared = None if no_data else data_mod.prepare(loaded)
         if prepared is not None:  # the input widths come from the data
             size.check(loaded, prepared.prep)

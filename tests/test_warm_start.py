@@ -166,6 +166,11 @@ def test_a_missing_run_or_model_is_named_with_its_path(tmp_path, cli):
     assert f"write run: {tmp_path / 'runs' / 'nope' / 'checkpoints' / 'last'}" in msg
     result = cli("train", path, "-o", tmp_path / "run")
     assert result.exit_code == 2 and "no model.keras" in result.output and "Traceback" not in result.output
+    for args in ([], ["--no-data"]):  # what mtl validate accepts must train
+        result = cli("validate", path, *args)
+        assert (
+            result.exit_code == 2 and "no model.keras" in result.output and "Traceback" not in result.output
+        )
 
 
 def _problems(tmp_path, init: str, text: str = TINY_RECIPE) -> list[str]:
