@@ -184,11 +184,12 @@ from mtlcli.run import evaluate as run_eval  # noqa: E402
 
 
 def build(tmp_path, name: str, weighting: str = "static", inputs_from: bool = True):
-    from .conftest import write_tiny_csv
+    from .conftest import add_primary, write_tiny_csv
 
     if not (tmp_path / "tiny.csv").exists():
         write_tiny_csv(tmp_path / "tiny.csv")
-    loaded = R.loads(recipe_text(name, weighting, inputs_from), file="r.yaml", base_dir=tmp_path)
+    text = add_primary(recipe_text(name, weighting, inputs_from), weighting)  # pcd needs train.primary
+    loaded = R.loads(text, file="r.yaml", base_dir=tmp_path)
     prepared = data.prepare(loaded)
     return prepared, build_model(loaded, prepared, seed=3)
 
@@ -366,7 +367,11 @@ def _one_step(tmp_path, name: str, weighting: str) -> None:
     arr = prepared.splits["train"]
     shared = model.shared_variables
     before = [v.numpy().copy() for v in shared]
-    logs = model.train_step((arr.x, arr.y, arr.mask))
+    batch = (arr.x, arr.y, arr.mask)
+    if model.strategy.needs_validation:  # Auto-Lambda: a validation batch with the training batch
+        val = prepared.splits["validation"]
+        batch = (batch, (val.x, val.y, val.mask))
+    logs = model.train_step(batch)
     assert all(np.isfinite(float(np.asarray(v).reshape(-1)[0])) for v in logs.values()), logs
     moved = [not np.allclose(b, v.numpy()) for b, v in zip(before, shared, strict=True)]
     assert sum(moved) >= len(moved) // 2, (name, weighting, moved)

@@ -88,7 +88,9 @@ TOLERANCE = (1e-5, 1e-3)
 #: relative for the *same* J, measured; moments then agree to <= 2.5e-4 and changes to <= 1.3e-2.
 #: MGDA's Frank-Wolfe min-norm solver amplifies float32 round-off of the Gramian: on PLE with
 #: ``on: representation`` its moments agreed to 1.05e-5 on CI's machine (1.5e-6 here).
-TOLERANCES = {"cagrad": (1e-3, 5e-2), "mgda": (5e-5, 1e-3)}
+#: SDMGrad's inner loop (20 projected steps at lr 10 on the T x T problem) amplifies float32 round-off of
+#: J1 J2ᵀ the same way: on MMoE its moments differed by 1.3e-4 relative in a clean-clone CI run.
+TOLERANCES = {"cagrad": (1e-3, 5e-2), "mgda": (5e-5, 1e-3), "sdmgrad": (5e-4, 1e-2)}
 
 SEED = 3
 STEPS = 3
