@@ -34,13 +34,15 @@ import tensorflow as tf
 from mtlcli import distribute
 
 
-def grads_or_zeros(tape, target, variables, output_gradients=None) -> list:
+def grads_or_zeros(tape, target, variables, output_gradients=None, frozen=frozenset()) -> list:
     """``tape.gradient`` with zeros for unconnected variables (Keras variables report dtype as a string,
-    which ``UnconnectedGradients.ZERO`` cannot handle)."""
-    grads = tape.gradient(target, variables, output_gradients=output_gradients)
-    return [
-        g if g is not None else tf.zeros(v.shape, tf.float32) for g, v in zip(grads, variables, strict=True)
-    ]
+    which ``UnconnectedGradients.ZERO`` cannot handle) and for ``frozen`` ones (ids of variables a
+    ``freeze_epochs`` schedule holds fixed: not differentiated at all)."""
+    live = [v for v in variables if id(v) not in frozen]
+    found = dict(
+        zip(map(id, live), tape.gradient(target, live, output_gradients=output_gradients), strict=True)
+    )
+    return [g if (g := found.get(id(v))) is not None else tf.zeros(v.shape, tf.float32) for v in variables]
 
 
 def _flatten(tensors: list):
@@ -57,6 +59,9 @@ class Backward:
 
     #: whether the tape must stay usable for several gradients (one per task row of ``J``)
     persistent = True
+    #: ids of shared variables held fixed by a ``freeze_epochs`` schedule (their columns of ``J`` and
+    #: their gradients are zeros; :mod:`mtlcli.model.freezing` sets it before each trace)
+    frozen: frozenset = frozenset()
 
     def jacobian(self, tape, rows: list, z, shared: list):
         """The global ``J`` the strategy reads (``rows``: the per-task losses, unstacked inside the
@@ -90,14 +95,18 @@ class LossBackward(Backward):
         return None
 
     def gradients(self, tape, losses, result, shared, heads):
-        return tape.gradient(losses, shared + heads, output_gradients=result.loss_grads)
+        live = [v for v in shared if id(v) not in self.frozen] + heads
+        grads = tape.gradient(losses, live, output_gradients=result.loss_grads)
+        found = dict(zip(map(id, live), grads, strict=True))
+        return [found.get(id(v)) for v in shared] + [found[id(v)] for v in heads]
 
 
 class ParameterBackward(Backward):
     """``J`` over the shared variables; the strategy's direction becomes their gradient."""
 
     def local_jacobian(self, tape, rows, z, shared):
-        return tf.cast(tf.stack([_flatten(grads_or_zeros(tape, loss, shared)) for loss in rows]), tf.float32)
+        rows = [_flatten(grads_or_zeros(tape, loss, shared, frozen=self.frozen)) for loss in rows]
+        return tf.cast(tf.stack(rows), tf.float32)
 
     def no_jacobian(self, num_tasks, z, shared):
         return tf.zeros([num_tasks, sum(math.prod(v.shape) for v in shared)], tf.float32)
@@ -149,16 +158,17 @@ class RepresentationBackward(Backward):
         return distribute.gram_factor(distribute.all_sum(tf.matmul(J, J, transpose_b=True)))
 
     def gradients(self, tape, losses, result, shared, heads):
-        return weighted_gradients(tape, losses, result.weights, shared, heads)
+        return weighted_gradients(tape, losses, result.weights, shared, heads, self.frozen)
 
 
-def weighted_gradients(tape, losses, weights, shared: list, heads: list) -> list:
+def weighted_gradients(tape, losses, weights, shared: list, heads: list, frozen=frozenset()) -> list:
     """Gradients for ``shared + heads`` from given task weights: ``sum_i w_i dL_i/dtheta`` for the
     shared variables in one backward pass, each head the plain gradient of its own loss (``on:
     representation`` every step; any weighting on the steps between ``every: K`` updates)."""
     # output_gradients weights the loss vector
     w = tf.stop_gradient(tf.cast(weights, losses.dtype))
-    return grads_or_zeros(tape, losses, shared, output_gradients=w) + _head_grads(tape, losses, heads)
+    shared_grads = grads_or_zeros(tape, losses, shared, output_gradients=w, frozen=frozen)
+    return shared_grads + _head_grads(tape, losses, heads)
 
 
 def for_strategy(needs: str, on: str, batches: int = 1) -> Backward:

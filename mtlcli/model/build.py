@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import keras
 
 from mtlcli.errors import RecipeError
-from mtlcli.model import backbones, size, warmstart
+from mtlcli.model import backbones, freezing, size, warmstart
 from mtlcli.model.encoders import encoder_specs
 from mtlcli.model.network import dtype_policy
 from mtlcli.model.train_step import MultiTaskModel
@@ -29,7 +29,8 @@ def build_model(
     """Build and compile the Keras model for a recipe (imports TensorFlow). A model whose weights
     cannot fit in memory is refused before any variable exists (:func:`mtlcli.model.size.check`).
 
-    ``model.init_from``: its layers are frozen before the build (``freeze: true``) and, with
+    ``model.init_from``: its layers are frozen before the build (``freeze: true``; ``freeze_epochs``
+    freezes them after the build and the optimizer's, :mod:`mtlcli.model.freezing`) and, with
     ``warm_start`` (False for a resume or a fork: the checkpoint holds the weights), start from the
     source run's weights; the source's record goes into ``prepared.info["init_from"]`` (data.json)."""
     recipe = loaded.recipe
@@ -67,6 +68,9 @@ def build_model(
         ),
         jit_compile=recipe.train.jit_compile,
     )
+    if model.freeze_schedule is not None:  # the optimizer knows every variable, then the layers freeze
+        model.optimizer.build(model.trainable_variables)
+        model.freeze_schedule.start(model)
     return model
 
 
@@ -145,6 +149,9 @@ def spec_from_recipe(recipe, prep, seed: int) -> dict[str, Any]:
         "mixed_precision": recipe.train.mixed_precision,
         "primary": recipe.train.primary,
         "preprocessing": prep_dict,
+        **(
+            {freezing.SPEC_KEY: schedule} if (schedule := freezing.spec_entry(recipe.model.init_from)) else {}
+        ),
     }
 
 

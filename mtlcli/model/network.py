@@ -401,6 +401,20 @@ class Network(keras.Model):
         out.extend(layer for t in self.tower_names for layer in self.columns.get(t, []))
         return out + list(self.stitches)
 
+    def named_parts(self, layers: str | list[str]) -> list:
+        """The layers a warm start's ``layers:`` names: ``shared`` (every shared layer, input embeddings
+        and encoders included), or a list of input names (their encoders and embeddings) and ``trunk``
+        (``model.shared``). The recipe check has refused unknown names."""
+        if layers == "shared":
+            return list(self.shared_layers())
+        out = []
+        for name in layers:
+            if name == "trunk":
+                out.extend(self.trunk)
+                continue
+            out.extend(d[name] for d in (self.input_embeddings, self.encoders) if name in d)
+        return out
+
     def task_layers(self, task: str) -> list:
         """The layers only ``task`` reads: its gate and its own top-level experts, or its final
         cross-stitch row; then its tower (``head`` + output)."""

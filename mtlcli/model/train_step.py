@@ -57,7 +57,7 @@ import numpy as np
 import tensorflow as tf
 
 from mtlcli import distribute, weighting
-from mtlcli.model import backward
+from mtlcli.model import backward, freezing
 from mtlcli.model import losses as task_loss
 from mtlcli.model.metrics import VectorMean, make_metric
 from mtlcli.model.network import Network
@@ -107,6 +107,9 @@ class MultiTaskModel(Network):
             else np.full_like(self.task_weights, 1 / len(self.task_weights))
         )
         self._make_trackers(spec)
+        schedule = spec.get(freezing.SPEC_KEY)
+        #: ``model.init_from.freeze_epochs`` (:mod:`mtlcli.model.freezing`), or None
+        self.freeze_schedule = None if schedule is None else freezing.FreezeSchedule(**schedule)
         self._make_variables(len(self.task_names))
         self.seed = int(spec.get("seed", 0))
         # The last train step's raw per-task losses and whether its update was applied, read by the
@@ -190,6 +193,15 @@ class MultiTaskModel(Network):
                 trainable=False,
                 aggregation="only_first_replica",
             )
+        if self.freeze_schedule is not None:  # whether its layers were unfrozen (and Adam restarted)
+            self.state_unfrozen = self.add_weight(
+                shape=(),
+                initializer="zeros",
+                dtype="int64",
+                name="state_unfrozen",
+                trainable=False,
+                aggregation="only_first_replica",
+            )
 
     @property
     def metrics(self):
@@ -267,6 +279,14 @@ class MultiTaskModel(Network):
             new_epoch=new_epoch,
         )
 
+    @property
+    def train_shared_variables(self) -> list:
+        """The shared variables the train step differentiates (the columns of ``J``): with a
+        ``freeze_epochs`` schedule, also those it holds fixed for now (their columns are zeros)."""
+        if self.freeze_schedule is not None and self.freeze_schedule.shared:
+            return self.freeze_schedule.shared
+        return self.shared_variables
+
     def strategy_values(self) -> tuple[dict, dict]:
         """The current values of the strategy's parameters and state, as tensors."""
         params = {k: tf.convert_to_tensor(v) for k, v in self.strategy_params.items()}
@@ -288,7 +308,7 @@ class MultiTaskModel(Network):
             meta = self._meta_state(data, validation)
         x, y, mask = data
         ctx = self._context()
-        shared, heads = self.shared_variables, self.head_variables
+        shared, heads = self.train_shared_variables, self.head_variables
         with tf.GradientTape(persistent=self.backward.persistent or bool(self.calibrator_weight)) as tape:
             if self.strategy.batches == 2:
                 preds, losses, rows, tracked, counts = self._forward_halves(x, y, mask)
@@ -446,7 +466,7 @@ class MultiTaskModel(Network):
         the steps between cost 2.9x the cheap branch's own gradients here (measured).  Two conds,
         because tf.distribute refuses an all-reduce inside one: this replica's Jacobian (zeros on the
         steps between), its all-reduce on every step (on one replica the identity), then the update."""
-        shared, heads = self.shared_variables, self.head_variables
+        shared, heads = self.train_shared_variables, self.head_variables
         params, state = self.strategy_values()
         n_pairs, n = len(self.pairs), len(self.task_names)
         if refresh is None:
@@ -477,7 +497,7 @@ class MultiTaskModel(Network):
         result = weighting.Result(
             weights=weights, state=new_state, param_grads=dict(zip(names, param_grads, strict=True))
         )
-        grads = backward.weighted_gradients(tape, losses, weights, shared, heads)
+        grads = backward.weighted_gradients(tape, losses, weights, shared, heads, self.backward.frozen)
         return result, grads + self._param_grads(result)
 
     @staticmethod
@@ -498,9 +518,11 @@ class MultiTaskModel(Network):
     def _in_keras_order_pairs(self, grads: list, variables: list) -> list:
         # Apply in Keras's own variable order: a reloaded model builds its optimizer in that order, so
         # the saved Adam slots line up whichever path (fit or a direct train_step) built it first.
+        # (Variables a ``freeze_epochs`` schedule holds fixed are left out: no update, no weight decay.)
         order = {id(v): i for i, v in enumerate(self.trainable_variables)}
+        frozen = self.backward.frozen
         return sorted(
-            ((g, v) for g, v in zip(grads, variables, strict=True) if g is not None),
+            ((g, v) for g, v in zip(grads, variables, strict=True) if g is not None and id(v) not in frozen),
             key=lambda p: order[id(p[1])],
         )
 

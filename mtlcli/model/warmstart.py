@@ -64,18 +64,8 @@ def _label(name: str) -> str:
 
 
 def parts(model, layers: str | list[str]) -> list:
-    """The layers of ``model`` that ``init_from.layers`` names: ``shared`` (every shared layer, input
-    embeddings and encoders included), or a list of input names (their encoders and embeddings) and
-    ``trunk`` (``model.shared``). The recipe check has refused unknown names."""
-    if layers == "shared":
-        return list(model.shared_layers())
-    out = []
-    for name in layers:
-        if name == TRUNK:
-            out.extend(model.trunk)
-            continue
-        out.extend(d[name] for d in (model.input_embeddings, model.encoders) if name in d)
-    return out
+    """The layers of ``model`` that ``init_from.layers`` names (:meth:`mtlcli.model.network.Network.named_parts`)."""
+    return model.named_parts(layers)
 
 
 def freeze(model, layers: str | list[str]) -> None:

@@ -1,5 +1,6 @@
-"""Checks of ``model.init_from`` that need other keys but no files: the names ``layers:`` lists, and a
-gradient-based strategy with every shared layer frozen (nothing left for it to combine).
+"""Checks of ``model.init_from`` that need other keys but no files: the names ``layers:`` lists, a
+gradient-based strategy with every shared layer frozen for the whole run (nothing left for it to
+combine), and ``freeze_epochs`` (not with ``freeze: true``).
 
 Whether the run and its model exist, and whether the shapes fit, is checked when the model is built
 (:mod:`mtlcli.model.warmstart`).
@@ -77,6 +78,7 @@ def init_from_problems(model: dict, data: dict, train: dict, src: Located) -> li
                     (*WHERE, "layers"),
                 )
             )
+    out.extend(_freeze_epochs_problems(spec, train, src))
     name, cls = _strategy(train)
     gradients = cls is not None and cls.needs == "gradients"
     if spec.get("freeze") is True and gradients and _everything_shared(layers, model, data):
@@ -89,3 +91,20 @@ def init_from_problems(model: dict, data: dict, train: dict, src: Located) -> li
             )
         )
     return out
+
+
+def _freeze_epochs_problems(spec: dict, train: dict, src: Located) -> list[Problem]:
+    """``freeze_epochs: N`` unfreezes after N epochs: it contradicts ``freeze: true``. (N may reach
+    ``train.epochs``: a run stopped at the boundary and resumed with more epochs is the same run.)"""
+    n = spec.get("freeze_epochs")
+    if not isinstance(n, int) or isinstance(n, bool):
+        return []
+    if spec.get("freeze") is True:
+        return [
+            src.problem(
+                f"freeze: true keeps the layers fixed for the whole run and freeze_epochs: {n} trains them "
+                f"after epoch {n}: expected one of the two",
+                (*WHERE, "freeze_epochs"),
+            )
+        ]
+    return []

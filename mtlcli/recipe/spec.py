@@ -305,6 +305,13 @@ class InitFromSpec(_Strict):
         "start from the run, and trunk (model.shared)",
     )
     freeze: bool = Field(False, description="keep those layers fixed for the whole run (trainable: false)")
+    freeze_epochs: Int | None = Field(
+        None,
+        ge=1,
+        le=INT32_MAX,
+        description="keep those layers fixed for the first N epochs, then train them too (Adam restarts "
+        "then); instead of freeze: true",
+    )
 
 
 class ModelSpec(_Strict):
@@ -335,7 +342,7 @@ class ModelSpec(_Strict):
     init_from: InitFromSpec | None = Field(
         None,
         description="start layers from another run's model: {run: ../other/runs/x/3, layers: shared, "
-        "freeze: false}",
+        "freeze: false} (or freeze_epochs: N)",
     )
 
     def architecture_spec(self) -> dict[str, Any]:

@@ -147,12 +147,25 @@ class RunCallback(keras.callbacks.Callback):
         self.pending_best: tuple[list, dict[str, Any]] | None = None  # (variable values, state)
         self.history_keys: list[str] | None = None  # history.csv's header, once this session wrote it
 
+    def on_train_begin(self, logs=None):
+        schedule = self.mtl_model.freeze_schedule
+        if schedule is not None:  # ``freeze_epochs``: the phase its checkpointed flag says
+            schedule.sync(self.mtl_model)
+
     # -- position --------------------------------------------------------------------------------
     def on_epoch_begin(self, epoch, logs=None):
         run = self.run
         self.epoch = epoch
         self.t0 = time.time()
         self.mtl_model.epoch_var.assign(epoch)
+        schedule = self.mtl_model.freeze_schedule
+        if schedule is not None and schedule.begin_epoch(self.mtl_model, epoch):
+            self.on_event(
+                Notice(
+                    f"epoch {epoch + 1}: the layers held by freeze_epochs: {schedule.epochs} train from "
+                    f"now on (Adam restarts)"
+                )
+            )
         run.skipped_in_epoch = 0
         self.offset = run.first_step if epoch == run.first_epoch else 0
         run.at = (epoch + 1, self.offset)
