@@ -169,3 +169,40 @@ def test_every_gradient_based_strategy_accepts_every_shared_layer_frozen_for_a_w
     for name in sorted(weighting.REGISTRY):
         path.write_text(_with(TINY_RECIPE, SCHEDULE, name))
         assert R.load(path).recipe.model.init_from.freeze_epochs == 1, name
+
+
+@pytest.mark.slow
+def test_mirrored_training_through_the_unfreeze_reaches_the_single_device_results(run_a):
+    """Under ``distribute: mirrored`` (2 logical CPU devices, a subprocess) the switch happens in the
+    same place and the epochs' logs equal the single-device run's."""
+    import csv
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path = _project(run_a, "b_mirrored", weighting="upgrad")
+    single = runner.train(R.load(path), output=path.parent / "single").run_dir
+    text = path.read_text().replace("  weighting:", "  distribute: mirrored\n  devices: 2\n  weighting:", 1)
+    path.write_text(text)
+    out = path.parent / "mirrored"
+    env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+    env.update(TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    proc = subprocess.run(
+        [sys.executable, "-m", "mtlcli", "train", str(path), "--output", str(out)],
+        cwd=path.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-2000:]
+    assert "train from now on (Adam restarts)" in proc.stdout + proc.stderr
+    assert int(_model(out / "model.keras").state_unfrozen.numpy()) == 1
+
+    def history(run):
+        with open(run / "history.csv") as fh:
+            return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(fh)]
+
+    for a, b in zip(history(single), history(out), strict=True):
+        for key in a:
+            assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-5), key
