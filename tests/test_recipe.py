@@ -194,3 +194,29 @@ def test_monitor_mode():
     assert R.monitor_mode("val_loss") == "min"
     assert R.monitor_mode("val_body_mass_mae") == "min"
     assert R.monitor_mode("val_x_r2") == "max"
+
+
+def test_a_misspelt_key_in_any_nested_mapping_gets_did_you_mean():
+    """The keys a mapping allows come from walking the schema, so newer nested sections (warm starts,
+    gates, AITM, per-input settings) suggest the key that was meant."""
+    got = problems(
+        """\
+        data:
+          train: tiny.csv
+          inputs:
+            a: {kind: numeric, missng: mean}
+        model:
+          architecture: aitm
+          aitm: {order: [kind, flag], calibrator_weigth: 0.5}
+          init_from: {run: ../a, freeze_epoch: 2}
+          tasks:
+            kind: {type: binary, wieght: 2}
+            flag: {type: binary}
+        """
+    )
+    assert got == [
+        "r.yaml:4 data.inputs.a.missng: unknown key 'missng'; did you mean 'missing'?",
+        "r.yaml:7 model.aitm.calibrator_weigth: unknown key 'calibrator_weigth'; did you mean 'calibrator_weight'?",
+        "r.yaml:8 model.init_from.freeze_epoch: unknown key 'freeze_epoch'; did you mean 'freeze_epochs'?",
+        "r.yaml:10 model.tasks.kind.wieght: unknown key 'wieght'; did you mean 'weight'?",
+    ]

@@ -10,6 +10,8 @@ vs received, did-you-mean).
 from __future__ import annotations
 
 import re
+import types
+import typing
 from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
@@ -18,16 +20,7 @@ from mtlcli.errors import Problem, RecipeError, did_you_mean
 from mtlcli.recipe import overrides as overriding
 from mtlcli.recipe.checks import recipe_problems
 from mtlcli.recipe.spec import (
-    AdamSpec,
-    DataSpec,
-    EarlyStoppingSpec,
-    ExpertsSpec,
-    InputSpec,
-    ModelSpec,
-    OptimizerSpec,
     Recipe,
-    TaskSpec,
-    TrainSpec,
 )
 from mtlcli.recipe.yamlio import Located, describe, load_file, load_text
 
@@ -128,26 +121,42 @@ _EXPECT = {
     "model_attributes_type": "a mapping",
 }
 
+
 # Fields of each schema model, to suggest the right key for an unknown one.
-_MODELS_BY_PATH: list[tuple[tuple, type[BaseModel]]] = [
-    ((), Recipe),
-    (("data",), DataSpec),
-    (("data", "inputs", "*"), InputSpec),
-    (("model",), ModelSpec),
-    (("model", "experts"), ExpertsSpec),
-    (("model", "tasks", "*"), TaskSpec),
-    (("train",), TrainSpec),
-    (("train", "optimizer"), OptimizerSpec),
-    (("train", "optimizer", "adam"), AdamSpec),
-    (("train", "early_stopping"), EarlyStoppingSpec),
-]
+def _model_in(annotation) -> type[BaseModel] | None:
+    """The schema model an annotation holds (``Spec``, ``Spec | None``, a union with one model)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if typing.get_origin(annotation) not in (typing.Union, types.UnionType):
+        return None
+    found = [m for a in typing.get_args(annotation) if (m := _model_in(a)) is not None]
+    return found[0] if len(found) == 1 else None
+
+
+def _step(annotation, part):
+    """The annotation one path step below ``annotation``: a model's field, a mapping's or list's item."""
+    model = _model_in(annotation)
+    if model is not None:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        return None if field is None else field.annotation
+    for member in (annotation, *typing.get_args(annotation)):
+        origin, args = typing.get_origin(member), typing.get_args(member)
+        if origin is dict and len(args) == 2 and isinstance(part, str):
+            return args[1]
+        if origin is list and args and isinstance(part, int):
+            return args[0]
+    return None
 
 
 def _fields_at(path: tuple) -> list[str]:
-    for pattern, model in _MODELS_BY_PATH:
-        if len(pattern) == len(path) and all(p == "*" or p == q for p, q in zip(pattern, path, strict=True)):
-            return list(model.model_fields)
-    return []
+    """The keys the schema allows at ``path`` (for "did you mean"), found by walking the models."""
+    annotation = Recipe
+    for part in path:
+        annotation = _step(annotation, part)
+        if annotation is None:
+            return []
+    model = _model_in(annotation)
+    return list(model.model_fields) if model is not None else []
 
 
 def _pydantic_problems(exc: ValidationError, src: Located) -> list[Problem]:
