@@ -213,7 +213,7 @@ ENCODED = TINY_RECIPE.replace(
 
 
 @pytest.mark.slow
-def test_a_named_encoder_starts_from_the_source_and_the_rest_is_fresh(tmp_path):
+def test_a_named_encoder_starts_from_the_source_and_the_rest_is_fresh(tmp_path, cli):
     write_tiny_csv(tmp_path / "tiny.csv")
     (tmp_path / "a.yaml").write_text(ENCODED.replace("epochs: 3", "epochs: 1"))
     a_dir = runner.train(R.load(tmp_path / "a.yaml"), output=tmp_path / "a").run_dir
@@ -230,6 +230,10 @@ def test_a_named_encoder_starts_from_the_source_and_the_rest_is_fresh(tmp_path):
     assert not encoder.trainable_variables and encoder.non_trainable_variables
     shared = {id(v) for v in model.shared_variables}
     assert shared == {id(v) for v in model.trunk[0].trainable_variables}  # the trunk still trains
+    plan = cli("plan", tmp_path / "b.yaml").output  # names the encoder it starts, not the trunk
+    assert f"warm start: from run a (resolved: {a_dir.resolve()}); frozen for the whole run" in plan
+    assert "  a_encoder (model.encoders.a) starts from a: frozen for the whole run" in plan
+    assert "shared_0 (" not in plan
     # a gradient-based strategy combines the trunk's task gradients; the frozen encoder stays as it was
     path = tmp_path / "b.yaml"
     path.write_text(
