@@ -285,6 +285,8 @@ def render_plan(out: Console, p, weighting: str) -> None:
         table.add_row(b.part, b.name, b.what, f"{b.params:,}")
     out.print(table)
     line(f"shared representation z: {p.representation:,} features per example")
+    if p.warm_start:
+        _warm_start_lines(line, p.warm_start)
     for t, info in p.tasks.items():
         if info["inputs_from"]:
             outputs = [d for d in info["inputs_from"] if "." not in d]
@@ -303,6 +305,14 @@ def render_plan(out: Console, p, weighting: str) -> None:
         line(f"note: {note}")
     for warning in p.warnings:
         out.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True, highlight=False)
+
+
+def _warm_start_lines(line, w: dict) -> None:
+    """``mtl plan``'s lines for ``model.init_from``: the source run, the layers it starts, how they train."""
+    resolved = f" (resolved: {w['resolved']})" if w["resolved"] != w["run"] else ""
+    line(f"warm start: from run {w['run']}{resolved}; {w['training']}")
+    for name, label in zip(w["layers"], w["copied"], strict=True):
+        line(f"  {name} ({label}) starts from {w['run']}: {w['training']}")
 
 
 class PredictView:

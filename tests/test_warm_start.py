@@ -213,7 +213,7 @@ ENCODED = TINY_RECIPE.replace(
 
 
 @pytest.mark.slow
-def test_a_named_encoder_starts_from_the_source_and_the_rest_is_fresh(tmp_path):
+def test_a_named_encoder_starts_from_the_source_and_the_rest_is_fresh(tmp_path, cli):
     write_tiny_csv(tmp_path / "tiny.csv")
     (tmp_path / "a.yaml").write_text(ENCODED.replace("epochs: 3", "epochs: 1"))
     a_dir = runner.train(R.load(tmp_path / "a.yaml"), output=tmp_path / "a").run_dir
@@ -230,6 +230,10 @@ def test_a_named_encoder_starts_from_the_source_and_the_rest_is_fresh(tmp_path):
     assert not encoder.trainable_variables and encoder.non_trainable_variables
     shared = {id(v) for v in model.shared_variables}
     assert shared == {id(v) for v in model.trunk[0].trainable_variables}  # the trunk still trains
+    plan = cli("plan", tmp_path / "b.yaml").output  # names the encoder it starts, not the trunk
+    assert f"warm start: from run a (resolved: {a_dir.resolve()}); frozen for the whole run" in plan
+    assert "  a_encoder (model.encoders.a) starts from a: frozen for the whole run" in plan
+    assert "shared_0 (" not in plan
     # a gradient-based strategy combines the trunk's task gradients; the frozen encoder stays as it was
     path = tmp_path / "b.yaml"
     path.write_text(
@@ -264,3 +268,61 @@ def test_every_strategy_with_every_shared_layer_frozen(tmp_path):
             ], name
         else:
             assert R.load(path).recipe.model.init_from.freeze is True, name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("name", "init", "training"),
+    [
+        ("p_trained", INIT, "trained from there"),
+        ("p_frozen", FROZEN, "frozen for the whole run"),
+    ],
+)
+def test_plan_names_the_source_run_and_how_the_warm_started_layers_train(run_a, cli, name, init, training):
+    path = _project(run_a, name, init)
+    result = cli("plan", path)  # CliRunner: not a terminal, the plain text
+    assert result.exit_code == 0, result.output
+    resolved = run_a.resolve()
+    assert f"warm start: from run ../a (resolved: {resolved}); {training}" in result.output
+    assert f"  shared_0 (model.shared[0]) starts from ../a: {training}" in result.output
+    result = cli("plan", path, "--json")
+    w = json.loads(result.output)["warm_start"]
+    assert w["run"] == "../a" and w["resolved"] == str(resolved) and w["layers"] == ["shared_0"]
+    assert w["freeze"] is (init == FROZEN) and w["training"] == training
+
+
+def test_plan_like_validate_refuses_a_missing_source_run(tmp_path, cli):
+    write_tiny_csv(tmp_path / "tiny.csv")
+    path = tmp_path / "recipe.yaml"
+    path.write_text(_with(TINY_RECIPE, "  init_from: {run: runs/nope}\n"))
+    for command in ("plan", "validate"):
+        result = cli(command, path)
+        assert result.exit_code == 2 and "Traceback" not in result.output
+        assert f"{path}:{_line(path, 'init_from')}" in result.output
+        assert f"no such run directory: {tmp_path / 'runs' / 'nope'}" in result.output
+
+
+def test_plan_says_frozen_for_the_first_n_epochs_when_freeze_epochs_is_set():
+    from types import SimpleNamespace
+
+    from mtlcli.run.plan import warm_start
+
+    layer = SimpleNamespace(name="shared_0")
+    model = SimpleNamespace(shared_layers=lambda: [layer])
+    record = {"run": "/runs/a", "model": "/runs/a/model.keras", "copied": ["model.shared[0]"]}
+    for epochs, freeze, want in (
+        (2, False, "frozen for the first 2 epochs, then trained"),
+        (1, False, "frozen for the first 1 epoch, then trained"),
+        (None, True, "frozen for the whole run"),
+        (None, False, "trained from there"),
+    ):
+        spec = SimpleNamespace(run="../a", layers="shared", freeze=freeze, freeze_epochs=epochs)
+        loaded = SimpleNamespace(recipe=SimpleNamespace(model=SimpleNamespace(init_from=spec)))
+        w = warm_start(loaded, model, record)
+        assert w["training"] == want and w["freeze_epochs"] == epochs and w["layers"] == ["shared_0"]
+    assert (
+        warm_start(
+            SimpleNamespace(recipe=SimpleNamespace(model=SimpleNamespace(init_from=None))), model, None
+        )
+        is None
+    )

@@ -10,8 +10,9 @@
   has no float64 arithmetic and no hash tables after freezing, so its front end is rewritten with
   builtin ops: numbers arrive as float32 and are standardised in float32 (a few 1e-7 from the
   SavedModel), categories are matched against the vocabulary with string equality; a multilabel task
-  has no joined ``label`` string there (no string join in TFLite). Image-file inputs (decoding) cannot
-  convert and are refused, naming the inputs.
+  has no joined ``label`` string there (no string join in TFLite). Image-file inputs (decoding), text
+  inputs (tokenising) and recurrent layers that loop over the steps (a tensor list TFLite holds only at
+  a fixed batch size; ``unroll: true`` converts) cannot convert and are refused, naming them.
 
 Every export writes ``export.json`` beside the model (inputs, outputs, classes, thresholds, versions,
 the source model's sha256) and is built in a temporary directory next to the target, renamed into place
@@ -321,6 +322,44 @@ def _refuse_for_tflite(prep, model) -> None:
             "up tokens (TextVectorization) uses string ops that are not TFLite builtins. Use mtl export "
             "--format saved_model (it takes the raw strings)"
         )
+    loops = [f"{x.name} ({_kind(x)})" for x in recurrent_loops(model)]
+    if loops:
+        raise UsageError(
+            f"--format tflite: the recurrent layer(s) {', '.join(loops)} cannot convert: their loop over "
+            "the steps keeps a TensorFlow tensor list, which TFLite's builtin ops hold only at a fixed "
+            "batch size. Set unroll: true on them (the steps are then unrolled; the weights are the same) "
+            "and train again, or use mtl export --format saved_model"
+        )
+
+
+def _kind(layer) -> str:
+    inner = getattr(layer, "forward_layer", None)
+    return type(layer).__name__ + (f" of {type(inner).__name__}" if inner is not None else "")
+
+
+def recurrent_loops(model) -> list:
+    """The recurrent layers of ``model`` that loop over the steps (``keras.layers.RNN``: lstm, gru,
+    simple_rnn without ``unroll: true``; a bidirectional one as one layer), in an encoder, the trunk,
+    experts or a head: found through the layers' attributes, each once, by name."""
+    import keras
+
+    found, seen, todo = [], set(), [model]
+    while todo:
+        x = todo.pop()
+        if id(x) in seen:
+            continue
+        seen.add(id(x))
+        if isinstance(x, keras.layers.Bidirectional):
+            if not (x.forward_layer.unroll and x.backward_layer.unroll):
+                found.append(x)
+        elif isinstance(x, keras.layers.RNN):
+            if not x.unroll:
+                found.append(x)
+        else:
+            items = vars(x).values() if isinstance(x, keras.layers.Layer) else x
+            items = items.values() if isinstance(items, dict) else items
+            todo.extend(v for v in items if isinstance(v, (keras.layers.Layer, list, tuple, dict)))
+    return sorted(found, key=lambda layer: layer.name)
 
 
 def _lite_numeric(tf, st, x):

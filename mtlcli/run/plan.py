@@ -58,6 +58,9 @@ class Plan:
     warnings: list[str] = field(default_factory=list)
     #: features per example where the inputs meet (after their embeddings and ``model.encoders``)
     fused: int | None = None
+    #: ``model.init_from``: the source run (as written and resolved), the layers it starts and how they
+    #: train (:func:`warm_start`); None without a warm start
+    warm_start: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -145,7 +148,36 @@ def plan(loaded: LoadedRecipe, seed: int | None = None) -> Plan:
         notes=_notes(model),
         warnings=[warning] if warning else [],
         fused=int(_features(model.fused_shape[1:])),
+        warm_start=warm_start(loaded, model, prepared.info.get("init_from")),
     )
+
+
+def warm_start(loaded: LoadedRecipe, model, record: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Where ``model.init_from``'s layers start: the run as written and resolved, the layers (Keras
+    names, as in the graph summary, and their recipe places) and how they train: ``frozen`` for the
+    whole run, ``frozen for the first N epochs`` (``freeze_epochs``) or ``trained``."""
+    spec = loaded.recipe.model.init_from
+    if spec is None or record is None:
+        return None
+    from mtlcli.model import warmstart
+
+    epochs = getattr(spec, "freeze_epochs", None)
+    if epochs:
+        training = f"frozen for the first {int(epochs)} epoch{'s' if int(epochs) != 1 else ''}, then trained"
+    elif spec.freeze:
+        training = "frozen for the whole run"
+    else:
+        training = "trained from there"
+    return {
+        "run": spec.run,
+        "resolved": record["run"],
+        "model": record["model"],
+        "layers": [layer.name for layer in warmstart.parts(model, spec.layers)],
+        "copied": list(record["copied"]),
+        "freeze": bool(spec.freeze),
+        "freeze_epochs": None if epochs is None else int(epochs),
+        "training": training,
+    }
 
 
 def _blocks_and_params(model) -> tuple[list[Block], dict[str, int]]:
