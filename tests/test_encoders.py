@@ -390,6 +390,41 @@ def test_side_data_pairs_are_multifashions_and_the_right_features_are_the_partne
     np.testing.assert_allclose(cols["right_tone"], 200 / 255, rtol=1e-6)
 
 
+def test_the_fusion_recipe_gives_every_input_one_width_so_each_fusion_builds(tmp_path):
+    """recipes/multifashion_fusion.yaml compares concat, sum and attention with nothing else changed:
+    on a tiny stand-in for its generated data every input is 32 wide after its encoder, the size check
+    passes for all three, and attention's shared block is 4·32·33; a narrower side encoder is refused."""
+    import shutil
+    from pathlib import Path
+
+    shutil.copy(
+        Path(__file__).resolve().parents[1] / "recipes" / "multifashion_fusion.yaml", tmp_path / "r.yaml"
+    )
+    folder = tmp_path / "data" / "multifashion_side"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        side = {
+            k: rng.random(40, dtype=np.float32)
+            for k in ("left_fill", "left_tone", "right_fill", "right_tone")
+        }
+        labels = {k: rng.integers(0, 10, size=40) for k in ("left", "right")}
+        np.savez(
+            folder / f"{split}.npz", image=rng.integers(0, 256, (40, 28, 28, 1), np.uint8), **labels, **side
+        )
+    for fusion in ("concat", "sum", "attention"):
+        loaded = R.load(tmp_path / "r.yaml", overrides=[f"model.fusion={fusion}"])
+        est = size.check(loaded, data.prepare(loaded).prep)
+        assert {math.prod(s) for s in est.widths.values()} == {32} and len(est.widths) == 5, fusion
+        if fusion == "attention":
+            assert est.layers[("model", "fusion")].params == 4 * 32 * 33
+    loaded = R.load(
+        tmp_path / "r.yaml", overrides=["model.fusion=sum", "model.encoders.left_tone.0.dense.units=16"]
+    )
+    with pytest.raises(RecipeError, match="left_tone 16"):
+        size.check(loaded, data.prepare(loaded).prep)
+
+
 def test_runs_from_before_encoders_resume_unchanged():
     """resolved.yaml of a run written before model.encoders / model.fusion has neither key: the default
     recipe resolves to no change (resume compares the two), a sum fusion or an encoder to a change."""
