@@ -471,3 +471,19 @@ def test_group_names_print_floats_to_four_significant_digits_and_keep_clashes_ap
         "learning_rate=0.004778",
         "learning_rate=0.004778#3",
     ]
+
+
+def test_the_default_fusion_is_a_value_not_null_in_a_comparison(tmp_path):
+    """resolved.yaml leaves out ``model.fusion: concat`` (the default); a sweep over model.fusion must
+    still label that group concat."""
+    from mtlcli.compare.report import differing_keys
+    from mtlcli.compare.runs import Run, configuration
+
+    base = {"model": {"shared": [], "tasks": {}}, "train": {"epochs": 1}}
+    runs = [
+        Run(tmp_path / "a", {}, base),
+        Run(tmp_path / "b", {}, {**base, "model": {**base["model"], "fusion": "attention"}}),
+    ]
+    configs = [configuration(r) for r in runs]
+    assert differing_keys(configs) == ["model.fusion"]
+    assert [c["model.fusion"] for c in configs] == ["concat", "attention"]

@@ -76,6 +76,11 @@ def _read_json(path: Path) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+#: defaults that ``resolved.yaml`` leaves out (as runs before those keys wrote it), so that a group
+#: with the default shows its value rather than null (:meth:`mtlcli.recipe.spec.Recipe.resolved`)
+RESOLVED_LEAVES_OUT = {"model.fusion": "concat"}
+
+
 def configuration(run: Run) -> dict[str, Any]:
     """The run's flattened resolved recipe without the keys that do not make a configuration
     (``seed``, ``name``), its data files named by content (``data.json``'s sha256, so the same data
@@ -87,6 +92,9 @@ def configuration(run: Run) -> dict[str, Any]:
     if isinstance(train, dict) and isinstance(train.get("weighting"), dict):
         resolved["train"] = {**train, "weighting": label(train["weighting"])}
     flat = flatten(resolved)
+    for key, default in RESOLVED_LEAVES_OUT.items():
+        if isinstance(resolved.get("model"), dict):
+            flat.setdefault(key, default)
     files = run.data.get("files") or {}
     for key in ("train", "validation", "test"):
         entry = files.get(key)
