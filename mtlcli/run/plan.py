@@ -184,17 +184,22 @@ def _blocks_and_params(model) -> tuple[list[Block], dict[str, int]]:
     """The graph summary's rows (shared layers first, then each task's) and the parameter counts."""
     from mtlcli.model.build import count_params as count
 
+    # a ``freeze_epochs`` schedule's layers are frozen now and trained later: counted as trained
+    later = model.freeze_schedule.ids if model.freeze_schedule is not None else frozenset()
+
+    def trained(layer) -> list:
+        return [v for v in layer.weights if v.trainable or id(v) in later]
+
     blocks = [
-        Block("shared", layer.name, describe(layer), count(layer.trainable_variables))
-        for layer in model.shared_layers()
+        Block("shared", layer.name, describe(layer), count(trained(layer))) for layer in model.shared_layers()
     ]
-    params = {"shared": count(model.shared_variables)}
+    params = {"shared": count(model.train_shared_variables)}
     for t in model.task_names:
         for layer in model.task_layers(t):
             blocks.append(Block(t, layer.name, describe(layer), count(layer.trainable_variables)))
         params[t] = count(model.task_variables(t))
     params["strategy"] = count(list(model.strategy_params.values()))
-    params["total"] = count(model.trainable_variables)
+    params["total"] = count(model.trainable_variables) + count([v for v in model.weights if id(v) in later])
     return blocks, params
 
 

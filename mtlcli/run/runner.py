@@ -302,7 +302,7 @@ def announce(job: Job, session: Session, model, run_dir: Path, on_event) -> None
             "metrics": metrics,
             "main": f"{t}_{metrics[0]}" if metrics else f"{t}_loss",
         }
-    params = {"shared": count_params(model.shared_variables)}
+    params = {"shared": count_params(model.train_shared_variables)}  # freeze_epochs' layers train later
     for t, layers in model.heads.items():
         params[t] = count_params([v for layer in layers for v in layer.trainable_variables])
     info = job.prepared.info
