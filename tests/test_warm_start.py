@@ -308,11 +308,11 @@ def test_plan_says_frozen_for_the_first_n_epochs_when_freeze_epochs_is_set():
     from mtlcli.run.plan import warm_start
 
     layer = SimpleNamespace(name="shared_0")
-    model = SimpleNamespace(shared_layers=lambda: [layer])
+    model = SimpleNamespace(named_parts=lambda layers: [layer])
     record = {"run": "/runs/a", "model": "/runs/a/model.keras", "copied": ["model.shared[0]"]}
     for epochs, freeze, want in (
         (2, False, "frozen for the first 2 epochs, then trained"),
-        (1, False, "frozen for the first 1 epoch, then trained"),
+        (1, False, "frozen for the first epoch, then trained"),
         (None, True, "frozen for the whole run"),
         (None, False, "trained from there"),
     ):

@@ -161,9 +161,9 @@ def warm_start(loaded: LoadedRecipe, model, record: dict[str, Any] | None) -> di
         return None
     from mtlcli.model import warmstart
 
-    epochs = getattr(spec, "freeze_epochs", None)
+    epochs = spec.freeze_epochs
     if epochs:
-        training = f"frozen for the first {int(epochs)} epoch{'s' if int(epochs) != 1 else ''}, then trained"
+        training = f"frozen for the first {'epoch' if epochs == 1 else f'{epochs} epochs'}, then trained"
     elif spec.freeze:
         training = "frozen for the whole run"
     else:
