@@ -124,7 +124,10 @@ def test_fit_dispatches_two_compiled_steps_with_the_numbers_of_the_in_graph_cond
         b.fit(tf.data.Dataset.from_tensors((x, y, mask)), epochs=1, verbose=0, shuffle=False)
         for got, want in zip(_weights(b), reference[s][0], strict=True):
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6, err_msg=f"step {s}")
-        np.testing.assert_allclose(b.every_weights.numpy(), reference[s][1], rtol=1e-6, err_msg=f"step {s}")
+        # weights sum to 1: float32 reduction order moves a small one by ~1e-7 (measured in CI: 1.0e-7 on 0.0044)
+        np.testing.assert_allclose(
+            b.every_weights.numpy(), reference[s][1], rtol=1e-6, atol=1e-6, err_msg=f"step {s}"
+        )
     assert int(b.optimizer.iterations.numpy()) == 6
 
 
