@@ -22,8 +22,6 @@ from mtlcli.fsio import sha256
 if TYPE_CHECKING:
     from mtlcli.recipe import LoadedRecipe
 
-#: ``layers:`` item that names the trunk (``model.shared``) rather than an input's encoder
-TRUNK = "trunk"
 WHERE = ("model", "init_from")
 
 
